@@ -1,0 +1,3 @@
+from phoenix95.cli.main import main
+
+main()

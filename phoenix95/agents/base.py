@@ -1,0 +1,259 @@
+"""The loop every stage runs inside its Faust agent.
+
+Per batch of raw records:
+
+1. the stage decodes and decides (`Stage.process`), one `Outcome` per finished record; a record it
+   returns no outcome for is *held* (e.g. an order waiting for the next market price) and stays
+   un-acked, so its offset is not committed;
+2. the sink writes the facts (PostgreSQL, then Redis, then the time series), retrying transient
+   failures while the partition waits; an input whose writes fail permanently is dead-lettered;
+3. the outputs and dead letters are produced and the broker's acknowledgement awaited;
+4. only then are the records acked, and Faust commits their offsets.
+
+Nothing the stage does can crash the loop: an unexpected exception for one record dead-letters that
+record (PROCESSING_ERROR) and the others go on. Faust's own behaviour of acking a message whose agent
+raised is thereby never reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from phoenix95.agents.ports import InputRecord, Outcome, Publisher, Sink
+from phoenix95.domain import ids
+from phoenix95.schemas.codec import Reason
+from phoenix95.schemas.envelope import Event, utc_now
+from phoenix95.schemas.messages import DeadLetter, Header
+
+logger = logging.getLogger(__name__)
+
+
+def record_key(record: InputRecord) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
+
+
+def dead_letter(stage: str, record: InputRecord, reason: Reason | str, error: str, *, correlation_id: str | None = None) -> DeadLetter:
+    """A dead letter with the original bytes; its id is derived from the record's coordinates, so a
+    re-delivered bad message is recorded once."""
+    event_id = ids.derive("dead-letter", stage, record.topic, record.partition, record.offset)
+    return DeadLetter.trusted(
+        event_id=event_id,
+        correlation_id=correlation_id or event_id,
+        causation_id=None,
+        ts_event=record.timestamp or utc_now(),
+        ts_ingest=utc_now(),
+        schema_version=DeadLetter.SCHEMA_VERSION,
+        producer=stage,
+        stage=stage,
+        reason=str(reason),
+        error=error[:4000],
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        source_timestamp=record.timestamp,
+        original_key=record.key,
+        original_value=record.value,
+        original_headers=tuple(Header.model_construct(key=k, value=v) for k, v in record.headers),
+    )
+
+
+@dataclass
+class StageStats:
+    processed: int = 0
+    dead_lettered: int = 0
+    failed_writes: int = 0
+    produced: int = 0
+    batches: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Stage(ABC):
+    """One pipeline stage: decode -> domain -> outcomes. No I/O except through its ports."""
+
+    name: str = "stage"
+    #: Base names of the topics the stage consumes.
+    inputs: tuple[str, ...] = ()
+    #: Run `on_clock` this often (seconds); None: no timer.
+    clock_interval: float | None = None
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load state (e.g. open positions) before the first batch."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abstractmethod
+    async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
+        """Outcomes of the finished records (records without one are held)."""
+
+    async def on_clock(self, now: datetime) -> list[Outcome]:
+        """Timer work (monitoring ticks, quiet-feed fills); outcomes may finish held records."""
+        return []
+
+    def reset(self) -> None:  # noqa: B027 - optional hook
+        """Forget in-memory state (partitions were revoked; their records will be re-delivered)."""
+
+    async def recover(self) -> None:
+        """Make in-memory state equal to what the stores hold (after a failure or an assignment)."""
+        self.reset()
+        await self.start()
+
+
+class StageRunner:
+    """Drives a stage from a Faust stream with commit-after-write semantics."""
+
+    def __init__(self, stage: Stage, sink: Sink, publisher: Publisher, *, metrics: Any = None):
+        self.stage = stage
+        self.sink = sink
+        self.publisher = publisher
+        self.metrics = metrics
+        self.stats = StageStats()
+        self._held: dict[tuple[str, int, int], Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def run_batch(self, events: Sequence[Any], ack: Any) -> None:
+        """Process Faust events (they carry `.message`); `ack(event)` acks one."""
+        records = [to_record(event.message) for event in events]
+        by_key = {record_key(r): e for r, e in zip(records, events, strict=True)}
+        async with self._lock:
+            started = time.perf_counter()
+            outcomes = await self._process_guarded(records)
+            await self.commit(outcomes)
+            finished = {record_key(o.record) for o in outcomes}
+            for key, event in by_key.items():
+                if key in finished:
+                    await ack(event)
+                else:
+                    self._held[key] = event
+            for key in [k for k in self._held if k in finished]:
+                await ack(self._held.pop(key))
+            self._observe(len(records), time.perf_counter() - started)
+
+    async def tick(self, ack: Any) -> None:
+        async with self._lock:
+            try:
+                outcomes = await self.stage.on_clock(datetime.now(UTC))
+            except Exception:
+                logger.exception("stage %s: timer failed", self.stage.name)
+                return
+            if not outcomes:
+                return
+            try:
+                await self.commit(outcomes)
+            except Exception:
+                logger.exception("stage %s: writing timer outcomes failed; reloading state", self.stage.name)
+                await self._reload()
+                return
+            for outcome in outcomes:
+                event = self._held.pop(record_key(outcome.record), None)
+                if event is not None:
+                    await ack(event)
+
+    def forget_held(self) -> None:
+        """Partitions were revoked: their un-acked records will be re-delivered to the new owner."""
+        self._held.clear()
+        self.stage.reset()
+
+    async def reload(self) -> None:
+        """Rebuild the stage's in-memory state from the stores (after an assignment or a failure)."""
+        async with self._lock:
+            await self._reload()
+
+    async def _reload(self) -> None:
+        await self.stage.recover()
+
+    async def _process_guarded(self, records: Sequence[InputRecord]) -> list[Outcome]:
+        try:
+            return await self.stage.process(records)
+        except Exception as error:
+            if len(records) == 1:
+                logger.exception(
+                    "stage %s: processing %s[%d]@%d failed", self.stage.name, records[0].topic, records[0].partition, records[0].offset
+                )
+                # The stage may have changed its state before it raised: rebuild it from the stores.
+                await self._reload()
+                return [
+                    Outcome(
+                        records[0],
+                        dead_letter=dead_letter(self.stage.name, records[0], Reason.PROCESSING_ERROR, f"{type(error).__name__}: {error}"),
+                    )
+                ]
+            logger.warning("stage %s: batch of %d failed (%s); processing one by one", self.stage.name, len(records), error)
+            await self._reload()
+        outcomes: list[Outcome] = []
+        for record in records:
+            outcomes.extend(await self._process_guarded([record]))
+        return outcomes
+
+    async def commit(self, outcomes: list[Outcome]) -> None:
+        """Persist, then produce; replaces outcomes whose writes failed permanently by dead letters."""
+        failures = await self.sink.persist(self.stage.name, outcomes)
+        if failures:
+            replaced = []
+            for index, error in failures:
+                original = outcomes[index]
+                logger.error(
+                    "stage %s: writes for %s[%d]@%d failed permanently: %s",
+                    self.stage.name, original.record.topic, original.record.partition, original.record.offset, error,
+                )
+                outcomes[index] = Outcome(
+                    original.record,
+                    dead_letter=dead_letter(self.stage.name, original.record, Reason.SINK_REJECTED, f"{type(error).__name__}: {error}"),
+                )
+                replaced.append(outcomes[index])
+                self.stats.failed_writes += 1
+            still = await self.sink.persist(self.stage.name, replaced)
+            for index, error in still:
+                logger.error("stage %s: could not record dead letter in PostgreSQL: %s", self.stage.name, error)
+            # The stage may have changed its in-memory state for inputs whose writes failed: rebuild it
+            # from the stores, which hold exactly what was written.
+            await self._reload()
+        produced: list[Event] = []
+        for outcome in outcomes:
+            produced.extend(outcome.produce)
+            if outcome.dead_letter is not None:
+                produced.append(outcome.dead_letter)
+                reason = outcome.dead_letter.reason
+                self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
+                self.stats.dead_lettered += 1
+                logger.warning(
+                    "stage %s: dead-lettered %s[%d]@%d: %s %s",
+                    self.stage.name, outcome.record.topic, outcome.record.partition, outcome.record.offset,
+                    reason, outcome.dead_letter.error[:200],
+                )
+        await self.publisher.publish(produced)
+        self.stats.processed += len(outcomes)
+        self.stats.produced += len(produced)
+        self.stats.batches += 1
+        if self.metrics is not None:
+            self.metrics.observe_outcomes(self.stage.name, outcomes)
+
+    def _observe(self, size: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_batch(self.stage.name, size, seconds)
+
+
+def to_record(message: Any) -> InputRecord:
+    timestamp = getattr(message, "timestamp", None)
+    when = datetime.fromtimestamp(timestamp, tz=UTC) if timestamp else None
+    headers = getattr(message, "headers", None) or ()
+    if isinstance(headers, dict):
+        header_items = tuple((str(k), v) for k, v in headers.items())
+    else:
+        header_items = tuple((str(k), v) for k, v in headers)
+    return InputRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp=when,
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        headers=header_items,
+    )

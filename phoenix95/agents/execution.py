@@ -1,0 +1,277 @@
+"""Execution stage: p95.risk.verdicts (+ p95.market.prices) -> market order on the exchange connector
+-> p95.orders (and the orders/trades rows).
+
+An approved verdict becomes a market order filled at the *next* market price for its symbol: the
+first price event at or after the decision time. If that price has not arrived yet the verdict is
+held (un-acked, its offset not committed) until it does, or until the feed has been quiet for
+`quiet_fill_after` seconds, when the last known price is used. The trading state is checked again
+here: a verdict approved before a halt does not become an order after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from phoenix95.agents.base import Stage, dead_letter, record_key
+from phoenix95.agents.ports import InputRecord, OrderPlaced, Outcome
+from phoenix95.connectors.exchange.base import ExchangeConnector, ExchangeOrder, OrderRequest
+from phoenix95.domain import ids
+from phoenix95.domain.execution import MarketTick, next_price_at_or_after
+from phoenix95.domain.trading_state import TradingState
+from phoenix95.domain.values import entry_order_side, opposite
+from phoenix95.schemas.codec import Codec, DecodeError
+from phoenix95.schemas.envelope import utc_now
+from phoenix95.schemas.messages import Fill, MarketPrice, Order, RiskVerdict
+from phoenix95.streams import topics
+
+logger = logging.getLogger(__name__)
+
+
+class ExecutionState(Protocol):
+    async def trading_state(self) -> TradingState: ...
+
+    async def orders(self, verdict_ids: Sequence[str]) -> dict[str, Order]: ...
+
+    async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]: ...
+
+
+@dataclass
+class _Pending:
+    record: InputRecord
+    verdict: RiskVerdict
+    since: float
+
+
+def tick_of(price: MarketPrice) -> MarketTick:
+    return MarketTick(
+        symbol=price.symbol, time=price.ts_event, price=price.price, mark_price=price.mark_price, high=price.high,
+        low=price.low, volume=price.volume, funding_rate=price.funding_rate, event_id=price.event_id,
+    )
+
+
+class ExecutionStage(Stage):
+    name = "execution"
+    inputs = (topics.RISK_VERDICTS, topics.MARKET_PRICES)
+    clock_interval = 0.25
+
+    def __init__(
+        self,
+        codec: Codec,
+        exchange: ExchangeConnector,
+        state: ExecutionState,
+        *,
+        quiet_fill_after: float = 2.0,
+        price_history: int = 5000,
+        prices_topic: str = topics.MARKET_PRICES,
+        monotonic: object = time.monotonic,
+    ):
+        self.codec = codec
+        self.exchange = exchange
+        self.state = state
+        self.quiet_fill_after = quiet_fill_after
+        self.price_history = price_history
+        self.prices_topic = prices_topic
+        self.prices: dict[str, deque[MarketTick]] = {}
+        self.pending: dict[tuple[str, int, int], _Pending] = {}
+        self._monotonic = monotonic
+
+    def reset(self) -> None:
+        self.prices.clear()
+        self.pending.clear()
+
+    async def recover(self) -> None:
+        """Nothing of this stage's memory is in the stores, and it is kept consistent: keep it."""
+
+    def observe(self, tick: MarketTick) -> None:
+        history = self.prices.setdefault(tick.symbol, deque(maxlen=self.price_history))
+        if not history or tick.time > history[-1].time:
+            history.append(tick)
+
+    def fill_tick(self, verdict: RiskVerdict) -> MarketTick | None:
+        history = self.prices.get(verdict.symbol)
+        if not history:
+            return None
+        tick = next_price_at_or_after(history, verdict.ts_event)
+        if tick is None:
+            return None
+        if tick is history[0] and len(history) == history.maxlen and tick.time > verdict.ts_event:
+            logger.warning("execution: price history of %s too short to find the price after %s", verdict.symbol, verdict.ts_event)
+        return tick
+
+    async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        ready: list[tuple[InputRecord, RiskVerdict, MarketTick | None]] = []
+        released: list[tuple[str, int, int]] = []
+        verdicts: list[tuple[InputRecord, RiskVerdict]] = []
+        for record in records:
+            if record.topic.endswith(self.prices_topic):
+                try:
+                    tick = tick_of(self.codec.decode(record.value, MarketPrice))
+                except DecodeError:
+                    outcomes.append(Outcome(record))  # dead-lettered by the positions stage
+                    continue
+                self.observe(tick)
+                outcomes.append(Outcome(record))
+                for key, pending in self.pending.items():
+                    if key not in released and pending.verdict.symbol == tick.symbol and tick.time >= pending.verdict.ts_event:
+                        released.append(key)
+                        ready.append((pending.record, pending.verdict, self.fill_tick(pending.verdict)))
+                continue
+            try:
+                verdict = self.codec.decode(record.value, RiskVerdict)
+            except DecodeError as error:
+                outcomes.append(Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message)))
+                continue
+            if not verdict.approved:
+                outcomes.append(Outcome(record))  # nothing to execute
+                continue
+            verdicts.append((record, verdict))
+        stored = await self.state.orders([v.verdict_id for _, v in verdicts]) if verdicts else {}
+        waiting: list[tuple[tuple[str, int, int], _Pending]] = []
+        for record, verdict in verdicts:
+            order = stored.get(verdict.verdict_id)
+            if order is not None:
+                outcomes.append(Outcome(record, produce=[order]))  # re-delivery: the same order again
+                continue
+            tick = self.fill_tick(verdict)
+            if tick is None:
+                waiting.append((record_key(record), _Pending(record, verdict, self._now())))
+            else:
+                ready.append((record, verdict, tick))
+        if ready:
+            outcomes.extend(await self.execute(ready))
+        # Only now that the orders exist does the pending set change (an exception above leaves it intact).
+        for key in released:
+            self.pending.pop(key, None)
+        self.pending.update(waiting)
+        return outcomes
+
+    async def on_clock(self, now: datetime) -> list[Outcome]:
+        due = [key for key, p in self.pending.items() if self._now() - p.since >= self.quiet_fill_after]
+        if not due:
+            return []
+        ready = []
+        for key in due:
+            pending = self.pending[key]
+            history = self.prices.get(pending.verdict.symbol)
+            ready.append((pending.record, pending.verdict, history[-1] if history else None))
+        outcomes = await self.execute(ready)
+        for key in due:
+            self.pending.pop(key, None)
+        return outcomes
+
+    def _now(self) -> float:
+        return self._monotonic()  # type: ignore[operator]
+
+    async def execute(self, ready: Sequence[tuple[InputRecord, RiskVerdict, MarketTick | None]]) -> list[Outcome]:
+        state = await self.state.trading_state()
+        closing = [v.close_position_id for _, v, _ in ready if v.intent == "close" and v.close_position_id]
+        open_quantity = await self.state.open_quantity(closing) if closing else {}
+        client_ids = {v.verdict_id: ids.client_order_id(ids.order_id(v.verdict_id)) for _, v, _ in ready}
+        known = await self.exchange.query(list(client_ids.values()))
+        requests: list[OrderRequest] = []
+        rejected: dict[str, str] = {}
+        quantities: dict[str, Decimal] = {}
+        for _, verdict, tick in ready:
+            client_id = client_ids[verdict.verdict_id]
+            quantity = self._quantity(verdict, open_quantity)
+            quantities[verdict.verdict_id] = quantity or Decimal(0)
+            if client_id in known:
+                continue  # the exchange has it already (we crashed after submitting): never submit twice
+            reason = self._reject_reason(verdict, state, tick, quantity)
+            if reason is not None:
+                rejected[verdict.verdict_id] = reason
+                continue
+            assert tick is not None and quantity is not None
+            side = entry_order_side(verdict.side)  # a short signal sells: it opens a short or closes a long
+            requests.append(
+                OrderRequest(
+                    client_order_id=client_id, symbol=verdict.symbol, side=side, quantity=quantity,
+                    reduce_only=verdict.intent == "close", reference_price=tick.price, time=max(tick.time, verdict.ts_event),
+                    volume=tick.volume, price_event_id=tick.event_id,
+                )
+            )
+        placed = dict(known)
+        if requests:
+            placed.update(await self.exchange.submit(requests))
+        outcomes = []
+        for record, verdict, _ in ready:
+            client_id = client_ids[verdict.verdict_id]
+            exchange_order = placed.get(client_id)
+            reason = rejected.get(verdict.verdict_id)
+            if exchange_order is None and reason is None:
+                reason = "EXCHANGE_DID_NOT_ACCEPT"
+            order = order_message(verdict, client_id, exchange_order, reason, quantities[verdict.verdict_id], self.exchange.name)
+            outcomes.append(Outcome(record, produce=[order], persist=[OrderPlaced(order, verdict)]))
+        return outcomes
+
+    @staticmethod
+    def _quantity(verdict: RiskVerdict, open_quantity: dict[str, Decimal]) -> Decimal | None:
+        if verdict.intent == "close":
+            return open_quantity.get(verdict.close_position_id or "")
+        return verdict.plan.quantity if verdict.plan is not None else None
+
+    @staticmethod
+    def _reject_reason(verdict: RiskVerdict, state: TradingState, tick: MarketTick | None, quantity: Decimal | None) -> str | None:
+        if not state.allows(reduces_position=verdict.intent == "close"):
+            return "TRADING_HALTED" if state is TradingState.HALTED else "TRADING_REDUCING"
+        if tick is None:
+            return "NO_MARKET_DATA"
+        if quantity is None or quantity <= 0:
+            return "POSITION_NOT_OPEN" if verdict.intent == "close" else "NO_QUANTITY"
+        return None
+
+
+def order_message(
+    verdict: RiskVerdict, client_order_id: str, placed: ExchangeOrder | None, reject_reason: str | None, quantity: Decimal, exchange: str
+) -> Order:
+    fill = None
+    if placed is not None and placed.status == "FILLED" and placed.fill_price is not None and placed.filled_at is not None:
+        fill = Fill.model_construct(
+            price=placed.fill_price,
+            quantity=placed.quantity,
+            notional=placed.fill_price * placed.quantity,
+            fee=placed.fee if placed.fee is not None else Decimal(0),
+            fee_asset="USDT",
+            slippage_rate=placed.slippage_rate if placed.slippage_rate is not None else Decimal(0),
+            reference_price=placed.reference_price if placed.reference_price is not None else placed.fill_price,
+            filled_at=placed.filled_at,
+            price_event_id=None,
+        )
+    plan = verdict.plan
+    order_id = ids.order_id(verdict.verdict_id)
+    return Order.trusted(
+        event_id=order_id,
+        correlation_id=verdict.signal_id,
+        causation_id=verdict.event_id,
+        ts_event=fill.filled_at if fill is not None else verdict.ts_event,
+        ts_ingest=utc_now(),
+        schema_version=Order.SCHEMA_VERSION,
+        producer="execution",
+        order_id=order_id,
+        client_order_id=client_order_id,
+        verdict_id=verdict.verdict_id,
+        signal_id=verdict.signal_id,
+        symbol=verdict.symbol,
+        side=entry_order_side(verdict.side),
+        position_side=verdict.side if verdict.intent == "open" else opposite(verdict.side),
+        intent=verdict.intent,
+        close_position_id=verdict.close_position_id,
+        order_type="market",
+        quantity=quantity,
+        status="filled" if fill is not None else "rejected",
+        reject_reason=None if fill is not None else reject_reason,
+        requested_price=verdict.price,
+        leverage=plan.leverage if plan is not None else 0,
+        margin_mode=plan.margin_mode if plan is not None else "ISOLATED",
+        exchange=exchange,
+        exchange_order_id=placed.exchange_order_id if placed is not None else None,
+        fill=fill,
+    )

@@ -1,0 +1,99 @@
+"""What a stage hands to the outside world, and the small interfaces (ports) it does it through.
+
+A stage turns a batch of input records into one `Outcome` per input: the events to produce, the
+facts to persist, or a dead letter. Adapters (storage, producer) implement the ports; the app factory
+wires them, so a stage never imports an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from phoenix95.domain.positions import Position
+from phoenix95.schemas.envelope import Event
+from phoenix95.schemas.messages import (
+    Analysis,
+    DeadLetter,
+    MarketPrice,
+    Order,
+    PositionEvent,
+    RiskVerdict,
+    Signal,
+)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One Kafka message as a stage received it (raw bytes; decoding happens in the stage)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime | None
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class SignalAnalyzed:
+    signal: Signal
+    analysis: Analysis
+
+
+@dataclass(frozen=True)
+class VerdictMade:
+    verdict: RiskVerdict
+
+
+@dataclass(frozen=True)
+class OrderPlaced:
+    order: Order
+    verdict: RiskVerdict
+
+
+@dataclass(frozen=True)
+class PositionChanged:
+    event: PositionEvent
+    position: Position
+
+
+@dataclass(frozen=True)
+class PriceObserved:
+    price: MarketPrice
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    dead_letter: DeadLetter
+
+
+Fact = SignalAnalyzed | VerdictMade | OrderPlaced | PositionChanged | PriceObserved | DeadLettered
+
+
+@dataclass
+class Outcome:
+    """Everything one input record caused."""
+
+    record: InputRecord
+    produce: list[Event] = field(default_factory=list)
+    persist: list[Fact] = field(default_factory=list)
+    #: Set when the input goes to the dead-letter topic instead.
+    dead_letter: DeadLetter | None = None
+
+
+class Sink(Protocol):
+    """Persists facts: PostgreSQL rows, Redis hot state, time-series points."""
+
+    async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
+        """Write the facts of all outcomes; return (index, error) of those that failed permanently."""
+        ...
+
+
+class Publisher(Protocol):
+    """Produces events and waits until the broker confirmed them."""
+
+    async def publish(self, events: Sequence[Event], *, dead_letter_keys: Sequence[bytes | None] = ()) -> None: ...

@@ -1,0 +1,262 @@
+"""Position stage: p95.orders + p95.market.prices -> positions opened, marked to market, funded and
+closed -> p95.positions.ticks (and the positions/trades rows, Redis hot state, time series).
+
+Open positions live in memory and are recovered from PostgreSQL at start. Prices are kept per symbol
+so a fill that arrives after later prices (it travelled through three stages) is caught up in event
+order: a stop-loss hit while the order was in flight is not missed. The stage owns the prices topic:
+it dead-letters undecodable price messages and writes the price cache and price series.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+from phoenix95.agents.base import Stage, dead_letter
+from phoenix95.agents.execution import tick_of
+from phoenix95.agents.ports import InputRecord, Outcome, PositionChanged, PriceObserved
+from phoenix95.domain import ids
+from phoenix95.domain.brackets import BracketTable
+from phoenix95.domain.config import TradingConfig
+from phoenix95.domain.execution import Fill as DomainFill
+from phoenix95.domain.execution import MarketTick
+from phoenix95.domain.funding import FundingSchedule
+from phoenix95.domain.positions import (
+    Position,
+    Update,
+    close_by_order,
+    on_clock,
+    on_price,
+    open_position,
+)
+from phoenix95.domain.positions import (
+    PositionEvent as DomainEvent,
+)
+from phoenix95.schemas.codec import Codec, DecodeError
+from phoenix95.schemas.envelope import utc_now
+from phoenix95.schemas.messages import MarketPrice, Order, PositionEvent
+from phoenix95.streams import topics
+
+logger = logging.getLogger(__name__)
+
+
+class PositionStore(Protocol):
+    async def open_positions(self) -> list[Position]: ...
+
+    async def positions(self, position_ids: Sequence[str]) -> dict[str, Position]: ...
+
+    async def realized_pnl(self) -> Decimal: ...
+
+
+class PositionStage(Stage):
+    name = "positions"
+    inputs = (topics.ORDERS, topics.MARKET_PRICES)
+
+    def __init__(
+        self,
+        codec: Codec,
+        config: TradingConfig,
+        brackets: BracketTable,
+        store: PositionStore,
+        *,
+        funding: FundingSchedule | None = None,
+        clock: Literal["wall", "event"] = "wall",
+        price_history: int = 5000,
+        prices_topic: str = topics.MARKET_PRICES,
+    ):
+        self.codec = codec
+        self.config = config
+        self.brackets = brackets
+        self.store = store
+        self.funding = funding or FundingSchedule(config.default_funding_rate)
+        self.clock = clock
+        self.clock_interval = config.monitoring_interval.total_seconds() if clock == "wall" else None
+        self.price_history = price_history
+        self.prices_topic = prices_topic
+        self.open: dict[str, Position] = {}
+        self.prices: dict[str, deque[MarketTick]] = {}
+        self.realized = Decimal(0)
+
+    def reset(self) -> None:
+        self.open.clear()
+        self.prices.clear()
+        self.realized = Decimal(0)
+
+    async def start(self) -> None:
+        self.open.clear()
+        for position in await self.store.open_positions():
+            self.open[position.position_id] = position
+        self.realized = await self.store.realized_pnl()
+        logger.info("positions: recovered %d open positions, realized PnL %s", len(self.open), self.realized)
+
+    @property
+    def equity(self) -> Decimal:
+        return self.config.starting_equity + self.realized
+
+    async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
+        decoded: list[tuple[InputRecord, MarketPrice | Order | None, Outcome | None]] = []
+        new_positions: list[str] = []
+        for record in records:
+            is_price = record.topic.endswith(self.prices_topic)
+            try:
+                item: MarketPrice | Order = self.codec.decode(record.value, MarketPrice if is_price else Order)
+            except DecodeError as error:
+                decoded.append((record, None, Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message))))
+                continue
+            if isinstance(item, Order) and item.status == "filled" and item.intent == "open":
+                new_positions.append(ids.position_id(item.order_id))
+            decoded.append((record, item, None))
+        known = await self.store.positions([p for p in new_positions if p not in self.open]) if new_positions else {}
+        outcomes: list[Outcome] = []
+        for record, item, ready in decoded:
+            if ready is not None:
+                outcomes.append(ready)
+            elif isinstance(item, MarketPrice):
+                outcomes.append(self._on_price(record, item))
+            elif isinstance(item, Order):
+                outcomes.append(self._on_order(record, item, known))
+        return outcomes
+
+    async def on_clock(self, now: datetime) -> list[Outcome]:
+        """Monitoring tick (wall clock): at least one tick per interval per open position."""
+        facts, produce = [], []
+        for position in list(self.open.values()):
+            config = self.config.for_symbol(position.symbol)
+            update = on_clock(position, now, config=config, tick_size=config.rules(position.symbol).tick_size, funding_rate=self.funding)
+            self._apply(update, "clock:" + now.isoformat(), facts, produce)
+        if not produce:
+            return []
+        return [Outcome(_CLOCK_RECORD, produce=produce, persist=facts)]
+
+    def _on_price(self, record: InputRecord, price: MarketPrice) -> Outcome:
+        tick = tick_of(price)
+        if price.funding_rate is not None:
+            self.funding.add(price.symbol, [(price.ts_event, price.funding_rate)])
+        history = self.prices.setdefault(price.symbol, deque(maxlen=self.price_history))
+        if not history or tick.time > history[-1].time:
+            history.append(tick)
+        facts: list = [PriceObserved(price)]
+        produce: list = []
+        for position in [p for p in self.open.values() if p.symbol == price.symbol]:
+            config = self.config.for_symbol(position.symbol)
+            update = on_price(position, tick, config=config, tick_size=config.rules(position.symbol).tick_size, funding_rate=self.funding)
+            self._apply(update, price.event_id, facts, produce)
+        return Outcome(record, produce=produce, persist=facts)
+
+    def _on_order(self, record: InputRecord, order: Order, known: dict[str, Position]) -> Outcome:
+        if order.status != "filled" or order.fill is None:
+            return Outcome(record)
+        facts: list = []
+        produce: list = []
+        config = self.config.for_symbol(order.symbol)
+        tick_size = config.rules(order.symbol).tick_size
+        if order.intent == "close":
+            position = self.open.get(order.close_position_id or "")
+            if position is None:
+                logger.info("positions: close order %s for a position that is not open (already closed?)", order.order_id)
+                return Outcome(record)
+            update = close_by_order(
+                position, fill=_domain_fill(order), config=config, funding_rate=self.funding, cause_id=order.order_id
+            )
+            self._apply(update, order.order_id, facts, produce)
+            return Outcome(record, produce=produce, persist=facts)
+        position_id = ids.position_id(order.order_id)
+        if position_id in self.open or position_id in known:
+            return Outcome(record)  # re-delivered order: the position exists already
+        fill = _domain_fill(order)
+        update = open_position(
+            position_id=position_id, order_id=order.order_id, signal_id=order.signal_id, symbol=order.symbol,
+            side=order.position_side, fill=fill, leverage=order.leverage, margin_mode=order.margin_mode,
+            brackets=self.brackets.for_symbol(order.symbol), config=config, tick_size=tick_size,
+        )
+        self._apply(update, order.order_id, facts, produce)
+        # Catch up with the prices that arrived before the fill did.
+        for tick in list(self.prices.get(order.symbol, ())):
+            position = self.open.get(position_id)
+            if position is None:
+                break
+            if tick.time > position.last_event_time:
+                self._apply(
+                    on_price(position, tick, config=config, tick_size=tick_size, funding_rate=self.funding), tick.event_id, facts, produce
+                )
+        return Outcome(record, produce=produce, persist=facts)
+
+    def _apply(self, update: Update, cause: str, facts: list, produce: list) -> None:
+        position = update.position
+        for event in update.events:
+            if event.kind in ("closed", "liquidated", "expired"):
+                self.realized += position.realized_pnl
+            message = position_message(position, event, cause=cause, equity=self.equity)
+            produce.append(message)
+            facts.append(PositionChanged(message, position))
+        if position.is_open:
+            self.open[position.position_id] = position
+        else:
+            self.open.pop(position.position_id, None)
+
+
+def _domain_fill(order: Order) -> DomainFill:
+    assert order.fill is not None
+    return DomainFill(
+        side=order.side, price=order.fill.price, quantity=order.fill.quantity, notional=order.fill.notional,
+        fee=order.fill.fee, slippage_rate=order.fill.slippage_rate, reference_price=order.fill.reference_price,
+        time=order.fill.filled_at,
+    )
+
+
+_CLOCK_RECORD = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=None, key=None, value=b"")
+
+
+def position_message(position: Position, event: DomainEvent, *, cause: str, equity: Decimal | None) -> PositionEvent:
+    m = event.metrics
+    closing = event.kind in ("closed", "liquidated", "expired")
+    event_id = ids.derive("position-event", position.position_id, event.kind, event.cause_id or cause, event.time.isoformat())
+    return PositionEvent.trusted(
+        event_id=event_id,
+        correlation_id=position.signal_id,
+        causation_id=event.cause_id or cause,
+        ts_event=event.time,
+        ts_ingest=utc_now(),
+        schema_version=PositionEvent.SCHEMA_VERSION,
+        producer="positions",
+        position_id=position.position_id,
+        order_id=position.order_id,
+        signal_id=position.signal_id,
+        symbol=position.symbol,
+        side=position.side,
+        kind=event.kind,
+        status=position.status if closing else "open",
+        quantity=position.quantity,
+        leverage=position.leverage,
+        margin_mode=position.margin_mode,
+        entry_price=position.entry_price,
+        price=event.price,
+        mark_price=event.mark_price,
+        margin=position.margin,
+        stop_loss_price=position.stop_loss_price,
+        take_profit_price=position.take_profit_price,
+        liquidation_price=position.liquidation_price,
+        unrealized_pnl=m.unrealized_pnl if not closing else Decimal(0),
+        unrealized_pnl_percent=m.unrealized_pnl_percent,
+        roe=m.roe,
+        maintenance_margin=m.maintenance_margin,
+        margin_ratio=m.margin_ratio,
+        distance_to_liquidation=m.distance_to_liquidation,
+        risk_level=m.risk_level,
+        entry_fee=position.entry_fee,
+        exit_fee=position.exit_fee,
+        funding_paid=position.funding_paid,
+        funding_amount=event.funding_amount if event.kind == "funding" else None,
+        funding_rate=event.funding_rate,
+        realized_pnl=position.realized_pnl if closing else None,
+        exit_price=position.exit_price if closing else None,
+        close_reason=position.close_reason if closing else None,
+        opened_at=position.opened_at,
+        closed_at=position.closed_at if closing else None,
+        auto_close_at=position.auto_close_at,
+        equity=equity,
+    )

@@ -1,0 +1,1 @@
+"""The p95 command."""

@@ -1,0 +1,1 @@
+"""The outside world: publishers, the webhook, market-data feeds and exchange connectors."""

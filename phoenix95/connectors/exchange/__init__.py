@@ -1,0 +1,1 @@
+"""Exchange connectors. `paper` is the default; a live connector implements `ExchangeConnector`."""

@@ -1,0 +1,200 @@
+"""Market data: replay of recorded Binance candles and a simulated feed (seeded geometric Brownian
+motion) for symbols with no data. Both yield `MarketPrice` events with event time; a live feed can be
+added behind the same shape (an async iterator of MarketPrice).
+
+A candle becomes one price event at its *close* time (open time + interval): its close is only known
+then, so a replay never trades on a price before it existed. High and low travel with it, so
+stop-losses and take-profits inside the candle are seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+
+from phoenix95.domain import ids
+from phoenix95.schemas.envelope import utc_now
+from phoenix95.schemas.messages import MarketPrice
+
+_BUNDLED = "phoenix95.data.market"
+_FILE = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[mhd])-(?P<market>[a-z_]+)\.csv(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Candle:
+    time: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal | None
+
+
+def parse_interval(text: str) -> timedelta:
+    unit = text[-1]
+    value = int(text[:-1])
+    return {"m": timedelta(minutes=value), "h": timedelta(hours=value), "d": timedelta(days=value)}[unit]
+
+
+def _parse_time(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _read_text(path: str | Path) -> str:
+    raw = resources.files(_BUNDLED).joinpath(str(path)).read_bytes() if isinstance(path, str) and "/" not in path else Path(path).read_bytes()
+    return gzip.decompress(raw).decode() if raw[:2] == b"\x1f\x8b" else raw.decode()
+
+
+def read_candles(path: str | Path) -> list[Candle]:
+    """Read `date,open,high,low,close,volume` CSV (optionally gzip); a bare name means bundled data."""
+    candles = []
+    for row in csv.DictReader(io.StringIO(_read_text(path))):
+        volume = row.get("volume") or ""
+        candles.append(
+            Candle(
+                time=_parse_time(row["date"]),
+                open=Decimal(row["open"]),
+                high=Decimal(row["high"]),
+                low=Decimal(row["low"]),
+                close=Decimal(row["close"]),
+                volume=Decimal(volume) if volume.strip() else None,
+            )
+        )
+    candles.sort(key=lambda c: c.time)
+    return candles
+
+
+def read_funding(path: str | Path) -> list[tuple[datetime, Decimal]]:
+    return [
+        (_parse_time(row["date"]), Decimal(row["funding_rate"])) for row in csv.DictReader(io.StringIO(_read_text(path)))
+    ]
+
+
+def bundled_files() -> list[str]:
+    return sorted(entry.name for entry in resources.files(_BUNDLED).iterdir() if entry.name.endswith((".csv", ".csv.gz")))
+
+
+def bundled_funding() -> dict[str, list[tuple[datetime, Decimal]]]:
+    funding: dict[str, list[tuple[datetime, Decimal]]] = {}
+    for name in bundled_files():
+        match = _FILE.match(name)
+        if match and match["market"] == "funding_rate":
+            funding.setdefault(match["symbol"], []).extend(read_funding(name))
+    return funding
+
+
+def price_event(
+    *,
+    symbol: str,
+    time: datetime,
+    price: Decimal,
+    source: str,
+    interval: str | None = None,
+    open_: Decimal | None = None,
+    high: Decimal | None = None,
+    low: Decimal | None = None,
+    volume: Decimal | None = None,
+    mark_price: Decimal | None = None,
+    funding_rate: Decimal | None = None,
+    namespace: str = "",
+) -> MarketPrice:
+    event_id = ids.derive("market-price", namespace, symbol, source, time.isoformat())
+    return MarketPrice.trusted(
+        event_id=event_id,
+        correlation_id=event_id,
+        causation_id=None,
+        ts_event=time,
+        ts_ingest=utc_now(),
+        schema_version=MarketPrice.SCHEMA_VERSION,
+        producer="market-data",
+        symbol=symbol,
+        exchange="binance",
+        market_type="futures",
+        price=price,
+        mark_price=mark_price,
+        bid=None,
+        ask=None,
+        open=open_,
+        high=high,
+        low=low,
+        volume=volume,
+        interval=interval,
+        funding_rate=funding_rate,
+        source=source,
+    )
+
+
+def candle_events(
+    symbol: str,
+    candles: Iterable[Candle],
+    interval: str,
+    *,
+    shift: timedelta = timedelta(0),
+    namespace: str = "",
+) -> Iterator[MarketPrice]:
+    """Candles as price events at their close time (shifted by `shift`, e.g. to bring them to now)."""
+    step = parse_interval(interval)
+    for candle in candles:
+        yield price_event(
+            symbol=symbol, time=candle.time + step + shift, price=candle.close, source="candles", interval=interval,
+            open_=candle.open, high=candle.high, low=candle.low, volume=candle.volume, namespace=namespace,
+        )
+
+
+def bundled_candle_events(symbol: str = "XRPUSDT", interval: str = "5m", *, shift: timedelta = timedelta(0), namespace: str = "") -> list[MarketPrice]:
+    return list(candle_events(symbol, read_candles(f"{symbol}-{interval}-futures_last.csv.gz"), interval, shift=shift, namespace=namespace))
+
+
+@dataclass(frozen=True)
+class GbmFeed:
+    """Seeded geometric Brownian motion: reproducible prices for a symbol without recorded data."""
+
+    symbol: str
+    start_price: Decimal
+    start_time: datetime
+    interval: timedelta = timedelta(minutes=5)
+    annual_volatility: float = 0.8
+    annual_drift: float = 0.0
+    seed: int = 95
+    tick_size: Decimal = Decimal("0.01")
+
+    def events(self, count: int, *, namespace: str = "") -> Iterator[MarketPrice]:
+        rng = random.Random(f"{self.seed}:{self.symbol}")
+        dt = self.interval.total_seconds() / (365 * 24 * 3600)
+        sigma = self.annual_volatility
+        drift = (self.annual_drift - 0.5 * sigma * sigma) * dt
+        diffusion = sigma * math.sqrt(dt)
+        price = float(self.start_price)
+        for index in range(count):
+            open_price = price
+            # four sub-steps per candle give a high/low range
+            path = [price]
+            for _ in range(4):
+                price *= math.exp(drift / 4 + diffusion / 2 * rng.gauss(0.0, 1.0))
+                path.append(price)
+            time = self.start_time + self.interval * (index + 1)
+            yield price_event(
+                symbol=self.symbol, time=time, price=self._dec(price), source="simulated",
+                interval=f"{int(self.interval.total_seconds() // 60)}m", open_=self._dec(open_price),
+                high=self._dec(max(path)), low=self._dec(min(path)), volume=None, namespace=namespace,
+            )
+
+    def _dec(self, value: float) -> Decimal:
+        return (Decimal(repr(value)) / self.tick_size).to_integral_value() * self.tick_size
+
+
+def merge_by_time(*streams: Iterable[MarketPrice]) -> list[MarketPrice]:
+    merged = [event for stream in streams for event in stream]
+    merged.sort(key=lambda e: (e.ts_event, e.symbol))
+    return merged

@@ -1,0 +1,119 @@
+"""Paper execution model: market orders filled at the next market price with modelled slippage.
+
+Slippage model (documented in the README):
+
+    rate = base_slippage_rate + 0.1 x order notional / traded notional of the price event
+    rate = min(rate, slippage_tolerance)
+
+The traded notional is the event's volume x price; without volume only the base rate applies
+(2 bps by default). Buys fill above the reference price, sells below; the fill price is rounded to the
+tick against the trader. The taker fee is charged on the filled notional, on entry and on exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from phoenix95.domain.config import TradingConfig
+from phoenix95.domain.values import ZERO, OrderSide, money, round_price
+
+IMPACT_COEFFICIENT = Decimal("0.1")
+
+
+@dataclass(frozen=True)
+class MarketTick:
+    """A market price event as the domain sees it (last price, optional mark and candle range)."""
+
+    symbol: str
+    time: datetime
+    price: Decimal
+    mark_price: Decimal | None = None
+    high: Decimal | None = None
+    low: Decimal | None = None
+    volume: Decimal | None = None
+    funding_rate: Decimal | None = None
+    event_id: str = ""
+
+    @property
+    def mark(self) -> Decimal:
+        return self.mark_price if self.mark_price is not None else self.price
+
+
+@dataclass(frozen=True)
+class Fill:
+    side: OrderSide
+    price: Decimal
+    quantity: Decimal
+    notional: Decimal
+    fee: Decimal
+    slippage_rate: Decimal
+    reference_price: Decimal
+    time: datetime
+    price_event_id: str = ""
+
+
+def slippage_rate(notional: Decimal, reference_price: Decimal, volume: Decimal | None, config: TradingConfig) -> Decimal:
+    rate = config.base_slippage_rate
+    if volume is not None and volume > 0 and reference_price > 0:
+        rate += IMPACT_COEFFICIENT * notional / (volume * reference_price)
+    return min(rate, config.slippage_tolerance)
+
+
+def fill_market_order(
+    *,
+    side: OrderSide,
+    quantity: Decimal,
+    reference_price: Decimal,
+    time: datetime,
+    config: TradingConfig,
+    tick_size: Decimal,
+    volume: Decimal | None = None,
+    price_event_id: str = "",
+) -> Fill:
+    if quantity <= 0:
+        raise ValueError("quantity must be positive")
+    if reference_price <= 0:
+        raise ValueError("reference price must be positive")
+    rate = slippage_rate(quantity * reference_price, reference_price, volume, config)
+    if side == "buy":
+        price = round_price(reference_price * (1 + rate), tick_size, up=True)
+    else:
+        price = round_price(reference_price * (1 - rate), tick_size, up=False)
+    if price <= 0:
+        price = tick_size
+    notional = price * quantity
+    return Fill(
+        side=side,
+        price=price,
+        quantity=quantity,
+        notional=notional,
+        fee=money(notional * config.taker_fee_rate),
+        slippage_rate=rate,
+        reference_price=reference_price,
+        time=time,
+        price_event_id=price_event_id,
+    )
+
+
+def next_price_at_or_after(prices: Sequence[MarketTick], time: datetime) -> MarketTick | None:
+    """The first price event at or after `time` (prices in event-time order)."""
+    for tick in prices:
+        if tick.time >= time:
+            return tick
+    return None
+
+
+def last_price_before(prices: Sequence[MarketTick], time: datetime) -> MarketTick | None:
+    found = None
+    for tick in prices:
+        if tick.time > time:
+            break
+        found = tick
+    return found
+
+
+def fee(notional: Decimal, config: TradingConfig) -> Decimal:
+    return money(abs(notional) * config.taker_fee_rate) if notional else ZERO

@@ -1,0 +1,406 @@
+"""Position lifecycle: open on a fill, mark to market on every price, close by stop-loss, take-profit,
+liquidation or expiry, charge funding at funding times. Everything runs on event time.
+
+Rules (in the order they are checked for each price event after the last one applied):
+
+1. expiry: the event is at or past ``auto_close_at`` (opened + 48 h): funding up to that time is
+   charged, then the position closes at the last price known before it, at ``auto_close_at``;
+2. funding: every funding time (multiples of 8 h UTC) passed since the last event charges
+   ``side x quantity x mark x rate`` (longs pay a positive rate) at the mark known at that time;
+3. liquidation: the mark price (or the candle's low for a long / high for a short when no mark is
+   given) reaches the liquidation price: status ``liquidated``, the isolated margin is lost;
+4. stop-loss / take-profit: the price range of the event reaches a level; when both are inside one
+   candle the stop-loss is assumed first (conservative). The exit is a market order at the level
+   (or at the event price when it gapped past it), with slippage and the taker fee;
+5. otherwise a tick with unrealized PnL, PnL %, ROE, margin ratio and distance to liquidation.
+
+Realized PnL = side x quantity x (exit - entry) - entry fee - exit fee - funding paid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from phoenix95.domain.brackets import Bracket
+from phoenix95.domain.config import TradingConfig
+from phoenix95.domain.execution import Fill, MarketTick, fill_market_order
+from phoenix95.domain.margin import (
+    distance_to_liquidation_pct,
+    initial_margin,
+    liquidation_price,
+    margin_ratio,
+)
+from phoenix95.domain.risk import protective_prices
+from phoenix95.domain.values import ZERO, Side, direction, exit_order_side, money
+
+Status = Literal["open", "closed", "liquidated", "expired"]
+EventKind = Literal["opened", "tick", "funding", "closed", "liquidated", "expired"]
+CloseReason = Literal["stop_loss", "take_profit", "liquidation", "expiry", "reduce_signal"]
+FundingRate = Callable[[str, datetime], Decimal]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PCT = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class Position:
+    position_id: str
+    order_id: str
+    signal_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    leverage: int
+    margin_mode: str
+    entry_price: Decimal
+    margin: Decimal
+    maint_margin_ratio: Decimal
+    maint_cum: Decimal
+    stop_loss_price: Decimal
+    take_profit_price: Decimal
+    liquidation_price: Decimal
+    entry_fee: Decimal
+    opened_at: datetime
+    auto_close_at: datetime
+    next_funding_at: datetime
+    last_price: Decimal
+    mark_price: Decimal
+    last_event_time: datetime
+    funding_paid: Decimal = ZERO
+    status: Status = "open"
+    exit_price: Decimal | None = None
+    exit_fee: Decimal = ZERO
+    closed_at: datetime | None = None
+    close_reason: CloseReason | None = None
+    realized_pnl: Decimal = ZERO
+    max_roe: Decimal = ZERO
+    min_roe: Decimal = ZERO
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    @property
+    def notional(self) -> Decimal:
+        return self.quantity * self.entry_price
+
+
+@dataclass(frozen=True)
+class Metrics:
+    unrealized_pnl: Decimal
+    unrealized_pnl_percent: Decimal
+    roe: Decimal
+    maintenance_margin: Decimal
+    margin_ratio: Decimal
+    distance_to_liquidation: Decimal
+    risk_level: str
+
+
+@dataclass(frozen=True)
+class PositionEvent:
+    kind: EventKind
+    time: datetime
+    price: Decimal
+    mark_price: Decimal
+    metrics: Metrics
+    funding_amount: Decimal = ZERO
+    funding_rate: Decimal | None = None
+    cause_id: str = ""
+
+
+@dataclass(frozen=True)
+class Update:
+    position: Position
+    events: tuple[PositionEvent, ...]
+
+
+def next_funding_time(after: datetime, interval: timedelta) -> datetime:
+    """The first funding time strictly after `after` (funding times are multiples of the interval)."""
+    elapsed = (after - _EPOCH) // interval
+    return _EPOCH + (elapsed + 1) * interval
+
+
+def risk_level(distance_pct: Decimal) -> str:
+    if distance_pct < 5:
+        return "CRITICAL"
+    if distance_pct < 10:
+        return "HIGH"
+    if distance_pct < 20:
+        return "MEDIUM"
+    return "LOW"
+
+
+def metrics(position: Position, price: Decimal, mark: Decimal) -> Metrics:
+    s = direction(position.side)
+    unrealized = s * position.quantity * (mark - position.entry_price)
+    roe = unrealized / position.margin * 100 if position.margin > 0 else ZERO
+    maintenance = max(position.quantity * mark * position.maint_margin_ratio - position.maint_cum, ZERO)
+    distance = distance_to_liquidation_pct(position.side, mark, position.liquidation_price)
+    return Metrics(
+        unrealized_pnl=money(unrealized),
+        unrealized_pnl_percent=(s * (price - position.entry_price) / position.entry_price * 100).quantize(_PCT),
+        roe=roe.quantize(_PCT),
+        maintenance_margin=money(maintenance),
+        margin_ratio=margin_ratio(maintenance, position.margin + unrealized).quantize(_PCT),
+        distance_to_liquidation=distance.quantize(_PCT),
+        risk_level=risk_level(distance),
+    )
+
+
+def open_position(
+    *,
+    position_id: str,
+    order_id: str,
+    signal_id: str,
+    symbol: str,
+    side: Side,
+    fill: Fill,
+    leverage: int,
+    margin_mode: str,
+    brackets: Sequence[Bracket],
+    config: TradingConfig,
+    tick_size: Decimal,
+) -> Update:
+    """Open an isolated position from its entry fill. SL/TP are re-anchored on the fill price."""
+    margin = money(initial_margin(fill.notional, leverage))
+    quote = liquidation_price(
+        side=side, quantity=fill.quantity, entry_price=fill.price, wallet_balance=margin, brackets=brackets
+    )
+    stop, target = protective_prices(side, fill.price, config, tick_size)
+    position = Position(
+        position_id=position_id,
+        order_id=order_id,
+        signal_id=signal_id,
+        symbol=symbol,
+        side=side,
+        quantity=fill.quantity,
+        leverage=leverage,
+        margin_mode=margin_mode,
+        entry_price=fill.price,
+        margin=margin,
+        maint_margin_ratio=quote.bracket.maint_margin_ratio,
+        maint_cum=quote.bracket.cum,
+        stop_loss_price=stop,
+        take_profit_price=target,
+        liquidation_price=money(quote.price),
+        entry_fee=fill.fee,
+        opened_at=fill.time,
+        auto_close_at=fill.time + config.max_hold,
+        next_funding_at=next_funding_time(fill.time, config.funding_interval),
+        last_price=fill.price,
+        mark_price=fill.price,
+        last_event_time=fill.time,
+    )
+    event = PositionEvent("opened", fill.time, fill.price, fill.price, metrics(position, fill.price, fill.price))
+    return Update(position, (event,))
+
+
+def on_price(
+    position: Position,
+    tick: MarketTick,
+    *,
+    config: TradingConfig,
+    tick_size: Decimal,
+    funding_rate: FundingRate,
+) -> Update:
+    """Apply one market price event (event time) to an open position."""
+    if not position.is_open or tick.time <= position.last_event_time:
+        return Update(position, ())
+    events: list[PositionEvent] = []
+    if tick.time >= position.auto_close_at:
+        position = _charge_funding(position, position.auto_close_at, config, funding_rate, events)
+        closed = _close(
+            position,
+            reference_price=position.last_price,
+            time=position.auto_close_at,
+            reason="expiry",
+            config=config,
+            tick_size=tick_size,
+            cause_id=tick.event_id,
+        )
+        return Update(closed.position, (*events, *closed.events))
+    position = _charge_funding(position, tick.time, config, funding_rate, events)
+
+    s = direction(position.side)
+    adverse = tick.low if s > 0 else tick.high
+    favourable = tick.high if s > 0 else tick.low
+    liquidation_mark = tick.mark_price if tick.mark_price is not None else (adverse if adverse is not None else tick.price)
+    if position.liquidation_price > 0 and s * (liquidation_mark - position.liquidation_price) <= 0:
+        liquidated = _liquidate(position, tick)
+        return Update(liquidated.position, (*events, *liquidated.events))
+
+    worst = adverse if adverse is not None else tick.price
+    best = favourable if favourable is not None else tick.price
+    if s * (worst - position.stop_loss_price) <= 0:
+        gapped = adverse is None and s * (tick.price - position.stop_loss_price) < 0
+        reference = tick.price if gapped else position.stop_loss_price
+        closed = _close(
+            position, reference_price=reference, time=tick.time, reason="stop_loss",
+            config=config, tick_size=tick_size, cause_id=tick.event_id, volume=tick.volume,
+        )
+        return Update(closed.position, (*events, *closed.events))
+    if s * (best - position.take_profit_price) >= 0:
+        closed = _close(
+            position, reference_price=position.take_profit_price, time=tick.time, reason="take_profit",
+            config=config, tick_size=tick_size, cause_id=tick.event_id, volume=tick.volume,
+        )
+        return Update(closed.position, (*events, *closed.events))
+
+    current = metrics(position, tick.price, tick.mark)
+    position = replace(
+        position,
+        last_price=tick.price,
+        mark_price=tick.mark,
+        last_event_time=tick.time,
+        max_roe=max(position.max_roe, current.roe),
+        min_roe=min(position.min_roe, current.roe),
+    )
+    events.append(PositionEvent("tick", tick.time, tick.price, tick.mark, current, cause_id=tick.event_id))
+    return Update(position, tuple(events))
+
+
+def on_clock(
+    position: Position,
+    now: datetime,
+    *,
+    config: TradingConfig,
+    tick_size: Decimal,
+    funding_rate: FundingRate,
+) -> Update:
+    """Monitoring: expiry and funding at `now` with the last known price, and one tick."""
+    if not position.is_open or now <= position.last_event_time:
+        return Update(position, ())
+    events: list[PositionEvent] = []
+    if now >= position.auto_close_at:
+        position = _charge_funding(position, position.auto_close_at, config, funding_rate, events)
+        closed = _close(
+            position, reference_price=position.last_price, time=position.auto_close_at, reason="expiry",
+            config=config, tick_size=tick_size, cause_id="clock",
+        )
+        return Update(closed.position, (*events, *closed.events))
+    position = _charge_funding(position, now, config, funding_rate, events)
+    current = metrics(position, position.last_price, position.mark_price)
+    position = replace(position, last_event_time=now)
+    events.append(PositionEvent("tick", now, position.last_price, position.mark_price, current, cause_id="clock"))
+    return Update(position, tuple(events))
+
+
+def close_by_order(
+    position: Position,
+    *,
+    fill: Fill,
+    config: TradingConfig,
+    funding_rate: FundingRate,
+    cause_id: str,
+) -> Update:
+    """A reduce-only close requested by a signal while trading is REDUCING, filled by the exchange."""
+    if not position.is_open:
+        return Update(position, ())
+    events: list[PositionEvent] = []
+    time = max(fill.time, position.last_event_time)
+    position = _charge_funding(position, time, config, funding_rate, events)
+    closed = _settle(position, fill=fill, time=time, reason="reduce_signal", cause_id=cause_id)
+    return Update(closed.position, (*events, *closed.events))
+
+
+def _charge_funding(
+    position: Position,
+    until: datetime,
+    config: TradingConfig,
+    funding_rate: FundingRate,
+    events: list[PositionEvent],
+) -> Position:
+    s = direction(position.side)
+    while position.next_funding_at <= until:
+        at = position.next_funding_at
+        rate = funding_rate(position.symbol, at)
+        amount = money(s * position.quantity * position.mark_price * rate)
+        position = replace(
+            position,
+            funding_paid=position.funding_paid + amount,
+            next_funding_at=at + config.funding_interval,
+        )
+        events.append(
+            PositionEvent(
+                "funding", at, position.last_price, position.mark_price,
+                metrics(position, position.last_price, position.mark_price),
+                funding_amount=amount, funding_rate=rate, cause_id=f"funding:{at.isoformat()}",
+            )
+        )
+    return position
+
+
+def _close(
+    position: Position,
+    *,
+    reference_price: Decimal,
+    time: datetime,
+    reason: CloseReason,
+    config: TradingConfig,
+    tick_size: Decimal,
+    cause_id: str,
+    volume: Decimal | None = None,
+) -> Update:
+    fill = fill_market_order(
+        side=exit_order_side(position.side),
+        quantity=position.quantity,
+        reference_price=reference_price,
+        time=time,
+        config=config,
+        tick_size=tick_size,
+        volume=volume,
+    )
+    return _settle(position, fill=fill, time=time, reason=reason, cause_id=cause_id)
+
+
+def _settle(position: Position, *, fill: Fill, time: datetime, reason: CloseReason, cause_id: str) -> Update:
+    s = direction(position.side)
+    gross = s * position.quantity * (fill.price - position.entry_price)
+    realized = money(gross - position.entry_fee - fill.fee - position.funding_paid)
+    status: Status = "expired" if reason == "expiry" else "closed"
+    closed = replace(
+        position,
+        status=status,
+        exit_price=fill.price,
+        exit_fee=fill.fee,
+        closed_at=time,
+        close_reason=reason,
+        realized_pnl=realized,
+        last_price=fill.price,
+        mark_price=fill.price,
+        last_event_time=time,
+    )
+    kind: EventKind = "expired" if reason == "expiry" else "closed"
+    event = PositionEvent(kind, time, fill.price, fill.price, metrics(closed, fill.price, fill.price), cause_id=cause_id)
+    return Update(closed, (event,))
+
+
+def _liquidate(position: Position, tick: MarketTick) -> Update:
+    """Liquidated at the liquidation price: the whole isolated margin is lost."""
+    price = position.liquidation_price
+    realized = money(-position.margin - position.entry_fee - position.funding_paid)
+    closed = replace(
+        position,
+        status="liquidated",
+        exit_price=price,
+        exit_fee=ZERO,
+        closed_at=tick.time,
+        close_reason="liquidation",
+        realized_pnl=realized,
+        last_price=tick.price,
+        mark_price=price,
+        last_event_time=tick.time,
+    )
+    event = PositionEvent("liquidated", tick.time, tick.price, price, metrics(closed, price, price), cause_id=tick.event_id)
+    return Update(closed, (event,))
+
+
+def default_funding(config: TradingConfig) -> FundingRate:
+    def rate(symbol: str, at: datetime) -> Decimal:
+        return config.default_funding_rate
+
+    return rate

@@ -1,0 +1,355 @@
+"""Risk verdicts: approve or reject a scored signal, with every reason as a code, and the full plan.
+
+The reason codes follow NautilusTrader's style. All checks run, so a rejected verdict lists every rule
+it broke, not only the first. Sizing is fractional Kelly (see `sizing`); entry, stop-loss, take-profit
+and liquidation prices, margins and a one-day VaR go into the verdict so it can be audited and
+replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal
+
+from phoenix95.domain.brackets import Bracket, BracketTable, bracket_for
+from phoenix95.domain.config import TradingConfig
+from phoenix95.domain.margin import initial_margin, liquidation_price, maintenance_margin
+from phoenix95.domain.sizing import Sizing, size_position
+from phoenix95.domain.trading_state import TradingState
+from phoenix95.domain.values import ZERO, Side, direction, money, round_price
+from phoenix95.domain.volatility import value_at_risk
+
+
+class Reason(StrEnum):
+    SYMBOL_NOT_ALLOWED = "SYMBOL_NOT_ALLOWED"
+    CONFIDENCE_BELOW_MIN = "CONFIDENCE_BELOW_MIN"
+    SCORE_BELOW_THRESHOLD = "SCORE_BELOW_THRESHOLD"
+    TRADING_HALTED = "TRADING_HALTED"
+    TRADING_REDUCING = "TRADING_REDUCING"
+    MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
+    NOTIONAL_EXCEEDS_MAX_PER_ORDER = "NOTIONAL_EXCEEDS_MAX_PER_ORDER"
+    EXPOSURE_EXCEEDS_MAX_PER_SYMBOL = "EXPOSURE_EXCEEDS_MAX_PER_SYMBOL"
+    SUBMIT_RATE_EXCEEDED = "SUBMIT_RATE_EXCEEDED"
+    SIGNAL_STALE = "SIGNAL_STALE"
+    DUPLICATE_SIGNAL = "DUPLICATE_SIGNAL"
+    INSUFFICIENT_MARGIN = "INSUFFICIENT_MARGIN"
+    LEVERAGE_EXCEEDS_BRACKET = "LEVERAGE_EXCEEDS_BRACKET"
+    #: Kelly gives no edge (p <= 1/(1+b)) or the size rounds down to zero / below the exchange minimum.
+    POSITION_SIZE_ZERO = "POSITION_SIZE_ZERO"
+    #: The liquidation price would be reached before the stop-loss (with the liquidation buffer).
+    LIQUIDATION_BEFORE_STOP = "LIQUIDATION_BEFORE_STOP"
+
+
+@dataclass(frozen=True)
+class RiskRequest:
+    signal_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    confidence: Decimal
+    phoenix95_score: Decimal
+    final_confidence: Decimal
+    strategy: str
+    timeframe: str
+    signal_time: datetime
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """An open position, or an approved verdict whose position is not open yet (`pending`)."""
+
+    reference_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    notional: Decimal
+    margin: Decimal
+    opened_at: datetime
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class RecentSignal:
+    signal_id: str
+    symbol: str
+    side: Side
+    strategy: str
+    timeframe: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class PortfolioView:
+    equity: Decimal
+    trading_state: TradingState = TradingState.ACTIVE
+    exposures: tuple[Exposure, ...] = ()
+    recent_approvals: tuple[datetime, ...] = ()
+    recent_signals: tuple[RecentSignal, ...] = ()
+    pipeline_lag_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class MarketView:
+    last_price: Decimal | None = None
+    recent_prices: tuple[tuple[datetime, Decimal], ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    entry_price: Decimal
+    stop_loss_price: Decimal
+    take_profit_price: Decimal
+    liquidation_price: Decimal
+    quantity: Decimal
+    notional: Decimal
+    initial_margin: Decimal
+    maintenance_margin: Decimal
+    leverage: int
+    margin_mode: str
+    bracket: int
+    maint_margin_ratio: Decimal
+    bracket_max_leverage: int
+    kelly: Decimal
+    kelly_fraction: Decimal
+    position_fraction: Decimal
+    win_probability: Decimal
+    payoff_ratio: Decimal
+    equity: Decimal
+    free_margin: Decimal
+    var_1d_95: Decimal | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    approved: bool
+    reasons: tuple[Reason, ...]
+    details: tuple[str, ...]
+    intent: Literal["open", "close"] = "open"
+    close_reference_id: str | None = None
+    plan: Plan | None = None
+    trading_state: TradingState = TradingState.ACTIVE
+
+    @property
+    def decision(self) -> str:
+        return "APPROVED" if self.approved else "REJECTED"
+
+
+@dataclass
+class _Collector:
+    reasons: list[Reason] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def add(self, reason: Reason, detail: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        self.details.append(f"{reason.value}: {detail}")
+
+
+def protective_prices(side: Side, entry: Decimal, config: TradingConfig, tick: Decimal) -> tuple[Decimal, Decimal]:
+    """Stop-loss and take-profit as a move in price from entry (2 % each by default)."""
+    s = direction(side)
+    stop = round_price(entry * (1 - s * config.stop_loss_pct), tick)
+    target = round_price(entry * (1 + s * config.take_profit_pct), tick)
+    return stop, target
+
+
+def evaluate(
+    request: RiskRequest,
+    *,
+    portfolio: PortfolioView,
+    market: MarketView,
+    config: TradingConfig,
+    brackets: BracketTable,
+    now: datetime,
+    max_pipeline_lag_seconds: float | None = None,
+) -> Verdict:
+    """Decide on one scored signal. Pure: same inputs, same verdict."""
+    cfg = config.for_symbol(request.symbol)
+    found = _Collector()
+    state = portfolio.trading_state
+
+    if request.symbol not in cfg.allowed_symbols:
+        found.add(Reason.SYMBOL_NOT_ALLOWED, f"{request.symbol} is not in the allowed symbols")
+    if request.confidence < cfg.min_confidence:
+        found.add(Reason.CONFIDENCE_BELOW_MIN, f"confidence {request.confidence} < {cfg.min_confidence}")
+    if request.phoenix95_score < cfg.phoenix95_threshold:
+        found.add(
+            Reason.SCORE_BELOW_THRESHOLD,
+            f"phoenix95 score {request.phoenix95_score} < {cfg.phoenix95_threshold}",
+        )
+    age = now - request.signal_time
+    if age > cfg.signal_max_age:
+        found.add(Reason.SIGNAL_STALE, f"signal is {age.total_seconds():.0f}s old > {cfg.signal_max_age.total_seconds():.0f}s")
+    if max_pipeline_lag_seconds is not None and portfolio.pipeline_lag_seconds > max_pipeline_lag_seconds:
+        found.add(
+            Reason.SIGNAL_STALE,
+            f"pipeline lag {portfolio.pipeline_lag_seconds:.1f}s > {max_pipeline_lag_seconds:.1f}s",
+        )
+    duplicate = _find_duplicate(request, portfolio.recent_signals, cfg.duplicate_window)
+    if duplicate is not None:
+        found.add(
+            Reason.DUPLICATE_SIGNAL,
+            f"same {request.symbol} {request.side} {request.strategy}/{request.timeframe} signal "
+            f"{duplicate.signal_id} within {cfg.duplicate_window.total_seconds():.0f}s",
+        )
+
+    # Trading state: HALTED stops everything; REDUCING lets through only a signal that closes an
+    # opposite open position on the symbol.
+    if state is TradingState.HALTED:
+        found.add(Reason.TRADING_HALTED, "trading is HALTED")
+    elif state is TradingState.REDUCING:
+        target = _reducible(request, portfolio.exposures)
+        if target is None:
+            found.add(Reason.TRADING_REDUCING, "trading is REDUCING and no opposite open position to reduce")
+        elif not found.reasons:
+            return Verdict(
+                approved=True,
+                reasons=(),
+                details=(f"REDUCING: closes {target.side} position {target.reference_id}",),
+                intent="close",
+                close_reference_id=target.reference_id,
+                trading_state=state,
+            )
+
+    window_start = now - timedelta(minutes=1)
+    submitted = sum(1 for t in portfolio.recent_approvals if t > window_start)
+    if submitted >= cfg.max_orders_per_minute:
+        found.add(Reason.SUBMIT_RATE_EXCEEDED, f"{submitted} approvals in the last minute >= {cfg.max_orders_per_minute}")
+    open_count = len(portfolio.exposures)
+    if open_count >= cfg.max_open_positions:
+        found.add(Reason.MAX_OPEN_POSITIONS, f"{open_count} open positions >= {cfg.max_open_positions}")
+
+    plan = None
+    if request.symbol in brackets and request.price > 0:
+        plan = _plan(request, portfolio, market, cfg, brackets.for_symbol(request.symbol), found)
+    return Verdict(
+        approved=not found.reasons,
+        reasons=tuple(found.reasons),
+        details=tuple(found.details),
+        plan=plan,
+        trading_state=state,
+    )
+
+
+def _plan(
+    request: RiskRequest,
+    portfolio: PortfolioView,
+    market: MarketView,
+    cfg: TradingConfig,
+    symbol_brackets: Sequence[Bracket],
+    found: _Collector,
+) -> Plan:
+    rules = cfg.rules(request.symbol)
+    entry = request.price
+    stop, target = protective_prices(request.side, entry, cfg, rules.tick_size)
+    used_margin = sum((e.margin for e in portfolio.exposures), ZERO)
+    free_margin = portfolio.equity - used_margin
+    sizing: Sizing = size_position(
+        win_probability=request.final_confidence,
+        stop_distance=cfg.stop_loss_pct,
+        target_distance=cfg.take_profit_pct,
+        equity=portfolio.equity,
+        entry_price=entry,
+        leverage=cfg.leverage,
+        kelly_fraction=cfg.kelly_fraction,
+        max_position_fraction=cfg.max_position_fraction,
+        step_size=rules.step_size,
+    )
+    if sizing.quantity <= 0:
+        found.add(
+            Reason.POSITION_SIZE_ZERO,
+            f"Kelly {sizing.kelly:.4f} at p={request.final_confidence}, b={sizing.payoff_ratio} gives no position",
+        )
+    elif sizing.notional < rules.min_notional:
+        found.add(Reason.POSITION_SIZE_ZERO, f"notional {sizing.notional} below the exchange minimum {rules.min_notional}")
+    notional = sizing.notional
+    margin = initial_margin(notional, cfg.leverage) if notional > 0 else ZERO
+    # Leverage and maintenance margin follow the bracket of the notional at entry; the liquidation
+    # price re-checks the bracket at its own notional (see margin.liquidation_price).
+    bracket = bracket_for(symbol_brackets, notional)
+    maintenance = maintenance_margin(notional, bracket) if notional > 0 else ZERO
+    liquidation = ZERO
+    if notional > 0:
+        liquidation = liquidation_price(
+            side=request.side,
+            quantity=sizing.quantity,
+            entry_price=entry,
+            wallet_balance=margin,
+            brackets=symbol_brackets,
+        ).price
+
+    if cfg.leverage > bracket.initial_leverage:
+        found.add(
+            Reason.LEVERAGE_EXCEEDS_BRACKET,
+            f"leverage {cfg.leverage}x > {bracket.initial_leverage}x allowed in bracket {bracket.bracket}",
+        )
+    if notional > cfg.max_notional_per_order:
+        found.add(Reason.NOTIONAL_EXCEEDS_MAX_PER_ORDER, f"notional {notional} > {cfg.max_notional_per_order}")
+    symbol_exposure = sum((e.notional for e in portfolio.exposures if e.symbol == request.symbol), ZERO)
+    if notional > 0 and symbol_exposure + notional > cfg.max_exposure_per_symbol:
+        found.add(
+            Reason.EXPOSURE_EXCEEDS_MAX_PER_SYMBOL,
+            f"{request.symbol} exposure {symbol_exposure} + {notional} > {cfg.max_exposure_per_symbol}",
+        )
+    entry_fee = notional * cfg.taker_fee_rate
+    if notional > 0 and margin + entry_fee > free_margin:
+        found.add(Reason.INSUFFICIENT_MARGIN, f"margin {money(margin)} + fee {money(entry_fee)} > free {money(free_margin)}")
+    if notional > 0 and liquidation > 0:
+        stop_distance = abs(entry - stop)
+        liquidation_distance = abs(entry - liquidation)
+        if liquidation_distance < stop_distance * (1 + cfg.liquidation_buffer):
+            found.add(
+                Reason.LIQUIDATION_BEFORE_STOP,
+                f"liquidation at {money(liquidation)} is within the stop {stop} plus the {cfg.liquidation_buffer:%} buffer",
+            )
+    var = value_at_risk(notional, market.recent_prices) if notional > 0 else None
+    return Plan(
+        entry_price=entry,
+        stop_loss_price=stop,
+        take_profit_price=target,
+        liquidation_price=money(liquidation),
+        quantity=sizing.quantity,
+        notional=money(notional),
+        initial_margin=money(margin),
+        maintenance_margin=money(maintenance),
+        leverage=cfg.leverage,
+        margin_mode=cfg.margin_mode,
+        bracket=bracket.bracket,
+        maint_margin_ratio=bracket.maint_margin_ratio,
+        bracket_max_leverage=bracket.initial_leverage,
+        kelly=sizing.kelly.quantize(Decimal("0.000001")),
+        kelly_fraction=cfg.kelly_fraction,
+        position_fraction=sizing.position_fraction.quantize(Decimal("0.000001")),
+        win_probability=sizing.win_probability,
+        payoff_ratio=sizing.payoff_ratio,
+        equity=money(portfolio.equity),
+        free_margin=money(free_margin),
+        var_1d_95=money(var) if var is not None else None,
+    )
+
+
+def _find_duplicate(
+    request: RiskRequest, recent: Sequence[RecentSignal], window: timedelta
+) -> RecentSignal | None:
+    for other in recent:
+        if (
+            other.signal_id != request.signal_id
+            and other.symbol == request.symbol
+            and other.side == request.side
+            and other.strategy == request.strategy
+            and other.timeframe == request.timeframe
+            and abs(request.signal_time - other.time) <= window
+        ):
+            return other
+    return None
+
+
+def _reducible(request: RiskRequest, exposures: Sequence[Exposure]) -> Exposure | None:
+    candidates = [
+        e for e in exposures if e.symbol == request.symbol and e.side != request.side and not e.pending
+    ]
+    return min(candidates, key=lambda e: (e.opened_at, e.reference_id)) if candidates else None

@@ -1,0 +1,287 @@
+"""One settings model for all of Phoenix95 (env prefix ``P95_``, nested with ``__``).
+
+Resolution order: explicit values > environment (``P95_KAFKA__BOOTSTRAP_SERVERS=...``) > the
+endpoints file written by ``p95 up`` (``$P95_HOME/endpoints.json``) > defaults. Secrets are
+``SecretStr`` and printed masked. Defaults are for local development only; ``check_production()``
+refuses them elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from phoenix95.domain.config import DEFAULT_SYMBOLS, TradingConfig
+
+ENDPOINTS_FILE = "endpoints.json"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    #: How long a fetch waits for data on the broker. Faust hard-codes 1500 ms; we patch it (see
+    #: streams/transport.py) because on Tansu each hop would otherwise take hundreds of ms.
+    fetch_max_wait_ms: int = Field(10, ge=0)
+    #: Tansu holds the first JoinGroup of a new group for half the session timeout: Faust's default
+    #: 60 s made every worker wait 30 s to join. 6 s joins in 3 s and still tolerates GC pauses.
+    session_timeout_s: float = Field(6.0, gt=0)
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    rebalance_timeout_s: float = Field(20.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    #: How often Faust commits acknowledged offsets (the re-delivery window after a crash).
+    commit_interval_s: float = Field(0.5, gt=0)
+    #: Stage batches: up to this many records, or whatever arrived within `batch_within_s`.
+    batch_max_records: int = Field(500, ge=1)
+    batch_within_s: float = Field(0.005, gt=0)
+    linger_ms: int = Field(1, ge=0)
+    schema_registry_url: str | None = None
+
+
+class PostgresSettings(BaseModel):
+    url: SecretStr | None = None
+    #: The schema the tables live in (tests and replays use their own).
+    db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pool_min_size: int = 1
+    pool_max_size: int = 8
+    connect_timeout_s: float = 5.0
+
+
+class RedisSettings(BaseModel):
+    url: SecretStr | None = None
+    prefix: str = "s4:"
+    price_ttl_s: int = 60
+    analysis_ttl_s: int = 180
+    metrics_ttl_s: int = 15
+
+
+class InfluxSettings(BaseModel):
+    url: str | None = None
+    token: SecretStr = SecretStr("phoenix95-local-dev-token")
+    org: str = "phoenix95"
+    bucket: str = "s4_trading_data"
+    enabled: bool = True
+    timeout_s: float = 10.0
+
+
+class RiskSettings(BaseModel):
+    """Trading parameters (the seed's defaults). `overrides` sets any of them per symbol, e.g.
+    ``P95_RISK__OVERRIDES='{"BTCUSDT": {"leverage": 10}}'``."""
+
+    allowed_symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    extra_symbols: list[str] = Field(default_factory=list)
+    min_confidence: Decimal = Decimal("0.25")
+    phoenix95_threshold: Decimal = Decimal("0.45")
+    max_position_fraction: Decimal = Decimal("0.15")
+    kelly_fraction: Decimal = Decimal("0.20")
+    leverage: int = 20
+    margin_mode: Literal["ISOLATED", "CROSSED"] = "ISOLATED"
+    stop_loss_pct: Decimal = Decimal("0.02")
+    take_profit_pct: Decimal = Decimal("0.02")
+    liquidation_buffer: Decimal = Decimal("0.10")
+    taker_fee_rate: Decimal = Decimal("0.0004")
+    default_funding_rate: Decimal = Decimal("0.0001")
+    funding_interval_s: int = 8 * 3600
+    slippage_tolerance: Decimal = Decimal("0.001")
+    base_slippage_rate: Decimal = Decimal("0.0002")
+    max_open_positions: int = 10
+    max_notional_per_order: Decimal = Decimal("250000")
+    max_exposure_per_symbol: Decimal = Decimal("500000")
+    max_orders_per_minute: int = 60
+    signal_max_age_s: float = 300.0
+    duplicate_window_s: float = 60.0
+    monitoring_interval_s: float = 5.0
+    max_hold_hours: float = 48.0
+    starting_equity: Decimal = Decimal("10000")
+    #: Reject new signals with SIGNAL_STALE while the analysis or risk stage lags more than this.
+    max_pipeline_lag_s: float = 30.0
+    #: wall: staleness and monitoring use the wall clock (live trading); event: the latest market
+    #: event time (replays and the demo, which replays recorded candles).
+    clock: Literal["wall", "event"] = "wall"
+    brackets_file: Path | None = None
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def trading_config(self) -> TradingConfig:
+        return TradingConfig(
+            allowed_symbols=frozenset(s.upper() for s in [*self.allowed_symbols, *self.extra_symbols]),
+            min_confidence=self.min_confidence,
+            phoenix95_threshold=self.phoenix95_threshold,
+            max_position_fraction=self.max_position_fraction,
+            kelly_fraction=self.kelly_fraction,
+            leverage=self.leverage,
+            margin_mode=self.margin_mode,
+            stop_loss_pct=self.stop_loss_pct,
+            take_profit_pct=self.take_profit_pct,
+            liquidation_buffer=self.liquidation_buffer,
+            taker_fee_rate=self.taker_fee_rate,
+            default_funding_rate=self.default_funding_rate,
+            funding_interval=timedelta(seconds=self.funding_interval_s),
+            slippage_tolerance=self.slippage_tolerance,
+            base_slippage_rate=self.base_slippage_rate,
+            max_open_positions=self.max_open_positions,
+            max_notional_per_order=self.max_notional_per_order,
+            max_exposure_per_symbol=self.max_exposure_per_symbol,
+            max_orders_per_minute=self.max_orders_per_minute,
+            signal_max_age=timedelta(seconds=self.signal_max_age_s),
+            duplicate_window=timedelta(seconds=self.duplicate_window_s),
+            monitoring_interval=timedelta(seconds=self.monitoring_interval_s),
+            max_hold=timedelta(hours=self.max_hold_hours),
+            starting_equity=self.starting_equity,
+            overrides={symbol.upper(): values for symbol, values in self.overrides.items()},
+        )
+
+
+class ExecutionSettings(BaseModel):
+    exchange: Literal["paper"] = "paper"
+    #: Fill at the last price when no newer market price arrived within this time (wall clock).
+    quiet_feed_fill_after_s: float = 2.0
+    #: Price events kept per symbol to find "the next price after the decision".
+    price_history: int = 5000
+
+
+class WebhookSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8095
+    #: source name -> secret. A request must carry one of them (body "passphrase" or header).
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    allow_ips: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    rate_limit_per_minute: int = 200
+    max_body_bytes: int = 16384
+    replay_window_s: int = 300
+    max_alert_age_s: float = 300.0
+    publish_timeout_s: float = 2.5
+
+
+class MetricsSettings(BaseModel):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    #: Worker web/metrics ports: base + stage index (0 picks free ports).
+    base_port: int = 0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="P95_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    home: Path = Path(".p95")
+    #: Prefix of every topic, consumer group, Redis key and time-series tag; empty in production.
+    namespace: str = Field("", pattern=r"^[a-z0-9_.-]{0,40}$")
+    environment: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, EndpointsFileSource(settings_cls), file_secret_settings)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def endpoints_path(self) -> Path:
+        return self.home / ENDPOINTS_FILE
+
+    def postgres_url(self) -> str:
+        if self.postgres.url is None:
+            raise RuntimeError("no PostgreSQL configured: run `p95 up` or set P95_POSTGRES__URL")
+        return self.postgres.url.get_secret_value()
+
+    def redis_url(self) -> str:
+        if self.redis.url is None:
+            raise RuntimeError("no Redis configured: run `p95 up` or set P95_REDIS__URL")
+        return self.redis.url.get_secret_value()
+
+    def masked(self) -> dict[str, Any]:
+        """Everything, with secrets masked (for `p95 config show`)."""
+        data = self.model_dump(mode="json")
+        return _mask(data, self)
+
+    def check_production(self) -> None:
+        """Refuse local-development defaults outside development."""
+        if self.environment != "production":
+            return
+        problems = []
+        if self.influx.token.get_secret_value() == "phoenix95-local-dev-token":
+            problems.append("P95_INFLUX__TOKEN is the local development default")
+        if not self.webhook.secrets:
+            problems.append("no webhook secrets configured (P95_WEBHOOK__SECRETS)")
+        if problems:
+            raise RuntimeError("refusing to run in production: " + "; ".join(problems))
+
+
+def _mask(data: Any, model: Any) -> Any:
+    if isinstance(model, BaseModel):
+        out = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, SecretStr):
+                out[name] = "**********" if value.get_secret_value() else ""
+            else:
+                out[name] = _mask(data.get(name), value) if isinstance(data, dict) else data
+        return out
+    if isinstance(model, dict):
+        return {key: ("**********" if isinstance(value, SecretStr) else _mask(data.get(key), value)) for key, value in model.items()}
+    return data
+
+
+class EndpointsFileSource(PydanticBaseSettingsSource):
+    """Reads the endpoints `p95 up` wrote, so other commands find the embedded stack."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        home = Path(os.environ.get("P95_HOME", ".p95")).expanduser()
+        path = home / ENDPOINTS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            endpoints = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        values: dict[str, Any] = {}
+        if endpoints.get("kafka", {}).get("url"):
+            values["kafka"] = {"bootstrap_servers": endpoints["kafka"]["url"]}
+        if endpoints.get("postgres", {}).get("url"):
+            values["postgres"] = {"url": endpoints["postgres"]["url"]}
+        if endpoints.get("redis", {}).get("url"):
+            values["redis"] = {"url": endpoints["redis"]["url"]}
+        if endpoints.get("timeseries", {}).get("url"):
+            values["influx"] = {"url": endpoints["timeseries"]["url"]}
+        return values
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()` after env changes)."""
+    return Settings()

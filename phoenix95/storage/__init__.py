@@ -1,0 +1,1 @@
+"""Storage adapters: PostgreSQL (system of record), Redis (hot state), time series (history)."""

@@ -1,0 +1,210 @@
+"""PostgreSQL: connection pool, migrations, and the batched, idempotent write path.
+
+Every stage hands the sink one group of writes per input event. A batch is written in one
+transaction with one pipelined ``executemany`` per statement. Transient failures (connection lost,
+server restarting, timeouts, serialization failures) retry with capped backoff while the partition
+waits; a permanent failure is isolated to the input events that cause it, which are dead-lettered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from phoenix95.storage.retry import retry_transient
+
+logger = logging.getLogger(__name__)
+
+_MIGRATIONS_PACKAGE = "phoenix95.storage.migrations"
+
+
+@dataclass(frozen=True)
+class Statement:
+    name: str
+    sql: str
+    #: Statements run in this order inside a batch (parents before children for foreign keys).
+    order: int
+
+
+@dataclass(frozen=True)
+class PgWrite:
+    statement: Statement
+    params: tuple[Any, ...]
+
+
+def is_transient(error: BaseException) -> bool:
+    """Connection-level and retryable server errors; data and constraint errors are permanent."""
+    if isinstance(error, psycopg_pool.PoolTimeout | TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, psycopg.errors.DataError | psycopg.errors.IntegrityError | psycopg.errors.ProgrammingError):
+        return False
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class Database:
+    def __init__(self, url: str, *, schema: str = "public", min_size: int = 1, max_size: int = 8, connect_timeout: float = 5.0):
+        self.url = url
+        self.schema = schema
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            configure=self._configure,
+            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            reconnect_timeout=0,
+            timeout=30,
+        )
+
+    async def _configure(self, connection: psycopg.AsyncConnection) -> None:
+        await connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        await connection.commit()
+
+    async def open(self) -> None:
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> psycopg_pool.AsyncConnectionPool:
+        return self._pool
+
+    async def fetch(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        async def run() -> list[tuple[Any, ...]]:
+            async with self._pool.connection() as connection, connection.cursor() as cursor:
+                await cursor.execute(query, params)
+                return await cursor.fetchall() if cursor.description else []
+
+        return await retry_transient(run, what="postgres query", is_transient=is_transient, max_delay=2.0)
+
+    async def execute(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> None:
+        async def run() -> None:
+            async with self._pool.connection() as connection:
+                await connection.execute(query, params)
+
+        await retry_transient(run, what="postgres statement", is_transient=is_transient, max_delay=2.0)
+
+    async def write(self, groups: Sequence[Sequence[PgWrite]]) -> list[tuple[int, Exception]]:
+        """Write the groups (one per input event) in one transaction, retrying transient failures.
+
+        Returns the groups that failed permanently, as (index, error); all others are written.
+        """
+        if not any(groups):
+            return []
+        try:
+            await retry_transient(lambda: self._write_all(groups), what="postgres batch write", is_transient=is_transient)
+            return []
+        except Exception as error:
+            logger.warning("postgres batch of %d groups failed permanently (%s); isolating the bad ones", len(groups), error)
+        failures: list[tuple[int, Exception]] = []
+        for index, group in enumerate(groups):
+            if not group:
+                continue
+            try:
+                await retry_transient(lambda g=group: self._write_all([g]), what="postgres write", is_transient=is_transient)  # type: ignore[misc]
+            except Exception as error:
+                failures.append((index, error))
+        return failures
+
+    async def _write_all(self, groups: Sequence[Sequence[PgWrite]]) -> None:
+        by_statement: dict[Statement, list[tuple[Any, ...]]] = defaultdict(list)
+        for group in groups:
+            for write in group:
+                by_statement[write.statement].append(write.params)
+        async with self._pool.connection() as connection:
+            async with connection.transaction(), connection.cursor() as cursor:
+                for statement in sorted(by_statement, key=lambda s: (s.order, s.name)):
+                    await cursor.executemany(statement.sql, by_statement[statement])
+
+
+# -- migrations ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def bundled_migrations() -> list[Migration]:
+    folder = resources.files(_MIGRATIONS_PACKAGE)
+    migrations = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version, _, rest = entry.name.partition("_")
+            migrations.append(Migration(version=version, name=rest.removesuffix(".sql"), sql=entry.read_text(encoding="utf-8")))
+    return sorted(migrations, key=lambda m: m.version)
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+async def migrate(url: str, schema: str = "public", *, connect_timeout: float = 5.0) -> list[str]:
+    """Apply the bundled migrations not applied yet; idempotent and safe to run concurrently.
+
+    Returns the versions applied by this call. Also rolls the signals partitions forward.
+    """
+    applied_now: list[str] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout))) as conn:
+        lock_key = int.from_bytes(hashlib.sha256(f"phoenix95.migrate.{schema}".encode()).digest()[:8], "big", signed=True)
+        await conn.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
+        try:
+            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version TEXT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
+            )
+            cursor = await conn.execute("SELECT version, checksum FROM schema_migrations")
+            applied = {row[0]: row[1] for row in await cursor.fetchall()}
+            for migration in bundled_migrations():
+                if migration.version in applied:
+                    if applied[migration.version] != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.version}_{migration.name} changed after it was applied to schema {schema}"
+                        )
+                    continue
+                logger.info("applying migration %s_%s to schema %s", migration.version, migration.name, schema)
+                async with conn.transaction():
+                    await conn.execute(migration.sql)  # type: ignore[arg-type]
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum),
+                    )
+                applied_now.append(migration.version)
+            await conn.execute("SELECT p95_ensure_signal_partitions()")
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
+    return applied_now
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    if schema == "public":
+        raise ValueError("refusing to drop the public schema")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

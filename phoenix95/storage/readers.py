@@ -1,0 +1,99 @@
+"""PostgreSQL-backed implementations of the read ports the stages use."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from phoenix95.agents.risk import Snapshot
+from phoenix95.domain.brackets import BracketTable
+from phoenix95.domain.positions import Position
+from phoenix95.domain.risk import RecentSignal
+from phoenix95.domain.trading_state import TradingState
+from phoenix95.schemas.messages import Order, RiskVerdict
+from phoenix95.storage import queries
+from phoenix95.storage.postgres import Database
+
+
+class SeenSignals:
+    def __init__(self, database: Database):
+        self.database = database
+
+    async def __call__(self, signal_ids: Sequence[str]) -> dict[str, object]:
+        rows = await self.database.fetch(
+            "SELECT signal_id, MIN(received_at) FROM signals WHERE signal_id = ANY(%s) GROUP BY signal_id", (list(signal_ids),)
+        )
+        return {row[0]: row[1] for row in rows}
+
+
+class _StateCache:
+    """The trading state, read at most every `ttl` seconds (a halt takes effect within that)."""
+
+    def __init__(self, database: Database, ttl: float = 0.2):
+        self.database = database
+        self.ttl = ttl
+        self._value = TradingState.ACTIVE
+        self._read_at = 0.0
+
+    async def get(self) -> TradingState:
+        if time.monotonic() - self._read_at >= self.ttl:
+            self._value, _, _ = await queries.trading_state(self.database)
+            self._read_at = time.monotonic()
+        return self._value
+
+
+class PgPortfolio:
+    def __init__(self, database: Database, starting_equity: Decimal):
+        self.database = database
+        self.starting_equity = starting_equity
+        self._state = _StateCache(database)
+
+    async def snapshot(self) -> Snapshot:
+        exposures = await queries.exposures(self.database)
+        realized = await queries.realized_pnl(self.database)
+        return Snapshot(
+            equity=self.starting_equity + realized, trading_state=await self._state.get(), exposures=tuple(exposures)
+        )
+
+    async def verdicts(self, verdict_ids: Sequence[str]) -> dict[str, RiskVerdict]:
+        return await queries.verdicts_by_id(self.database, verdict_ids)
+
+    async def recent(self, window: timedelta) -> tuple[list[datetime], list[RecentSignal]]:
+        return await queries.recent_verdicts(self.database, window=window)
+
+
+class PgExecutionState:
+    def __init__(self, database: Database):
+        self.database = database
+        self._state = _StateCache(database)
+
+    async def trading_state(self) -> TradingState:
+        return await self._state.get()
+
+    async def orders(self, verdict_ids: Sequence[str]) -> dict[str, Order]:
+        return await queries.orders_by_verdict(self.database, verdict_ids)
+
+    async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]:
+        rows = await self.database.fetch(
+            "SELECT position_id::text, quantity FROM positions WHERE status = 'open' AND position_id = ANY(%s::uuid[])",
+            (list(position_ids),),
+        )
+        return {row[0]: row[1] for row in rows}
+
+
+class PgPositionStore:
+    def __init__(self, database: Database, brackets: BracketTable, funding_interval: timedelta):
+        self.database = database
+        self.brackets = brackets
+        self.funding_interval = funding_interval
+
+    async def open_positions(self) -> list[Position]:
+        return await queries.open_positions(self.database, self.brackets, self.funding_interval)
+
+    async def positions(self, position_ids: Sequence[str]) -> dict[str, Position]:
+        return await queries.positions_by_id(self.database, position_ids, self.brackets, self.funding_interval)
+
+    async def realized_pnl(self) -> Decimal:
+        return await queries.realized_pnl(self.database)

@@ -1,0 +1,38 @@
+"""The stage sink: PostgreSQL first (the system of record), then Redis hot state, then time-series
+points. Implements the `Sink` port the agents write through."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from phoenix95.agents.ports import DeadLettered, Fact, Outcome
+from phoenix95.storage.postgres import Database
+from phoenix95.storage.redis_state import RedisState
+from phoenix95.storage.rows import writes_for
+from phoenix95.storage.timeseries import TimeseriesSink
+
+logger = logging.getLogger(__name__)
+
+
+class StoreSink:
+    def __init__(self, database: Database, redis: RedisState | None, timeseries: TimeseriesSink | None):
+        self.database = database
+        self.redis = redis
+        self.timeseries = timeseries
+
+    async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
+        groups = []
+        for outcome in outcomes:
+            facts: list[Fact] = list(outcome.persist)
+            if outcome.dead_letter is not None:
+                facts.append(DeadLettered(outcome.dead_letter))
+            groups.append([write for fact in facts for write in writes_for(fact)])
+        failures = await self.database.write(groups)
+        failed = {index for index, _ in failures}
+        hot: list[Fact] = [fact for i, o in enumerate(outcomes) if i not in failed for fact in o.persist]
+        if self.redis is not None and hot:
+            await self.redis.apply(hot)
+        if self.timeseries is not None and hot:
+            await self.timeseries.write_facts(hot)
+        return failures

@@ -1,0 +1,1 @@
+"""Faust app factory, topic registry and transport tuning."""

@@ -1,0 +1,141 @@
+"""Topic administration and offset reading (aiokafka admin and a group-less consumer)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+logger = logging.getLogger(__name__)
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int, replication_factor: int = 1) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(name, partitions, replication_factor) for name in missing])
+            except TopicAlreadyExistsError:
+                pass
+            logger.info("created topics %s", ", ".join(missing))
+        return missing
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [name for name in names if name in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str], *, exact: bool = True) -> dict[TopicPartition, int]:
+    """End offset (the next offset to be written) of every partition of the topics.
+
+    Tansu answers ListOffsets(latest) with the base offset of the partition's last record batch
+    + 1, not its last offset + 1: six messages produced in one batch report an end offset of 1.
+    With `exact` (the default) the last batch is read to find the true end; Apache Kafka's answer
+    is already exact and the read only confirms it.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=15000,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    try:
+        partitions = await partitions_of(consumer, topics)
+        if not partitions:
+            return {}
+        reported = dict(await consumer.end_offsets(partitions))
+        return await _exact_ends(consumer, reported) if exact else reported
+    finally:
+        await consumer.stop()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    partitions = []
+    for topic in topics:
+        found = consumer.partitions_for_topic(topic)
+        if found is None:
+            with contextlib.suppress(Exception):
+                await consumer._client.force_metadata_update()
+            found = consumer.partitions_for_topic(topic)
+        partitions.extend(TopicPartition(topic, p) for p in sorted(found or ()))
+    return partitions
+
+
+async def _exact_ends(
+    consumer: AIOKafkaConsumer, reported: dict[TopicPartition, int], timeout: float = 5.0
+) -> dict[TopicPartition, int]:
+    exact = dict(reported)
+    pending = {tp for tp, offset in reported.items() if offset > 0}
+    if not pending:
+        return exact
+    consumer.assign(sorted(pending))
+    for tp in pending:
+        consumer.seek(tp, reported[tp] - 1)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        batches = await consumer.getmany(*pending, timeout_ms=200)
+        for tp, records in batches.items():
+            if records:
+                exact[tp] = max(exact[tp], records[-1].offset + 1)
+                pending.discard(tp)
+    return exact
+
+
+async def message_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    """Messages per topic (sum of end offsets: topics here are never compacted or truncated)."""
+    offsets = await end_offsets(bootstrap, topics)
+    counts: dict[str, int] = {topic: 0 for topic in topics}
+    for tp, offset in offsets.items():
+        counts[tp.topic] = counts.get(tp.topic, 0) + offset
+    return counts
+
+
+async def committed_offsets(bootstrap: str, group: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """Offsets a consumer group has committed on the topics' partitions (missing when none).
+
+    Read with a consumer of the group that never subscribes nor commits: Tansu cannot answer the
+    admin client's all-topics OffsetFetch (its response does not decode), but answers per partition.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, request_timeout_ms=15000)
+    await consumer.start()
+    try:
+        found: dict[TopicPartition, int] = {}
+        for topic in topics:
+            for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+                tp = TopicPartition(topic, partition)
+                offset = await consumer.committed(tp)
+                if offset is not None and offset >= 0:
+                    found[tp] = offset
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def list_groups(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        return sorted(group for group, _protocol in await admin.list_consumer_groups())
+    finally:
+        await admin.close()

@@ -1,0 +1,126 @@
+"""The Faust app factory: one app (= one consumer group) per stage, so stages run as separate
+processes, scale and lag independently, and a crash of one does not rebalance the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from phoenix95.settings import Settings
+from phoenix95.streams.topics import Topics
+from phoenix95.streams.transport import TunedApp
+from phoenix95.streams.wiring import STAGE_CLASSES, StageRuntime
+
+logger = logging.getLogger(__name__)
+#: Exit code of a stage process that stopped on an unexpected failure (restarted by `p95 worker`).
+CRASH_EXIT_CODE = 70
+
+
+def create_app(settings: Settings, stage: str, *, web_port: int | None = None, metrics: Any = None, lag: Any = None) -> faust.App:
+    if stage not in STAGE_CLASSES:
+        raise ValueError(f"unknown stage {stage!r}")
+    topics = Topics(settings.namespace)
+    kafka = settings.kafka
+    datadir = Path(settings.home) / "faust" / topics.group(stage)
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = TunedApp(
+        topics.group(stage),
+        broker=f"kafka://{kafka.bootstrap_servers}",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=True,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_rebalance_timeout=kafka.rebalance_timeout_s,
+        broker_request_timeout=kafka.request_timeout_s,
+        broker_commit_interval=kafka.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_bind=settings.metrics.host,
+        web_host=settings.metrics.host,
+        datadir=str(datadir),
+        stream_buffer_maxsize=max(4096, kafka.batch_max_records * 4),
+        producer_linger=kafka.linger_ms / 1000,
+    )
+    app.p95_fetch_max_wait_ms = kafka.fetch_max_wait_ms
+    stage_class = STAGE_CLASSES[stage]
+    runtime = StageRuntime(settings, stage, metrics=metrics, lag=lag)
+    source = app.topic(
+        *[topics.name(name) for name in stage_class.inputs],
+        value_type=bytes,
+        key_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=kafka.partitions,
+    )
+    state: dict[str, Any] = {}
+
+    @app.agent(source, name=f"p95-{stage}", concurrency=1)
+    async def stage_agent(stream: Any) -> None:
+        runner = await runtime.start()
+        state["stream"] = stream
+        state["runner"] = runner
+        logger.info("stage %s: consuming %s", stage, ", ".join(source.topics))
+        try:
+            async for events in stream.noack_take(kafka.batch_max_records, within=kafka.batch_within_s):
+                await _run_until_done(runner, events, stream)
+        finally:
+            await runtime.stop()
+
+    interval = stage_class.clock_interval
+    if stage == "positions" and settings.risk.clock == "wall":
+        interval = settings.risk.monitoring_interval_s
+
+    if interval:
+
+        @app.timer(interval, name=f"p95-{stage}-clock")
+        async def stage_clock() -> None:
+            runner, stream = state.get("runner"), state.get("stream")
+            if runner is not None and stream is not None:
+                await runner.tick(stream.ack)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        runner = state.get("runner")
+        if runner is not None and revoked:
+            runner.forget_held()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
+        runner = state.get("runner")
+        if runner is not None and assigned:
+            await runner.reload()
+
+    if metrics is not None and web_port is not None:
+
+        @app.page("/metrics")
+        async def metrics_page(web: Any, request: Any) -> Any:
+            body, content_type = metrics.exposition()
+            return web.bytes(body, content_type=content_type)
+
+    app.p95_runtime = runtime  # type: ignore[attr-defined]
+    return app
+
+
+async def _run_until_done(runner: Any, events: Any, stream: Any) -> None:
+    """Run a batch. Bad input never gets here (it is dead-lettered) and the stores' transient
+    failures are retried inside; an exception here is a bug or a broken invariant. Crash-only: the
+    process exits without acking, so nothing is committed past the batch, and the supervisor
+    restarts the stage, which re-reads its state from the stores (Faust would otherwise ack the
+    batch and move on)."""
+    try:
+        await runner.run_batch(events, stream.ack)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.critical("stage %s: unexpected failure; exiting so the batch is re-delivered", runner.stage.name, exc_info=True)
+        logging.shutdown()
+        os._exit(CRASH_EXIT_CODE)

@@ -1,0 +1,99 @@
+"""Producing events: encode, route to the topic of their type, key by symbol, and wait for the
+broker's acknowledgement before returning (so an input is acked only after its outputs are written)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.envelope import Event
+from phoenix95.schemas.messages import (
+    Analysis,
+    DeadLetter,
+    MarketPrice,
+    Order,
+    PositionEvent,
+    RiskVerdict,
+    Signal,
+)
+from phoenix95.storage.retry import retry_transient
+from phoenix95.streams import topics as topic_names
+from phoenix95.streams.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+TOPIC_OF: dict[type[Event], str] = {
+    Signal: topic_names.SIGNALS,
+    Analysis: topic_names.ANALYSIS,
+    RiskVerdict: topic_names.RISK_VERDICTS,
+    Order: topic_names.ORDERS,
+    PositionEvent: topic_names.POSITION_TICKS,
+    MarketPrice: topic_names.MARKET_PRICES,
+    DeadLetter: topic_names.DLQ,
+}
+
+
+def key_of(event: Event) -> bytes | None:
+    if isinstance(event, DeadLetter):
+        return event.original_key
+    symbol = getattr(event, "symbol", None)
+    return symbol.encode() if isinstance(symbol, str) else None
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, KafkaError | asyncio.TimeoutError | ConnectionError | OSError) and getattr(error, "retriable", True)
+
+
+class EventProducer:
+    """An aiokafka producer that publishes our events and confirms delivery."""
+
+    def __init__(self, bootstrap_servers: str, topics: Topics, codec: Codec, *, linger_ms: int = 1, client_id: str = "phoenix95",
+                 request_timeout_ms: int = 30000):
+        self.topics = topics
+        self.codec = codec
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=1 << 20,
+            request_timeout_ms=request_timeout_ms,
+            enable_idempotence=False,  # Tansu cannot: InitProducerId fails (see README, Guarantees)
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._producer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._producer.stop()
+            self._started = False
+
+    def topic_for(self, event: Event) -> str:
+        return self.topics.name(TOPIC_OF[type(event)])
+
+    async def publish(self, events: Sequence[Event], *, dead_letter_keys: Sequence[bytes | None] = ()) -> None:
+        if not events:
+            return
+        encoded = [
+            (self.topic_for(e), key_of(e), self.codec.encode(e), [self.codec.schema_header(e), ("p95-correlation-id", e.correlation_id.encode())])
+            for e in events
+        ]
+        await retry_transient(lambda: self._send_all(encoded), what="kafka produce", is_transient=is_transient)
+
+    async def publish_raw(self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
+        await retry_transient(lambda: self._send_all(list(records)), what="kafka produce", is_transient=is_transient)
+
+    async def _send_all(self, encoded: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
+        futures = [
+            await self._producer.send(topic, value, key=key, headers=headers) for topic, key, value, headers in encoded
+        ]
+        await asyncio.gather(*futures)

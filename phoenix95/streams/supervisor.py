@@ -1,0 +1,111 @@
+"""Stage worker processes: one process per stage, restarted when one exits unexpectedly.
+
+Used by `p95 worker`, the demo, the end-to-end tests and the fault-injection harness (which kills
+them with SIGKILL on purpose).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageProcess:
+    stage: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+
+
+class WorkerSet:
+    def __init__(self, stages: Sequence[str], *, env: dict[str, str] | None = None, log_dir: Path, web_ports: dict[str, int] | None = None,
+                 log_level: str = "info"):
+        self.stages = list(stages)
+        self.env = {**os.environ, **(env or {})}
+        self.log_dir = Path(log_dir)
+        self.web_ports = web_ports or {}
+        self.log_level = log_level
+        self.processes: dict[str, StageProcess] = {}
+
+    def command(self, stage: str) -> list[str]:
+        command = [sys.executable, "-m", "phoenix95", "worker", "--stage", stage, "--log-level", self.log_level]
+        if stage in self.web_ports:
+            command += ["--web-port", str(self.web_ports[stage])]
+        return command
+
+    def start(self, stage: str | None = None) -> None:
+        for name in [stage] if stage else self.stages:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = self.log_dir / f"worker-{name}.log"
+            handle = open(log, "ab")  # noqa: SIM115 - the child owns it
+            process = subprocess.Popen(
+                self.command(name), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                start_new_session=True,
+            )
+            handle.close()
+            previous = self.processes.get(name)
+            self.processes[name] = StageProcess(name, process, log, restarts=(previous.restarts + 1) if previous else 0)
+            logger.info("started %s worker (pid %d, log %s)", name, process.pid, log)
+
+    def pid(self, stage: str) -> int:
+        return self.processes[stage].process.pid
+
+    def alive(self, stage: str) -> bool:
+        return stage in self.processes and self.processes[stage].process.poll() is None
+
+    def kill(self, stage: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes[stage].process
+        if process.poll() is None:
+            os.kill(process.pid, sig)
+            process.wait(timeout=30)
+
+    def restart_dead(self) -> list[str]:
+        restarted = []
+        for name, entry in list(self.processes.items()):
+            code = entry.process.poll()
+            if code is not None:
+                logger.warning("%s worker exited with %s; restarting", name, code)
+                self.start(name)
+                restarted.append(name)
+        return restarted
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for entry in self.processes.values():
+            if entry.process.poll() is None:
+                entry.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for entry in self.processes.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                entry.process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                entry.process.kill()
+                entry.process.wait(timeout=10)
+
+    def supervise(self, *, poll: float = 1.0) -> None:
+        """Run until SIGTERM/SIGINT; restart stages that exit."""
+        stopping = False
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        while not stopping:
+            time.sleep(poll)
+            if not stopping:
+                self.restart_dead()
+        self.stop()

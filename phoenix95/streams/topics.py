@@ -1,0 +1,64 @@
+"""Every topic of the pipeline, in one place. Keys are the symbol, so per-symbol order holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SIGNALS = "p95.signals"
+ANALYSIS = "p95.analysis"
+RISK_VERDICTS = "p95.risk.verdicts"
+ORDERS = "p95.orders"
+POSITION_TICKS = "p95.positions.ticks"
+MARKET_PRICES = "p95.market.prices"
+DLQ = "p95.dlq"
+
+ALL = (SIGNALS, ANALYSIS, RISK_VERDICTS, ORDERS, POSITION_TICKS, MARKET_PRICES, DLQ)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under a namespace (tests and replays get their own prefix)."""
+
+    namespace: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{self.namespace}.{base}" if self.namespace else base
+
+    def base(self, name: str) -> str:
+        prefix = f"{self.namespace}."
+        return name[len(prefix):] if self.namespace and name.startswith(prefix) else name
+
+    @property
+    def signals(self) -> str:
+        return self.name(SIGNALS)
+
+    @property
+    def analysis(self) -> str:
+        return self.name(ANALYSIS)
+
+    @property
+    def risk_verdicts(self) -> str:
+        return self.name(RISK_VERDICTS)
+
+    @property
+    def orders(self) -> str:
+        return self.name(ORDERS)
+
+    @property
+    def position_ticks(self) -> str:
+        return self.name(POSITION_TICKS)
+
+    @property
+    def market_prices(self) -> str:
+        return self.name(MARKET_PRICES)
+
+    @property
+    def dlq(self) -> str:
+        return self.name(DLQ)
+
+    def all(self) -> tuple[str, ...]:
+        return tuple(self.name(base) for base in ALL)
+
+    def group(self, stage: str) -> str:
+        """Consumer group (= Faust app id) of a stage."""
+        return f"{self.namespace}.p95-{stage}" if self.namespace else f"p95-{stage}"

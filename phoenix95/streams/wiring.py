@@ -1,0 +1,142 @@
+"""Builds a stage with its adapters: the only place where agents, storage and connectors meet."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from phoenix95.agents.analysis import AnalysisStage
+from phoenix95.agents.base import Stage, StageRunner
+from phoenix95.agents.execution import ExecutionStage
+from phoenix95.agents.positions import PositionStage
+from phoenix95.agents.risk import RiskStage
+from phoenix95.connectors.exchange.paper import PaperExchange
+from phoenix95.connectors.market_data import bundled_funding
+from phoenix95.domain.brackets import BracketTable
+from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
+from phoenix95.domain.funding import FundingSchedule
+from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.registry import SchemaRegistryClient
+from phoenix95.settings import Settings
+from phoenix95.storage.postgres import Database, migrate
+from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, SeenSignals
+from phoenix95.storage.redis_state import RedisState
+from phoenix95.storage.sink import StoreSink
+from phoenix95.storage.timeseries import TimeseriesSink
+from phoenix95.streams.producer import EventProducer
+from phoenix95.streams.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("analysis", "risk", "execution", "positions")
+STAGE_CLASSES: dict[str, type[Stage]] = {
+    "analysis": AnalysisStage,
+    "risk": RiskStage,
+    "execution": ExecutionStage,
+    "positions": PositionStage,
+}
+
+
+def brackets_for(settings: Settings) -> BracketTable:
+    if settings.risk.brackets_file is not None:
+        return BracketTable.from_file(str(settings.risk.brackets_file))
+    return BracketTable.bundled()
+
+
+def trading_config(settings: Settings) -> TradingConfig:
+    return settings.risk.trading_config()
+
+
+def codec_for(settings: Settings) -> Codec:
+    registry = SchemaRegistryClient(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
+    return Codec(registry=registry)
+
+
+@dataclass
+class StageRuntime:
+    """A running stage: its resources, the stage and the runner that drives it."""
+
+    settings: Settings
+    stage_name: str
+    database: Database | None = None
+    redis: RedisState | None = None
+    timeseries: TimeseriesSink | None = None
+    producer: EventProducer | None = None
+    runner: StageRunner | None = None
+    metrics: Any = None
+    lag: Any = None
+    _started: bool = field(default=False, repr=False)
+
+    async def start(self) -> StageRunner:
+        if self.runner is not None and self._started:
+            return self.runner
+        settings = self.settings
+        topics = Topics(settings.namespace)
+        await migrate(settings.postgres_url(), settings.postgres.db_schema)
+        self.database = Database(
+            settings.postgres_url(), schema=settings.postgres.db_schema, min_size=settings.postgres.pool_min_size,
+            max_size=settings.postgres.pool_max_size, connect_timeout=settings.postgres.connect_timeout_s,
+        )
+        await self.database.open()
+        self.redis = RedisState.from_url(
+            settings.redis_url(), prefix=settings.redis.prefix, price_ttl=settings.redis.price_ttl_s,
+            analysis_ttl=settings.redis.analysis_ttl_s, metrics_ttl=settings.redis.metrics_ttl_s,
+        )
+        self.timeseries = TimeseriesSink(
+            settings.influx.url if settings.influx.enabled else None,
+            token=settings.influx.token.get_secret_value(), org=settings.influx.org, bucket=settings.influx.bucket,
+            namespace=settings.namespace, timeout_s=settings.influx.timeout_s,
+        )
+        codec = codec_for(settings)
+        codec.prepare()
+        self.producer = EventProducer(
+            settings.kafka.bootstrap_servers, topics, codec, linger_ms=settings.kafka.linger_ms,
+            client_id=f"phoenix95-{self.stage_name}",
+        )
+        await self.producer.start()
+        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
+        await stage.start()
+        self.runner = StageRunner(stage, StoreSink(self.database, self.redis, self.timeseries), self.producer, metrics=self.metrics)
+        self._started = True
+        return self.runner
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.stage.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.timeseries is not None:
+            await self.timeseries.close()
+        if self.redis is not None:
+            await self.redis.close()
+        if self.database is not None:
+            await self.database.close()
+        self._started = False
+
+
+def build_stage(name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None) -> Stage:
+    topics = Topics(settings.namespace)
+    config = trading_config(settings)
+    brackets = brackets_for(settings)
+    if name == "analysis":
+        known = frozenset(brackets.symbols()) | frozenset(DEFAULT_SYMBOL_RULES) | config.allowed_symbols
+        return AnalysisStage(codec, known, SeenSignals(database))
+    if name == "risk":
+        return RiskStage(
+            codec, config, brackets, PgPortfolio(database, config.starting_equity), clock=settings.risk.clock,
+            lag=lag, max_lag_seconds=settings.risk.max_pipeline_lag_s, prices_topic=topics.market_prices,
+        )
+    if name == "execution":
+        return ExecutionStage(
+            codec, PaperExchange(database, config), PgExecutionState(database),
+            quiet_fill_after=settings.execution.quiet_feed_fill_after_s, price_history=settings.execution.price_history,
+            prices_topic=topics.market_prices,
+        )
+    if name == "positions":
+        funding = FundingSchedule(config.default_funding_rate, bundled_funding())
+        return PositionStage(
+            codec, config, brackets, PgPositionStore(database, brackets, config.funding_interval), funding=funding,
+            clock=settings.risk.clock, price_history=settings.execution.price_history, prices_topic=topics.market_prices,
+        )
+    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
