@@ -250,7 +250,10 @@ def _mask(data: Any, model: Any) -> Any:
                 out[name] = _mask(data.get(name), value) if isinstance(data, dict) else data
         return out
     if isinstance(model, dict):
-        return {key: ("**********" if isinstance(value, SecretStr) else _mask(data.get(key), value)) for key, value in model.items()}
+        return {
+            key: ("**********" if isinstance(value, SecretStr) else _mask(data.get(key), value))
+            for key, value in model.items()
+        }
     return data
 
 

@@ -39,14 +39,18 @@ class AnalysisStage(Stage):
                     ingest_time=record.timestamp,
                 )
             except DecodeError as error:
-                outcomes.append(Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message)))
+                outcomes.append(
+                    Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message))
+                )
                 continue
             if signal.symbol not in self.known_symbols:
                 outcomes.append(
                     Outcome(
                         record,
                         dead_letter=dead_letter(
-                            self.name, record, Reason.UNKNOWN_SYMBOL,
+                            self.name,
+                            record,
+                            Reason.UNKNOWN_SYMBOL,
                             f"{signal.symbol} has no leverage brackets or symbol rules; add it to the configuration",
                             correlation_id=signal.signal_id,
                         ),
@@ -63,7 +67,9 @@ class AnalysisStage(Stage):
                     Outcome(
                         record,
                         dead_letter=dead_letter(
-                            self.name, record, Reason.DUPLICATE,
+                            self.name,
+                            record,
+                            Reason.DUPLICATE,
                             f"signal id {signal.signal_id} was already published at {first}; this is a different publication",
                             correlation_id=signal.signal_id,
                         ),
@@ -79,7 +85,9 @@ class AnalysisStage(Stage):
 def analyze(signal: Signal, *, producer: str = "analysis") -> Analysis:
     """The Phoenix-95 analysis of a signal (also used by replays and `p95 risk quote`)."""
     side = side_of(signal.action)
-    result = score(ScoringInput(side=side, confidence=signal.confidence, rsi=signal.rsi, macd=signal.macd, volume=signal.volume))
+    result = score(
+        ScoringInput(side=side, confidence=signal.confidence, rsi=signal.rsi, macd=signal.macd, volume=signal.volume)
+    )
     return Analysis.trusted(
         event_id=ids.analysis_id(signal.event_id),
         correlation_id=signal.signal_id,

@@ -39,7 +39,9 @@ def record_key(record: InputRecord) -> tuple[str, int, int]:
     return (record.topic, record.partition, record.offset)
 
 
-def dead_letter(stage: str, record: InputRecord, reason: Reason | str, error: str, *, correlation_id: str | None = None) -> DeadLetter:
+def dead_letter(
+    stage: str, record: InputRecord, reason: Reason | str, error: str, *, correlation_id: str | None = None
+) -> DeadLetter:
     """A dead letter with the original bytes; its id is derived from the record's coordinates, so a
     re-delivered bad message is recorded once."""
     event_id = ids.derive("dead-letter", stage, record.topic, record.partition, record.offset)
@@ -175,17 +177,25 @@ class StageRunner:
         except Exception as error:
             if len(records) == 1:
                 logger.exception(
-                    "stage %s: processing %s[%d]@%d failed", self.stage.name, records[0].topic, records[0].partition, records[0].offset
+                    "stage %s: processing %s[%d]@%d failed",
+                    self.stage.name,
+                    records[0].topic,
+                    records[0].partition,
+                    records[0].offset,
                 )
                 # The stage may have changed its state before it raised: rebuild it from the stores.
                 await self._reload()
                 return [
                     Outcome(
                         records[0],
-                        dead_letter=dead_letter(self.stage.name, records[0], Reason.PROCESSING_ERROR, f"{type(error).__name__}: {error}"),
+                        dead_letter=dead_letter(
+                            self.stage.name, records[0], Reason.PROCESSING_ERROR, f"{type(error).__name__}: {error}"
+                        ),
                     )
                 ]
-            logger.warning("stage %s: batch of %d failed (%s); processing one by one", self.stage.name, len(records), error)
+            logger.warning(
+                "stage %s: batch of %d failed (%s); processing one by one", self.stage.name, len(records), error
+            )
             await self._reload()
         outcomes: list[Outcome] = []
         for record in records:
@@ -201,16 +211,22 @@ class StageRunner:
                 original = outcomes[index]
                 logger.error(
                     "stage %s: writes for %s[%d]@%d failed permanently: %s",
-                    self.stage.name, original.record.topic, original.record.partition, original.record.offset, error,
+                    self.stage.name,
+                    original.record.topic,
+                    original.record.partition,
+                    original.record.offset,
+                    error,
                 )
                 outcomes[index] = Outcome(
                     original.record,
-                    dead_letter=dead_letter(self.stage.name, original.record, Reason.SINK_REJECTED, f"{type(error).__name__}: {error}"),
+                    dead_letter=dead_letter(
+                        self.stage.name, original.record, Reason.SINK_REJECTED, f"{type(error).__name__}: {error}"
+                    ),
                 )
                 replaced.append(outcomes[index])
                 self.stats.failed_writes += 1
             still = await self.sink.persist(self.stage.name, replaced)
-            for index, error in still:
+            for _index, error in still:
                 logger.error("stage %s: could not record dead letter in PostgreSQL: %s", self.stage.name, error)
             # The stage may have changed its in-memory state for inputs whose writes failed: rebuild it
             # from the stores, which hold exactly what was written.
@@ -225,8 +241,12 @@ class StageRunner:
                 self.stats.dead_lettered += 1
                 logger.warning(
                     "stage %s: dead-lettered %s[%d]@%d: %s %s",
-                    self.stage.name, outcome.record.topic, outcome.record.partition, outcome.record.offset,
-                    reason, outcome.dead_letter.error[:200],
+                    self.stage.name,
+                    outcome.record.topic,
+                    outcome.record.partition,
+                    outcome.record.offset,
+                    reason,
+                    outcome.dead_letter.error[:200],
                 )
         await self.publisher.publish(produced)
         self.stats.processed += len(outcomes)

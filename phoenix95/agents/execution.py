@@ -51,8 +51,15 @@ class _Pending:
 
 def tick_of(price: MarketPrice) -> MarketTick:
     return MarketTick(
-        symbol=price.symbol, time=price.ts_event, price=price.price, mark_price=price.mark_price, high=price.high,
-        low=price.low, volume=price.volume, funding_rate=price.funding_rate, event_id=price.event_id,
+        symbol=price.symbol,
+        time=price.ts_event,
+        price=price.price,
+        mark_price=price.mark_price,
+        high=price.high,
+        low=price.low,
+        volume=price.volume,
+        funding_rate=price.funding_rate,
+        event_id=price.event_id,
     )
 
 
@@ -102,7 +109,9 @@ class ExecutionStage(Stage):
         if tick is None:
             return None
         if tick is history[0] and len(history) == history.maxlen and tick.time > verdict.ts_event:
-            logger.warning("execution: price history of %s too short to find the price after %s", verdict.symbol, verdict.ts_event)
+            logger.warning(
+                "execution: price history of %s too short to find the price after %s", verdict.symbol, verdict.ts_event
+            )
         return tick
 
     async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
@@ -120,14 +129,20 @@ class ExecutionStage(Stage):
                 self.observe(tick)
                 outcomes.append(Outcome(record))
                 for key, pending in self.pending.items():
-                    if key not in released and pending.verdict.symbol == tick.symbol and tick.time >= pending.verdict.ts_event:
+                    if (
+                        key not in released
+                        and pending.verdict.symbol == tick.symbol
+                        and tick.time >= pending.verdict.ts_event
+                    ):
                         released.append(key)
                         ready.append((pending.record, pending.verdict, self.fill_tick(pending.verdict)))
                 continue
             try:
                 verdict = self.codec.decode(record.value, RiskVerdict)
             except DecodeError as error:
-                outcomes.append(Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message)))
+                outcomes.append(
+                    Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message))
+                )
                 continue
             if not verdict.approved:
                 outcomes.append(Outcome(record))  # nothing to execute
@@ -140,11 +155,11 @@ class ExecutionStage(Stage):
             if order is not None:
                 outcomes.append(Outcome(record, produce=[order]))  # re-delivery: the same order again
                 continue
-            tick = self.fill_tick(verdict)
-            if tick is None:
+            next_tick = self.fill_tick(verdict)
+            if next_tick is None:
                 waiting.append((record_key(record), _Pending(record, verdict, self._now())))
             else:
-                ready.append((record, verdict, tick))
+                ready.append((record, verdict, next_tick))
         if ready:
             outcomes.extend(await self.execute(ready))
         # Only now that the orders exist does the pending set change (an exception above leaves it intact).
@@ -193,9 +208,15 @@ class ExecutionStage(Stage):
             side = entry_order_side(verdict.side)  # a short signal sells: it opens a short or closes a long
             requests.append(
                 OrderRequest(
-                    client_order_id=client_id, symbol=verdict.symbol, side=side, quantity=quantity,
-                    reduce_only=verdict.intent == "close", reference_price=tick.price, time=max(tick.time, verdict.ts_event),
-                    volume=tick.volume, price_event_id=tick.event_id,
+                    client_order_id=client_id,
+                    symbol=verdict.symbol,
+                    side=side,
+                    quantity=quantity,
+                    reduce_only=verdict.intent == "close",
+                    reference_price=tick.price,
+                    time=max(tick.time, verdict.ts_event),
+                    volume=tick.volume,
+                    price_event_id=tick.event_id,
                 )
             )
         placed = dict(known)
@@ -208,7 +229,9 @@ class ExecutionStage(Stage):
             reason = rejected.get(verdict.verdict_id)
             if exchange_order is None and reason is None:
                 reason = "EXCHANGE_DID_NOT_ACCEPT"
-            order = order_message(verdict, client_id, exchange_order, reason, quantities[verdict.verdict_id], self.exchange.name)
+            order = order_message(
+                verdict, client_id, exchange_order, reason, quantities[verdict.verdict_id], self.exchange.name
+            )
             outcomes.append(Outcome(record, produce=[order], persist=[OrderPlaced(order, verdict)]))
         return outcomes
 
@@ -219,7 +242,9 @@ class ExecutionStage(Stage):
         return verdict.plan.quantity if verdict.plan is not None else None
 
     @staticmethod
-    def _reject_reason(verdict: RiskVerdict, state: TradingState, tick: MarketTick | None, quantity: Decimal | None) -> str | None:
+    def _reject_reason(
+        verdict: RiskVerdict, state: TradingState, tick: MarketTick | None, quantity: Decimal | None
+    ) -> str | None:
         if not state.allows(reduces_position=verdict.intent == "close"):
             return "TRADING_HALTED" if state is TradingState.HALTED else "TRADING_REDUCING"
         if tick is None:
@@ -230,10 +255,20 @@ class ExecutionStage(Stage):
 
 
 def order_message(
-    verdict: RiskVerdict, client_order_id: str, placed: ExchangeOrder | None, reject_reason: str | None, quantity: Decimal, exchange: str
+    verdict: RiskVerdict,
+    client_order_id: str,
+    placed: ExchangeOrder | None,
+    reject_reason: str | None,
+    quantity: Decimal,
+    exchange: str,
 ) -> Order:
     fill = None
-    if placed is not None and placed.status == "FILLED" and placed.fill_price is not None and placed.filled_at is not None:
+    if (
+        placed is not None
+        and placed.status == "FILLED"
+        and placed.fill_price is not None
+        and placed.filled_at is not None
+    ):
         fill = Fill.model_construct(
             price=placed.fill_price,
             quantity=placed.quantity,

@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 from phoenix95.agents.base import Stage, dead_letter
 from phoenix95.agents.execution import tick_of
-from phoenix95.agents.ports import InputRecord, Outcome, PositionChanged, PriceObserved
+from phoenix95.agents.ports import Fact, InputRecord, Outcome, PositionChanged, PriceObserved
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
@@ -37,7 +37,7 @@ from phoenix95.domain.positions import (
     PositionEvent as DomainEvent,
 )
 from phoenix95.schemas.codec import Codec, DecodeError
-from phoenix95.schemas.envelope import utc_now
+from phoenix95.schemas.envelope import Event, utc_now
 from phoenix95.schemas.messages import MarketPrice, Order, PositionEvent
 from phoenix95.streams import topics
 
@@ -103,30 +103,45 @@ class PositionStage(Stage):
         for record in records:
             is_price = record.topic.endswith(self.prices_topic)
             try:
-                item: MarketPrice | Order = self.codec.decode(record.value, MarketPrice if is_price else Order)
+                item: MarketPrice | Order = (
+                    self.codec.decode(record.value, MarketPrice) if is_price else self.codec.decode(record.value, Order)
+                )
             except DecodeError as error:
-                decoded.append((record, None, Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message))))
+                decoded.append(
+                    (
+                        record,
+                        None,
+                        Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message)),
+                    )
+                )
                 continue
             if isinstance(item, Order) and item.status == "filled" and item.intent == "open":
                 new_positions.append(ids.position_id(item.order_id))
             decoded.append((record, item, None))
         known = await self.store.positions([p for p in new_positions if p not in self.open]) if new_positions else {}
         outcomes: list[Outcome] = []
-        for record, item, ready in decoded:
+        for record, decoded_item, ready in decoded:
             if ready is not None:
                 outcomes.append(ready)
-            elif isinstance(item, MarketPrice):
-                outcomes.append(self._on_price(record, item))
-            elif isinstance(item, Order):
-                outcomes.append(self._on_order(record, item, known))
+            elif isinstance(decoded_item, MarketPrice):
+                outcomes.append(self._on_price(record, decoded_item))
+            elif isinstance(decoded_item, Order):
+                outcomes.append(self._on_order(record, decoded_item, known))
         return outcomes
 
     async def on_clock(self, now: datetime) -> list[Outcome]:
         """Monitoring tick (wall clock): at least one tick per interval per open position."""
-        facts, produce = [], []
+        facts: list[Fact] = []
+        produce: list[Event] = []
         for position in list(self.open.values()):
             config = self.config.for_symbol(position.symbol)
-            update = on_clock(position, now, config=config, tick_size=config.rules(position.symbol).tick_size, funding_rate=self.funding)
+            update = on_clock(
+                position,
+                now,
+                config=config,
+                tick_size=config.rules(position.symbol).tick_size,
+                funding_rate=self.funding,
+            )
             self._apply(update, "clock:" + now.isoformat(), facts, produce)
         if not produce:
             return []
@@ -143,7 +158,13 @@ class PositionStage(Stage):
         produce: list = []
         for position in [p for p in self.open.values() if p.symbol == price.symbol]:
             config = self.config.for_symbol(position.symbol)
-            update = on_price(position, tick, config=config, tick_size=config.rules(position.symbol).tick_size, funding_rate=self.funding)
+            update = on_price(
+                position,
+                tick,
+                config=config,
+                tick_size=config.rules(position.symbol).tick_size,
+                funding_rate=self.funding,
+            )
             self._apply(update, price.event_id, facts, produce)
         return Outcome(record, produce=produce, persist=facts)
 
@@ -157,7 +178,9 @@ class PositionStage(Stage):
         if order.intent == "close":
             position = self.open.get(order.close_position_id or "")
             if position is None:
-                logger.info("positions: close order %s for a position that is not open (already closed?)", order.order_id)
+                logger.info(
+                    "positions: close order %s for a position that is not open (already closed?)", order.order_id
+                )
                 return Outcome(record)
             update = close_by_order(
                 position, fill=_domain_fill(order), config=config, funding_rate=self.funding, cause_id=order.order_id
@@ -169,9 +192,17 @@ class PositionStage(Stage):
             return Outcome(record)  # re-delivered order: the position exists already
         fill = _domain_fill(order)
         update = open_position(
-            position_id=position_id, order_id=order.order_id, signal_id=order.signal_id, symbol=order.symbol,
-            side=order.position_side, fill=fill, leverage=order.leverage, margin_mode=order.margin_mode,
-            brackets=self.brackets.for_symbol(order.symbol), config=config, tick_size=tick_size,
+            position_id=position_id,
+            order_id=order.order_id,
+            signal_id=order.signal_id,
+            symbol=order.symbol,
+            side=order.position_side,
+            fill=fill,
+            leverage=order.leverage,
+            margin_mode=order.margin_mode,
+            brackets=self.brackets.for_symbol(order.symbol),
+            config=config,
+            tick_size=tick_size,
         )
         self._apply(update, order.order_id, facts, produce)
         # Catch up with the prices that arrived before the fill did.
@@ -181,7 +212,10 @@ class PositionStage(Stage):
                 break
             if tick.time > position.last_event_time:
                 self._apply(
-                    on_price(position, tick, config=config, tick_size=tick_size, funding_rate=self.funding), tick.event_id, facts, produce
+                    on_price(position, tick, config=config, tick_size=tick_size, funding_rate=self.funding),
+                    tick.event_id,
+                    facts,
+                    produce,
                 )
         return Outcome(record, produce=produce, persist=facts)
 
@@ -202,8 +236,13 @@ class PositionStage(Stage):
 def _domain_fill(order: Order) -> DomainFill:
     assert order.fill is not None
     return DomainFill(
-        side=order.side, price=order.fill.price, quantity=order.fill.quantity, notional=order.fill.notional,
-        fee=order.fill.fee, slippage_rate=order.fill.slippage_rate, reference_price=order.fill.reference_price,
+        side=order.side,
+        price=order.fill.price,
+        quantity=order.fill.quantity,
+        notional=order.fill.notional,
+        fee=order.fill.fee,
+        slippage_rate=order.fill.slippage_rate,
+        reference_price=order.fill.reference_price,
         time=order.fill.filled_at,
     )
 
@@ -214,7 +253,9 @@ _CLOCK_RECORD = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=
 def position_message(position: Position, event: DomainEvent, *, cause: str, equity: Decimal | None) -> PositionEvent:
     m = event.metrics
     closing = event.kind in ("closed", "liquidated", "expired")
-    event_id = ids.derive("position-event", position.position_id, event.kind, event.cause_id or cause, event.time.isoformat())
+    event_id = ids.derive(
+        "position-event", position.position_id, event.kind, event.cause_id or cause, event.time.isoformat()
+    )
     return PositionEvent.trusted(
         event_id=event_id,
         correlation_id=position.signal_id,

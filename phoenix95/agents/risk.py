@@ -123,7 +123,9 @@ class RiskStage(Stage):
             try:
                 analysis = self.codec.decode(record.value, Analysis)
             except DecodeError as error:
-                outcomes.append(Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message)))
+                outcomes.append(
+                    Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message))
+                )
                 continue
             analyses.append((record, analysis))
             work.append((record, analysis))
@@ -173,19 +175,40 @@ class RiskStage(Stage):
         history = [entry for entry in self.prices.get(analysis.symbol, ()) if entry[0] <= now]
         market = MarketView(last_price=history[-1][1] if history else None, recent_prices=tuple(history))
         verdict = evaluate(
-            request, portfolio=portfolio, market=market, config=self.config, brackets=self.brackets, now=now,
+            request,
+            portfolio=portfolio,
+            market=market,
+            config=self.config,
+            brackets=self.brackets,
+            now=now,
             max_pipeline_lag_seconds=self.max_lag_seconds,
         )
         message = verdict_message(analysis, verdict, decided_at=now)
         self.recent_signals.append(
-            RecentSignal(analysis.signal_id, analysis.symbol, analysis.side, analysis.strategy, analysis.timeframe, analysis.ts_event)
+            RecentSignal(
+                analysis.signal_id,
+                analysis.symbol,
+                analysis.side,
+                analysis.strategy,
+                analysis.timeframe,
+                analysis.ts_event,
+            )
         )
         if verdict.approved:
             self.recent_approvals.append(now)
             if verdict.intent == "open" and verdict.plan is not None:
                 plan = verdict.plan
                 exposures.append(
-                    Exposure(message.verdict_id, analysis.symbol, analysis.side, plan.quantity, plan.notional, plan.initial_margin, now, pending=True)
+                    Exposure(
+                        message.verdict_id,
+                        analysis.symbol,
+                        analysis.side,
+                        plan.quantity,
+                        plan.notional,
+                        plan.initial_margin,
+                        now,
+                        pending=True,
+                    )
                 )
             elif verdict.intent == "close":
                 exposures[:] = [e for e in exposures if e.reference_id != verdict.close_reference_id]
@@ -199,7 +222,9 @@ class RiskStage(Stage):
             self.recent_signals.popleft()
 
 
-def verdict_message(analysis: Analysis, verdict: Verdict, *, decided_at: datetime, producer: str = "risk") -> RiskVerdict:
+def verdict_message(
+    analysis: Analysis, verdict: Verdict, *, decided_at: datetime, producer: str = "risk"
+) -> RiskVerdict:
     plan = verdict.plan
     return RiskVerdict.trusted(
         event_id=ids.verdict_id(analysis.event_id),

@@ -79,7 +79,9 @@ MALFORMED: tuple[tuple[str, bytes], ...] = (
 )
 
 
-def run_demo(*, keep: bool = False, timeout: float = SETTLE_TIMEOUT_S, progress: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    *, keep: bool = False, timeout: float = SETTLE_TIMEOUT_S, progress: Console | None = None
+) -> dict[str, Any]:
     started = time.monotonic()
     say = (lambda message: progress.print(message)) if progress is not None else (lambda message: None)
     base = get_settings()
@@ -99,8 +101,12 @@ def run_demo(*, keep: bool = False, timeout: float = SETTLE_TIMEOUT_S, progress:
     }
     for name, endpoint in endpoints.items():
         if endpoint.url:
-            key = {"kafka": "P95_KAFKA__BOOTSTRAP_SERVERS", "postgres": "P95_POSTGRES__URL", "redis": "P95_REDIS__URL",
-                   "timeseries": "P95_INFLUX__URL"}[name]
+            key = {
+                "kafka": "P95_KAFKA__BOOTSTRAP_SERVERS",
+                "postgres": "P95_POSTGRES__URL",
+                "redis": "P95_REDIS__URL",
+                "timeseries": "P95_INFLUX__URL",
+            }[name]
             env[key] = endpoint.url
     os.environ.update(env)
     get_settings.cache_clear()
@@ -115,8 +121,10 @@ def run_demo(*, keep: bool = False, timeout: float = SETTLE_TIMEOUT_S, progress:
         say(f"starting the workers ({', '.join(STAGES)}) in namespace [cyan]{namespace}[/cyan]")
         workers.start()
         published = asyncio.run(_publish(settings, say))
-        say(f"published {published['prices']} market prices and {published['signals']} signals "
-            f"({published['malformed']} malformed); waiting for every signal to reach its final state")
+        say(
+            f"published {published['prices']} market prices and {published['signals']} signals "
+            f"({published['malformed']} malformed); waiting for every signal to reach its final state"
+        )
         settled = asyncio.run(_wait_settled(settings, timeout, workers))
         summary = asyncio.run(_summary(settings))
         summary["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -140,8 +148,14 @@ def _signals(start: datetime, namespace: str) -> list[Signal]:
         when = start + timedelta(hours=spec.hours)
         price = prices[spec.symbol] or Decimal("1.19")
         payload: dict[str, Any] = {
-            "symbol": spec.symbol, "action": spec.action, "price": str(price), "confidence": spec.confidence,
-            "strategy": spec.strategy, "timeframe": spec.timeframe, "source": "demo", "source_timestamp": when.isoformat(),
+            "symbol": spec.symbol,
+            "action": spec.action,
+            "price": str(price),
+            "confidence": spec.confidence,
+            "strategy": spec.strategy,
+            "timeframe": spec.timeframe,
+            "source": "demo",
+            "source_timestamp": when.isoformat(),
         }
         if spec.rsi:
             payload["rsi"] = spec.rsi
@@ -155,8 +169,12 @@ def _signals(start: datetime, namespace: str) -> list[Signal]:
 def market_events(namespace: str) -> list[MarketPrice]:
     xrp = bundled_candle_events("XRPUSDT", "5m", namespace=namespace)
     start = xrp[0].ts_event - timedelta(minutes=5)
-    btc = GbmFeed("BTCUSDT", Decimal("64000"), start, seed=95, tick_size=Decimal("0.1")).events(len(xrp), namespace=namespace)
-    eth = GbmFeed("ETHUSDT", Decimal("4600"), start, seed=95, tick_size=Decimal("0.01")).events(len(xrp), namespace=namespace)
+    btc = GbmFeed("BTCUSDT", Decimal("64000"), start, seed=95, tick_size=Decimal("0.1")).events(
+        len(xrp), namespace=namespace
+    )
+    eth = GbmFeed("ETHUSDT", Decimal("4600"), start, seed=95, tick_size=Decimal("0.01")).events(
+        len(xrp), namespace=namespace
+    )
     return merge_by_time(xrp, btc, eth)
 
 
@@ -172,7 +190,9 @@ async def _publish(settings: Settings, say: Any) -> dict[str, int]:
         start = prices[0].ts_event
         # Signals are priced at the market: the close of the last candle of their symbol before them.
         signals = [_priced(signal, prices) for signal in _signals(start, settings.namespace)]
-        timeline: list[tuple[datetime, int, Any]] = [(p.ts_event, 0, p) for p in prices] + [(s.ts_event, 1, s) for s in signals]
+        timeline: list[tuple[datetime, int, Any]] = [(p.ts_event, 0, p) for p in prices] + [
+            (s.ts_event, 1, s) for s in signals
+        ]
         timeline.sort(key=lambda item: (item[0], item[1]))
         chunk: list[Any] = []
         for _, _, event in timeline:
@@ -265,7 +285,9 @@ async def _summary(settings: Settings) -> dict[str, Any]:
         reasons = await db.fetch(
             "SELECT reason, COUNT(*) FROM (SELECT unnest(reasons) AS reason FROM risk_verdicts) r GROUP BY reason ORDER BY 2 DESC"
         )
-        closes = await db.fetch("SELECT COALESCE(close_reason, status), COUNT(*) FROM positions WHERE status <> 'open' GROUP BY 1")
+        closes = await db.fetch(
+            "SELECT COALESCE(close_reason, status), COUNT(*) FROM positions WHERE status <> 'open' GROUP BY 1"
+        )
         dlq_reasons = await db.fetch("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason ORDER BY reason")
     (analyzed, dead_signals, approved, rejected, orders, positions, trades, closed, realized, dead_rows) = rows[0]
     redis = RedisState.from_url(settings.redis_url(), prefix=settings.redis.prefix)
@@ -304,7 +326,7 @@ def _timeseries_points(settings: Settings) -> int:
         urllib.request.urlopen(base + "/internal/force_flush", timeout=10).read()
     except Exception:
         pass
-    query = urllib.parse.urlencode({"match[]": '{ns="%s"}' % settings.namespace})
+    query = urllib.parse.urlencode({"match[]": f'{{ns="{settings.namespace}"}}'})
     total = 0
     try:
         with urllib.request.urlopen(f"{base}/api/v1/export?{query}", timeout=30) as response:
@@ -322,9 +344,21 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     if summary.get("error"):
         console.print(f"[red]{summary['error']}[/red]")
     table = Table(title="Phoenix95 demo", show_header=False)
-    for key in ("signals_published", "signals_processed", "verdicts_approved", "verdicts_rejected", "orders",
-                "positions_opened", "positions_closed", "position_ticks", "dlq", "redis_keys", "timeseries_points",
-                "realized_pnl", "elapsed_s"):
+    for key in (
+        "signals_published",
+        "signals_processed",
+        "verdicts_approved",
+        "verdicts_rejected",
+        "orders",
+        "positions_opened",
+        "positions_closed",
+        "position_ticks",
+        "dlq",
+        "redis_keys",
+        "timeseries_points",
+        "realized_pnl",
+        "elapsed_s",
+    ):
         table.add_row(key, str(summary.get(key, "-")))
     table.add_row("postgres_rows", json.dumps(summary.get("postgres_rows", {})))
     table.add_row("rejection_reasons", json.dumps(summary.get("rejection_reasons", {})))

@@ -48,7 +48,9 @@ def print_json(value: Any) -> None:
 
 @app.callback()
 def main_callback(
-    log_level: str = typer.Option("WARNING", "--log-level", envvar="P95_LOG_LEVEL", help="DEBUG, INFO, WARNING, ERROR."),
+    log_level: str = typer.Option(
+        "WARNING", "--log-level", envvar="P95_LOG_LEVEL", help="DEBUG, INFO, WARNING, ERROR."
+    ),
 ) -> None:
     configure_logging(log_level)
 
@@ -87,7 +89,9 @@ def up() -> None:
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="One object keyed kafka, postgres, redis, timeseries.")) -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="One object keyed kafka, postgres, redis, timeseries."),
+) -> None:
     """Show each service of the stack with its endpoint, pid and health."""
     from phoenix95.settings import get_settings
     from phoenix95.stack.manager import Stack
@@ -141,7 +145,9 @@ def db_migrate() -> None:
 
 @app.command()
 def worker(
-    stage: list[str] = typer.Option(None, "--stage", "-s", help="Stage(s) to run: analysis, risk, execution, positions. Default: all."),
+    stage: list[str] = typer.Option(
+        None, "--stage", "-s", help="Stage(s) to run: analysis, risk, execution, positions. Default: all."
+    ),
     web_port: int = typer.Option(None, "--web-port", help="Serve /metrics on this port (one stage only)."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
@@ -166,6 +172,26 @@ def demo(
         print_json(summary)
     if summary.get("error"):
         raise typer.Exit(1)
+
+
+#: Command modules, each with `register(app)`: one module per area keeps this file small.
+COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench")
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"phoenix95.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"phoenix95.cli.{name}":
+                continue  # area not built yet
+            raise
+        module.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -43,7 +43,9 @@ def prepare(settings: object) -> None:
 
     async def run() -> None:
         await ensure_topics(
-            settings.kafka.bootstrap_servers, Topics(settings.namespace).all(), partitions=settings.kafka.partitions,
+            settings.kafka.bootstrap_servers,
+            Topics(settings.namespace).all(),
+            partitions=settings.kafka.partitions,
             replication_factor=settings.kafka.replication_factor,
         )
         await migrate(settings.postgres_url(), settings.postgres.db_schema)

@@ -52,7 +52,11 @@ def _parse_time(text: str) -> datetime:
 
 
 def _read_text(path: str | Path) -> str:
-    raw = resources.files(_BUNDLED).joinpath(str(path)).read_bytes() if isinstance(path, str) and "/" not in path else Path(path).read_bytes()
+    raw = (
+        resources.files(_BUNDLED).joinpath(str(path)).read_bytes()
+        if isinstance(path, str) and "/" not in path
+        else Path(path).read_bytes()
+    )
     return gzip.decompress(raw).decode() if raw[:2] == b"\x1f\x8b" else raw.decode()
 
 
@@ -77,12 +81,15 @@ def read_candles(path: str | Path) -> list[Candle]:
 
 def read_funding(path: str | Path) -> list[tuple[datetime, Decimal]]:
     return [
-        (_parse_time(row["date"]), Decimal(row["funding_rate"])) for row in csv.DictReader(io.StringIO(_read_text(path)))
+        (_parse_time(row["date"]), Decimal(row["funding_rate"]))
+        for row in csv.DictReader(io.StringIO(_read_text(path)))
     ]
 
 
 def bundled_files() -> list[str]:
-    return sorted(entry.name for entry in resources.files(_BUNDLED).iterdir() if entry.name.endswith((".csv", ".csv.gz")))
+    return sorted(
+        entry.name for entry in resources.files(_BUNDLED).iterdir() if entry.name.endswith((".csv", ".csv.gz"))
+    )
 
 
 def bundled_funding() -> dict[str, list[tuple[datetime, Decimal]]]:
@@ -147,13 +154,27 @@ def candle_events(
     step = parse_interval(interval)
     for candle in candles:
         yield price_event(
-            symbol=symbol, time=candle.time + step + shift, price=candle.close, source="candles", interval=interval,
-            open_=candle.open, high=candle.high, low=candle.low, volume=candle.volume, namespace=namespace,
+            symbol=symbol,
+            time=candle.time + step + shift,
+            price=candle.close,
+            source="candles",
+            interval=interval,
+            open_=candle.open,
+            high=candle.high,
+            low=candle.low,
+            volume=candle.volume,
+            namespace=namespace,
         )
 
 
-def bundled_candle_events(symbol: str = "XRPUSDT", interval: str = "5m", *, shift: timedelta = timedelta(0), namespace: str = "") -> list[MarketPrice]:
-    return list(candle_events(symbol, read_candles(f"{symbol}-{interval}-futures_last.csv.gz"), interval, shift=shift, namespace=namespace))
+def bundled_candle_events(
+    symbol: str = "XRPUSDT", interval: str = "5m", *, shift: timedelta = timedelta(0), namespace: str = ""
+) -> list[MarketPrice]:
+    return list(
+        candle_events(
+            symbol, read_candles(f"{symbol}-{interval}-futures_last.csv.gz"), interval, shift=shift, namespace=namespace
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -185,9 +206,16 @@ class GbmFeed:
                 path.append(price)
             time = self.start_time + self.interval * (index + 1)
             yield price_event(
-                symbol=self.symbol, time=time, price=self._dec(price), source="simulated",
-                interval=f"{int(self.interval.total_seconds() // 60)}m", open_=self._dec(open_price),
-                high=self._dec(max(path)), low=self._dec(min(path)), volume=None, namespace=namespace,
+                symbol=self.symbol,
+                time=time,
+                price=self._dec(price),
+                source="simulated",
+                interval=f"{int(self.interval.total_seconds() // 60)}m",
+                open_=self._dec(open_price),
+                high=self._dec(max(path)),
+                low=self._dec(min(path)),
+                volume=None,
+                namespace=namespace,
             )
 
     def _dec(self, value: float) -> Decimal:

@@ -31,7 +31,9 @@ class BracketTable:
     """Brackets per symbol, ordered by notional."""
 
     def __init__(self, brackets: Mapping[str, Sequence[Bracket]]):
-        self._brackets = {symbol: tuple(sorted(rows, key=lambda b: b.notional_floor)) for symbol, rows in brackets.items()}
+        self._brackets = {
+            symbol: tuple(sorted(rows, key=lambda b: b.notional_floor)) for symbol, rows in brackets.items()
+        }
         for symbol, rows in self._brackets.items():
             if not rows:
                 raise ValueError(f"empty bracket list for {symbol}")

@@ -55,7 +55,9 @@ class Fill:
     price_event_id: str = ""
 
 
-def slippage_rate(notional: Decimal, reference_price: Decimal, volume: Decimal | None, config: TradingConfig) -> Decimal:
+def slippage_rate(
+    notional: Decimal, reference_price: Decimal, volume: Decimal | None, config: TradingConfig
+) -> Decimal:
     rate = config.base_slippage_rate
     if volume is not None and volume > 0 and reference_price > 0:
         rate += IMPACT_COEFFICIENT * notional / (volume * reference_price)

@@ -228,7 +228,9 @@ def on_price(
     s = direction(position.side)
     adverse = tick.low if s > 0 else tick.high
     favourable = tick.high if s > 0 else tick.low
-    liquidation_mark = tick.mark_price if tick.mark_price is not None else (adverse if adverse is not None else tick.price)
+    liquidation_mark = (
+        tick.mark_price if tick.mark_price is not None else (adverse if adverse is not None else tick.price)
+    )
     if position.liquidation_price > 0 and s * (liquidation_mark - position.liquidation_price) <= 0:
         liquidated = _liquidate(position, tick)
         return Update(liquidated.position, (*events, *liquidated.events))
@@ -239,14 +241,26 @@ def on_price(
         gapped = adverse is None and s * (tick.price - position.stop_loss_price) < 0
         reference = tick.price if gapped else position.stop_loss_price
         closed = _close(
-            position, reference_price=reference, time=tick.time, reason="stop_loss",
-            config=config, tick_size=tick_size, cause_id=tick.event_id, volume=tick.volume,
+            position,
+            reference_price=reference,
+            time=tick.time,
+            reason="stop_loss",
+            config=config,
+            tick_size=tick_size,
+            cause_id=tick.event_id,
+            volume=tick.volume,
         )
         return Update(closed.position, (*events, *closed.events))
     if s * (best - position.take_profit_price) >= 0:
         closed = _close(
-            position, reference_price=position.take_profit_price, time=tick.time, reason="take_profit",
-            config=config, tick_size=tick_size, cause_id=tick.event_id, volume=tick.volume,
+            position,
+            reference_price=position.take_profit_price,
+            time=tick.time,
+            reason="take_profit",
+            config=config,
+            tick_size=tick_size,
+            cause_id=tick.event_id,
+            volume=tick.volume,
         )
         return Update(closed.position, (*events, *closed.events))
 
@@ -278,8 +292,13 @@ def on_clock(
     if now >= position.auto_close_at:
         position = _charge_funding(position, position.auto_close_at, config, funding_rate, events)
         closed = _close(
-            position, reference_price=position.last_price, time=position.auto_close_at, reason="expiry",
-            config=config, tick_size=tick_size, cause_id="clock",
+            position,
+            reference_price=position.last_price,
+            time=position.auto_close_at,
+            reason="expiry",
+            config=config,
+            tick_size=tick_size,
+            cause_id="clock",
         )
         return Update(closed.position, (*events, *closed.events))
     position = _charge_funding(position, now, config, funding_rate, events)
@@ -326,9 +345,14 @@ def _charge_funding(
         )
         events.append(
             PositionEvent(
-                "funding", at, position.last_price, position.mark_price,
+                "funding",
+                at,
+                position.last_price,
+                position.mark_price,
                 metrics(position, position.last_price, position.mark_price),
-                funding_amount=amount, funding_rate=rate, cause_id=f"funding:{at.isoformat()}",
+                funding_amount=amount,
+                funding_rate=rate,
+                cause_id=f"funding:{at.isoformat()}",
             )
         )
     return position
@@ -375,7 +399,9 @@ def _settle(position: Position, *, fill: Fill, time: datetime, reason: CloseReas
         last_event_time=time,
     )
     kind: EventKind = "expired" if reason == "expiry" else "closed"
-    event = PositionEvent(kind, time, fill.price, fill.price, metrics(closed, fill.price, fill.price), cause_id=cause_id)
+    event = PositionEvent(
+        kind, time, fill.price, fill.price, metrics(closed, fill.price, fill.price), cause_id=cause_id
+    )
     return Update(closed, (event,))
 
 
@@ -395,7 +421,9 @@ def _liquidate(position: Position, tick: MarketTick) -> Update:
         mark_price=price,
         last_event_time=tick.time,
     )
-    event = PositionEvent("liquidated", tick.time, tick.price, price, metrics(closed, price, price), cause_id=tick.event_id)
+    event = PositionEvent(
+        "liquidated", tick.time, tick.price, price, metrics(closed, price, price), cause_id=tick.event_id
+    )
     return Update(closed, (event,))
 
 

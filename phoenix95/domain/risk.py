@@ -183,7 +183,9 @@ def evaluate(
         )
     age = now - request.signal_time
     if age > cfg.signal_max_age:
-        found.add(Reason.SIGNAL_STALE, f"signal is {age.total_seconds():.0f}s old > {cfg.signal_max_age.total_seconds():.0f}s")
+        found.add(
+            Reason.SIGNAL_STALE, f"signal is {age.total_seconds():.0f}s old > {cfg.signal_max_age.total_seconds():.0f}s"
+        )
     if max_pipeline_lag_seconds is not None and portfolio.pipeline_lag_seconds > max_pipeline_lag_seconds:
         found.add(
             Reason.SIGNAL_STALE,
@@ -218,7 +220,9 @@ def evaluate(
     window_start = now - timedelta(minutes=1)
     submitted = sum(1 for t in portfolio.recent_approvals if t > window_start)
     if submitted >= cfg.max_orders_per_minute:
-        found.add(Reason.SUBMIT_RATE_EXCEEDED, f"{submitted} approvals in the last minute >= {cfg.max_orders_per_minute}")
+        found.add(
+            Reason.SUBMIT_RATE_EXCEEDED, f"{submitted} approvals in the last minute >= {cfg.max_orders_per_minute}"
+        )
     open_count = len(portfolio.exposures)
     if open_count >= cfg.max_open_positions:
         found.add(Reason.MAX_OPEN_POSITIONS, f"{open_count} open positions >= {cfg.max_open_positions}")
@@ -265,7 +269,9 @@ def _plan(
             f"Kelly {sizing.kelly:.4f} at p={request.final_confidence}, b={sizing.payoff_ratio} gives no position",
         )
     elif sizing.notional < rules.min_notional:
-        found.add(Reason.POSITION_SIZE_ZERO, f"notional {sizing.notional} below the exchange minimum {rules.min_notional}")
+        found.add(
+            Reason.POSITION_SIZE_ZERO, f"notional {sizing.notional} below the exchange minimum {rules.min_notional}"
+        )
     notional = sizing.notional
     margin = initial_margin(notional, cfg.leverage) if notional > 0 else ZERO
     # Leverage and maintenance margin follow the bracket of the notional at entry; the liquidation
@@ -297,7 +303,9 @@ def _plan(
         )
     entry_fee = notional * cfg.taker_fee_rate
     if notional > 0 and margin + entry_fee > free_margin:
-        found.add(Reason.INSUFFICIENT_MARGIN, f"margin {money(margin)} + fee {money(entry_fee)} > free {money(free_margin)}")
+        found.add(
+            Reason.INSUFFICIENT_MARGIN, f"margin {money(margin)} + fee {money(entry_fee)} > free {money(free_margin)}"
+        )
     if notional > 0 and liquidation > 0:
         stop_distance = abs(entry - stop)
         liquidation_distance = abs(entry - liquidation)
@@ -332,9 +340,7 @@ def _plan(
     )
 
 
-def _find_duplicate(
-    request: RiskRequest, recent: Sequence[RecentSignal], window: timedelta
-) -> RecentSignal | None:
+def _find_duplicate(request: RiskRequest, recent: Sequence[RecentSignal], window: timedelta) -> RecentSignal | None:
     for other in recent:
         if (
             other.signal_id != request.signal_id
@@ -349,7 +355,5 @@ def _find_duplicate(
 
 
 def _reducible(request: RiskRequest, exposures: Sequence[Exposure]) -> Exposure | None:
-    candidates = [
-        e for e in exposures if e.symbol == request.symbol and e.side != request.side and not e.pending
-    ]
+    candidates = [e for e in exposures if e.symbol == request.symbol and e.side != request.side and not e.pending]
     return min(candidates, key=lambda e: (e.opened_at, e.reference_id)) if candidates else None

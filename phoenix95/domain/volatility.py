@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -17,9 +18,7 @@ def daily_volatility(prices: Sequence[tuple[datetime, Decimal]]) -> Decimal | No
     if len(prices) < MIN_RETURNS + 1:
         return None
     returns = [
-        (current - previous) / previous
-        for (_, previous), (_, current) in zip(prices, prices[1:], strict=False)
-        if previous > 0
+        (current - previous) / previous for (_, previous), (_, current) in itertools.pairwise(prices) if previous > 0
     ]
     if len(returns) < MIN_RETURNS:
         return None

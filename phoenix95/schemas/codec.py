@@ -127,7 +127,9 @@ class Codec:
         if cached is not None:
             return cached
         if self.registry is None:
-            raise DecodeError(Reason.SCHEMA_MISMATCH, f"Confluent schema id {schema_id} but no schema registry configured")
+            raise DecodeError(
+                Reason.SCHEMA_MISMATCH, f"Confluent schema id {schema_id} but no schema registry configured"
+            )
         try:
             text = self.registry.schema(schema_id)
         except Exception as error:  # the registry is down or does not know the id
@@ -147,7 +149,8 @@ class Codec:
         writer, offset = self.writer_schema(data)
         if writer.name != model.SCHEMA_NAME:
             raise DecodeError(
-                Reason.SCHEMA_MISMATCH, f"expected {model.SCHEMA_NAME}, message was written as {writer.name}.v{writer.version}"
+                Reason.SCHEMA_MISMATCH,
+                f"expected {model.SCHEMA_NAME}, message was written as {writer.name}.v{writer.version}",
             )
         record = self._read(data, offset, writer)
         try:
@@ -183,7 +186,9 @@ class Codec:
         if not isinstance(payload, dict):
             raise DecodeError(Reason.VALIDATION_ERROR, "a JSON signal must be an object")
         try:
-            return build_signal(payload, producer="json", signal_id=fallback_id, ts_ingest=ingest_time, default_source="custom")
+            return build_signal(
+                payload, producer="json", signal_id=fallback_id, ts_ingest=ingest_time, default_source="custom"
+            )
         except InvalidSignal as error:
             raise DecodeError(Reason.VALIDATION_ERROR, str(error)) from None
 
@@ -192,9 +197,7 @@ class Codec:
         buffer = io.BytesIO(data)
         buffer.seek(offset)
         try:
-            record = fastavro.schemaless_reader(
-                buffer, writer.parsed, reader.parsed if reader is not writer else None
-            )
+            record = fastavro.schemaless_reader(buffer, writer.parsed, reader.parsed if reader is not writer else None)
         except UnicodeDecodeError as error:
             raise DecodeError(Reason.DECODE_ERROR, f"invalid UTF-8 in a string: {error}") from None
         except Exception as error:

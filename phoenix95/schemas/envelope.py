@@ -25,9 +25,7 @@ def _to_utc(value: datetime) -> datetime:
 
 #: A finite Decimal that travels as a string ("0.1", never a float).
 DecimalStr = Annotated[Decimal, Field(allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)]
-PositiveDecimal = Annotated[
-    Decimal, Field(gt=0, allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)
-]
+PositiveDecimal = Annotated[Decimal, Field(gt=0, allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)]
 NonNegativeDecimal = Annotated[
     Decimal, Field(ge=0, allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)
 ]
@@ -101,7 +99,7 @@ class Event(Message):
     @classmethod
     def trusted(cls, **fields: Any) -> Self:
         """Build from values our own code computed, skipping validation (the hot path)."""
-        return cls.model_construct(**fields)
+        return cls.model_construct(**fields)  # type: ignore[return-value]
 
 
 def is_action(value: str) -> bool:

@@ -246,6 +246,5 @@ class DeadLetter(Event):
 
 #: Every message model by its Avro full name.
 MODELS: dict[str, type[Event]] = {
-    model.SCHEMA_NAME: model
-    for model in (Signal, Analysis, RiskVerdict, Order, PositionEvent, MarketPrice, DeadLetter)
+    model.SCHEMA_NAME: model for model in (Signal, Analysis, RiskVerdict, Order, PositionEvent, MarketPrice, DeadLetter)
 }

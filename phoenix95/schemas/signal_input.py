@@ -35,9 +35,25 @@ FIELD_ALIASES: dict[str, str] = {
 }
 _ACTION_ALIASES = {"enter_long": "long", "enter_short": "short", "bull": "long", "bear": "short"}
 _TIMEFRAME_ALIASES = {
-    "1": "1m", "5": "5m", "15": "15m", "60": "1h", "240": "4h", "d": "1d", "1d": "1d", "D": "1d", "1D": "1d",
-    "1M": "1m", "5M": "5m", "15M": "15m", "1H": "1h", "4H": "4h", "1h": "1h", "4h": "4h",
-    "1m": "1m", "5m": "5m", "15m": "15m",
+    "1": "1m",
+    "5": "5m",
+    "15": "15m",
+    "60": "1h",
+    "240": "4h",
+    "d": "1d",
+    "1d": "1d",
+    "D": "1d",
+    "1D": "1d",
+    "1M": "1m",
+    "5M": "5m",
+    "15M": "15m",
+    "1H": "1h",
+    "4H": "4h",
+    "1h": "1h",
+    "4h": "4h",
+    "1m": "1m",
+    "5m": "5m",
+    "15m": "15m",
 }
 _SYMBOL_SUFFIXES = (".P", ".PERP", "PERP")
 #: Envelope fields a foreign producer may leave out; we fill them in.
@@ -82,7 +98,9 @@ def parse_timestamp(value: Any) -> Any:
         return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo else value
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float | Decimal) or (isinstance(value, str) and re.fullmatch(r"\d{9,13}(\.\d+)?", value)):
+    if isinstance(value, int | float | Decimal) or (
+        isinstance(value, str) and re.fullmatch(r"\d{9,13}(\.\d+)?", value)
+    ):
         number = Decimal(str(value))
         seconds = number / 1000 if number > 10**11 else number
         return datetime.fromtimestamp(float(seconds), tz=UTC)

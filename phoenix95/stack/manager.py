@@ -67,7 +67,9 @@ class Stack:
         tmp.write_text(json.dumps({name: e.to_json() for name, e in endpoints.items()}, indent=2))
         tmp.replace(self.path)
 
-    def up(self, external: External | None = None, *, on_step: Callable[[str], None] | None = None) -> dict[str, Endpoint]:
+    def up(
+        self, external: External | None = None, *, on_step: Callable[[str], None] | None = None
+    ) -> dict[str, Endpoint]:
         external = external or External.from_environment()
         self.home.mkdir(parents=True, exist_ok=True)
         current = self.load()
@@ -79,7 +81,13 @@ class Stack:
                 result[name] = Endpoint(name, given, managed=False, kind="external")
                 continue
             existing = current.get(name)
-            if existing is not None and existing.managed and is_running(existing.pid, existing.expect) and existing.url and HEALTH[name](existing.url):
+            if (
+                existing is not None
+                and existing.managed
+                and is_running(existing.pid, existing.expect)
+                and existing.url
+                and HEALTH[name](existing.url)
+            ):
                 say(f"{name}: already running at {existing.url}")
                 result[name] = existing
                 continue
@@ -114,7 +122,13 @@ class Stack:
         for name in SERVICES:
             endpoint = endpoints.get(name)
             if endpoint is None:
-                report[name] = {"url": None, "healthy": False, "pid": None, "managed": False, "note": "not started (p95 up)"}
+                report[name] = {
+                    "url": None,
+                    "healthy": False,
+                    "pid": None,
+                    "managed": False,
+                    "note": "not started (p95 up)",
+                }
                 continue
             healthy = bool(endpoint.url) and HEALTH[name](endpoint.url or "")
             if endpoint.managed and not is_running(endpoint.pid, endpoint.expect):

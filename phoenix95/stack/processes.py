@@ -53,7 +53,14 @@ def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
 
 
-def spawn(command: Sequence[str], *, log: Path, cwd: Path | None = None, env: dict[str, str] | None = None, user: str | None = None) -> int:
+def spawn(
+    command: Sequence[str],
+    *,
+    log: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+) -> int:
     """Start a detached process (own session, survives the CLI), output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as handle:

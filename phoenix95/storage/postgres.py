@@ -51,7 +51,9 @@ def is_transient(error: BaseException) -> bool:
 
 
 class Database:
-    def __init__(self, url: str, *, schema: str = "public", min_size: int = 1, max_size: int = 8, connect_timeout: float = 5.0):
+    def __init__(
+        self, url: str, *, schema: str = "public", min_size: int = 1, max_size: int = 8, connect_timeout: float = 5.0
+    ):
         self.url = url
         self.schema = schema
         self._pool = psycopg_pool.AsyncConnectionPool(
@@ -87,7 +89,9 @@ class Database:
     def pool(self) -> psycopg_pool.AsyncConnectionPool:
         return self._pool
 
-    async def fetch(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    async def fetch(
+        self, query: str | sql.SQL | sql.Composed, params: Sequence[Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         async def run() -> list[tuple[Any, ...]]:
             async with self._pool.connection() as connection, connection.cursor() as cursor:
                 await cursor.execute(query, params)
@@ -95,7 +99,7 @@ class Database:
 
         return await retry_transient(run, what="postgres query", is_transient=is_transient, max_delay=2.0)
 
-    async def execute(self, query: str | sql.Composable, params: Sequence[Any] | None = None) -> None:
+    async def execute(self, query: str | sql.SQL | sql.Composed, params: Sequence[Any] | None = None) -> None:
         async def run() -> None:
             async with self._pool.connection() as connection:
                 await connection.execute(query, params)
@@ -110,29 +114,35 @@ class Database:
         if not any(groups):
             return []
         try:
-            await retry_transient(lambda: self._write_all(groups), what="postgres batch write", is_transient=is_transient)
+            await retry_transient(
+                lambda: self._write_all(groups), what="postgres batch write", is_transient=is_transient
+            )
             return []
         except Exception as error:
-            logger.warning("postgres batch of %d groups failed permanently (%s); isolating the bad ones", len(groups), error)
+            logger.warning(
+                "postgres batch of %d groups failed permanently (%s); isolating the bad ones", len(groups), error
+            )
         failures: list[tuple[int, Exception]] = []
         for index, group in enumerate(groups):
             if not group:
                 continue
             try:
-                await retry_transient(lambda g=group: self._write_all([g]), what="postgres write", is_transient=is_transient)  # type: ignore[misc]
+                await self._write_group(group)
             except Exception as error:
                 failures.append((index, error))
         return failures
+
+    async def _write_group(self, group: Sequence[PgWrite]) -> None:
+        await retry_transient(lambda: self._write_all([group]), what="postgres write", is_transient=is_transient)
 
     async def _write_all(self, groups: Sequence[Sequence[PgWrite]]) -> None:
         by_statement: dict[Statement, list[tuple[Any, ...]]] = defaultdict(list)
         for group in groups:
             for write in group:
                 by_statement[write.statement].append(write.params)
-        async with self._pool.connection() as connection:
-            async with connection.transaction(), connection.cursor() as cursor:
-                for statement in sorted(by_statement, key=lambda s: (s.order, s.name)):
-                    await cursor.executemany(statement.sql, by_statement[statement])
+        async with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+            for statement in sorted(by_statement, key=lambda s: (s.order, s.name)):
+                await cursor.executemany(statement.sql, by_statement[statement])
 
 
 # -- migrations ----------------------------------------------------------------------------------------
@@ -155,7 +165,9 @@ def bundled_migrations() -> list[Migration]:
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
             version, _, rest = entry.name.partition("_")
-            migrations.append(Migration(version=version, name=rest.removesuffix(".sql"), sql=entry.read_text(encoding="utf-8")))
+            migrations.append(
+                Migration(version=version, name=rest.removesuffix(".sql"), sql=entry.read_text(encoding="utf-8"))
+            )
     return sorted(migrations, key=lambda m: m.version)
 
 
@@ -169,8 +181,12 @@ async def migrate(url: str, schema: str = "public", *, connect_timeout: float = 
     Returns the versions applied by this call. Also rolls the signals partitions forward.
     """
     applied_now: list[str] = []
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout))) as conn:
-        lock_key = int.from_bytes(hashlib.sha256(f"phoenix95.migrate.{schema}".encode()).digest()[:8], "big", signed=True)
+    async with await psycopg.AsyncConnection.connect(
+        url, autocommit=True, connect_timeout=max(1, int(connect_timeout))
+    ) as conn:
+        lock_key = int.from_bytes(
+            hashlib.sha256(f"phoenix95.migrate.{schema}".encode()).digest()[:8], "big", signed=True
+        )
         await conn.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
         try:
             await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))

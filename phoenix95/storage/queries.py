@@ -60,7 +60,16 @@ async def exposures(db: Database, *, pending_window: timedelta = timedelta(hours
         (pending_window,),
     )
     return [
-        Exposure(reference_id=r[0], symbol=r[1], side=r[2], quantity=r[3], notional=r[4], margin=r[5], opened_at=r[6], pending=r[7])
+        Exposure(
+            reference_id=r[0],
+            symbol=r[1],
+            side=r[2],
+            quantity=r[3],
+            notional=r[4],
+            margin=r[5],
+            opened_at=r[6],
+            pending=r[7],
+        )
         for r in rows
     ]
 
@@ -78,7 +87,9 @@ async def recent_verdicts(db: Database, *, window: timedelta) -> tuple[list[date
         (window,),
     )
     approvals = [r[0] for r in rows if r[1] == "APPROVED"]
-    signals = [RecentSignal(signal_id=r[2], symbol=r[3], side=r[4], strategy=r[5], timeframe=r[6], time=r[7]) for r in rows]
+    signals = [
+        RecentSignal(signal_id=r[2], symbol=r[3], side=r[4], strategy=r[5], timeframe=r[6], time=r[7]) for r in rows
+    ]
     return approvals, signals
 
 
@@ -105,26 +116,75 @@ _POSITION_COLUMNS = """position_id::text, trade_id::text, signal_id, symbol, sid
 
 
 def _position(row: tuple[Any, ...], brackets: BracketTable, funding_interval: timedelta) -> Position:
-    (position_id, order_id, signal_id, symbol, side, quantity, leverage, margin_mode, entry, margin, stop, target,
-     liquidation, fees, opened_at, auto_close_at, price, mark, last_update, funding, status, exit_price, closed_at,
-     close_reason, realized, max_profit, max_drawdown) = row
+    (
+        position_id,
+        order_id,
+        signal_id,
+        symbol,
+        side,
+        quantity,
+        leverage,
+        margin_mode,
+        entry,
+        margin,
+        stop,
+        target,
+        liquidation,
+        fees,
+        opened_at,
+        auto_close_at,
+        price,
+        mark,
+        last_update,
+        funding,
+        status,
+        exit_price,
+        closed_at,
+        close_reason,
+        realized,
+        max_profit,
+        max_drawdown,
+    ) = row
     quote = liquidation_price(
         side=side, quantity=quantity, entry_price=entry, wallet_balance=margin, brackets=brackets.for_symbol(symbol)
     )
     return Position(
-        position_id=position_id, order_id=order_id, signal_id=signal_id, symbol=symbol, side=side, quantity=quantity,
-        leverage=leverage, margin_mode=margin_mode, entry_price=entry, margin=margin,
-        maint_margin_ratio=quote.bracket.maint_margin_ratio, maint_cum=quote.bracket.cum, stop_loss_price=stop,
-        take_profit_price=target, liquidation_price=liquidation, entry_fee=fees if status == "open" else fees,
-        opened_at=opened_at, auto_close_at=auto_close_at,
-        next_funding_at=next_funding_time(last_update, funding_interval), last_price=price or entry,
-        mark_price=mark or price or entry, last_event_time=last_update, funding_paid=funding or Decimal(0),
-        status=status, exit_price=exit_price, closed_at=closed_at, close_reason=close_reason,
-        realized_pnl=realized or Decimal(0), max_roe=max_profit or Decimal(0), min_roe=max_drawdown or Decimal(0),
+        position_id=position_id,
+        order_id=order_id,
+        signal_id=signal_id,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        leverage=leverage,
+        margin_mode=margin_mode,
+        entry_price=entry,
+        margin=margin,
+        maint_margin_ratio=quote.bracket.maint_margin_ratio,
+        maint_cum=quote.bracket.cum,
+        stop_loss_price=stop,
+        take_profit_price=target,
+        liquidation_price=liquidation,
+        entry_fee=fees,
+        opened_at=opened_at,
+        auto_close_at=auto_close_at,
+        next_funding_at=next_funding_time(last_update, funding_interval),
+        last_price=price or entry,
+        mark_price=mark or price or entry,
+        last_event_time=last_update,
+        funding_paid=funding or Decimal(0),
+        status=status,
+        exit_price=exit_price,
+        closed_at=closed_at,
+        close_reason=close_reason,
+        realized_pnl=realized or Decimal(0),
+        max_roe=max_profit or Decimal(0),
+        min_roe=max_drawdown or Decimal(0),
     )
 
 
-async def open_positions(db: Database, brackets: BracketTable, funding_interval: timedelta, symbols: Sequence[str] | None = None) -> list[Position]:
+async def open_positions(
+    db: Database, brackets: BracketTable, funding_interval: timedelta, symbols: Sequence[str] | None = None
+) -> list[Position]:
     if symbols is None:
         rows = await db.fetch(f"SELECT {_POSITION_COLUMNS} FROM positions WHERE status = 'open'")
     else:
@@ -134,10 +194,14 @@ async def open_positions(db: Database, brackets: BracketTable, funding_interval:
     return [_position(row, brackets, funding_interval) for row in rows]
 
 
-async def positions_by_id(db: Database, ids: Sequence[str], brackets: BracketTable, funding_interval: timedelta) -> dict[str, Position]:
+async def positions_by_id(
+    db: Database, ids: Sequence[str], brackets: BracketTable, funding_interval: timedelta
+) -> dict[str, Position]:
     if not ids:
         return {}
-    rows = await db.fetch(f"SELECT {_POSITION_COLUMNS} FROM positions WHERE position_id = ANY(%s::uuid[])", (list(ids),))
+    rows = await db.fetch(
+        f"SELECT {_POSITION_COLUMNS} FROM positions WHERE position_id = ANY(%s::uuid[])", (list(ids),)
+    )
     positions = [_position(row, brackets, funding_interval) for row in rows]
     return {p.position_id: p for p in positions}
 
@@ -148,5 +212,11 @@ async def table_counts(db: Database) -> dict[str, int]:
                   (SELECT COUNT(*) FROM risk_verdicts), (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM dead_letters)"""
     )
     signals, trades, positions, verdicts, orders, dead = rows[0]
-    return {"signals": signals, "trades": trades, "positions": positions, "risk_verdicts": verdicts, "orders": orders,
-            "dead_letters": dead}
+    return {
+        "signals": signals,
+        "trades": trades,
+        "positions": positions,
+        "risk_verdicts": verdicts,
+        "orders": orders,
+        "dead_letters": dead,
+    }

@@ -23,7 +23,8 @@ class SeenSignals:
 
     async def __call__(self, signal_ids: Sequence[str]) -> dict[str, object]:
         rows = await self.database.fetch(
-            "SELECT signal_id, MIN(received_at) FROM signals WHERE signal_id = ANY(%s) GROUP BY signal_id", (list(signal_ids),)
+            "SELECT signal_id, MIN(received_at) FROM signals WHERE signal_id = ANY(%s) GROUP BY signal_id",
+            (list(signal_ids),),
         )
         return {row[0]: row[1] for row in rows}
 

@@ -107,13 +107,20 @@ def _text(value: Any) -> str:
 
 
 class RedisState:
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "s4:", price_ttl: int = 60, analysis_ttl: int = 180, metrics_ttl: int = 15):
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "s4:",
+        price_ttl: int = 60,
+        analysis_ttl: int = 180,
+        metrics_ttl: int = 15,
+    ):
         self.client = client
         self.keys = Keys(prefix)
         self.price_ttl = price_ttl
         self.analysis_ttl = analysis_ttl
         self.metrics_ttl = metrics_ttl
-        self._position_script = client.register_script(_POSITION_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisState:
@@ -145,15 +152,28 @@ class RedisState:
         for fact in facts:
             if isinstance(fact, PriceObserved):
                 p = fact.price
-                value = {"symbol": p.symbol, "price": p.price, "mark_price": p.mark_price, "timestamp": p.ts_event,
-                         "source": p.source, "cached_at": now, "ttl": self.price_ttl}
+                value = {
+                    "symbol": p.symbol,
+                    "price": p.price,
+                    "mark_price": p.mark_price,
+                    "timestamp": p.ts_event,
+                    "source": p.source,
+                    "cached_at": now,
+                    "ttl": self.price_ttl,
+                }
                 pipe.setex(self.keys.price(p.symbol, p.exchange), self.price_ttl, _json(value))
                 count += 1
             elif isinstance(fact, SignalAnalyzed):
                 a = fact.analysis
-                value = {"signal_id": a.signal_id, "analysis_type": a.analysis_type, "phoenix95_score": a.phoenix95_score,
-                         "final_confidence": a.final_confidence, "quality_score": a.quality_score, "cached_at": now,
-                         "ttl": self.analysis_ttl}
+                value = {
+                    "signal_id": a.signal_id,
+                    "analysis_type": a.analysis_type,
+                    "phoenix95_score": a.phoenix95_score,
+                    "final_confidence": a.final_confidence,
+                    "quality_score": a.quality_score,
+                    "cached_at": now,
+                    "ttl": self.analysis_ttl,
+                }
                 pipe.setex(self.keys.analysis(a.signal_id), self.analysis_ttl, _json(value))
                 count += 1
             elif isinstance(fact, PositionChanged):
@@ -190,11 +210,17 @@ class RedisState:
     def _queue_position(self, pipe: Any, fact: PositionChanged) -> None:
         fields = self.position_fields(fact)
         event_time_us = int(fact.event.ts_event.timestamp() * 1_000_000)
-        args: list[Any] = [event_time_us, fact.position.position_id, "open" if fact.position.is_open else "closed", CLOSED_POSITION_TTL_S]
+        args: list[Any] = [
+            event_time_us,
+            fact.position.position_id,
+            "open" if fact.position.is_open else "closed",
+            CLOSED_POSITION_TTL_S,
+        ]
         for key, value in fields.items():
             args.extend((key, value))
-        self._position_script(
-            keys=[self.keys.position(fact.position.position_id), self.keys.active_positions()], args=args, client=pipe
+        # EVAL (not EVALSHA) keeps working after a Redis restart emptied the script cache.
+        pipe.eval(
+            _POSITION_SCRIPT, 2, self.keys.position(fact.position.position_id), self.keys.active_positions(), *args
         )
 
     async def set_trading_state(self, state: str, reason: str, updated_at: datetime) -> None:

@@ -70,7 +70,9 @@ def line(measurement: str, tags: Mapping[str, Any], fields: Mapping[str, Any], t
     if not field_parts:
         return None
     tag_parts = "".join(
-        f",{_escape_key(key)}={_escape_key(str(value))}" for key, value in sorted(tags.items()) if value not in (None, "")
+        f",{_escape_key(key)}={_escape_key(str(value))}"
+        for key, value in sorted(tags.items())
+        if value not in (None, "")
     )
     timestamp = int(time.timestamp()) * 1_000_000_000 + time.microsecond * 1000
     return f"{_escape_measurement(measurement)}{tag_parts} {','.join(field_parts)} {timestamp}"
@@ -85,7 +87,14 @@ def lines_for(fact: Fact, namespace: str = "") -> list[str]:
             line(
                 PRICE,
                 {"symbol": p.symbol, "exchange": p.exchange, "market_type": p.market_type, "source": p.source, **extra},
-                {"price": p.price, "mark_price": p.mark_price, "volume": p.volume, "open": p.open, "high": p.high, "low": p.low},
+                {
+                    "price": p.price,
+                    "mark_price": p.mark_price,
+                    "volume": p.volume,
+                    "open": p.open,
+                    "high": p.high,
+                    "low": p.low,
+                },
                 p.ts_event,
             )
         )
@@ -94,11 +103,24 @@ def lines_for(fact: Fact, namespace: str = "") -> list[str]:
         produced.append(
             line(
                 TRADE,
-                {"symbol": o.symbol, "side": o.position_side, "leverage": o.leverage, "margin_mode": o.margin_mode,
-                 "exchange": o.exchange, "event": o.intent, **extra},
-                {"position_size": f.notional, "entry_price": f.price if o.intent == "open" else None,
-                 "exit_price": f.price if o.intent == "close" else None, "fees_paid": f.fee,
-                 "slippage": f.slippage_rate, "phoenix95_score": v.phoenix95_score, "confidence": v.final_confidence},
+                {
+                    "symbol": o.symbol,
+                    "side": o.position_side,
+                    "leverage": o.leverage,
+                    "margin_mode": o.margin_mode,
+                    "exchange": o.exchange,
+                    "event": o.intent,
+                    **extra,
+                },
+                {
+                    "position_size": f.notional,
+                    "entry_price": f.price if o.intent == "open" else None,
+                    "exit_price": f.price if o.intent == "close" else None,
+                    "fees_paid": f.fee,
+                    "slippage": f.slippage_rate,
+                    "phoenix95_score": v.phoenix95_score,
+                    "confidence": v.final_confidence,
+                },
                 f.filled_at,
             )
         )
@@ -108,13 +130,28 @@ def lines_for(fact: Fact, namespace: str = "") -> list[str]:
         produced.append(
             line(
                 TRADE,
-                {"symbol": e.symbol, "side": e.side, "leverage": e.leverage, "margin_mode": e.margin_mode,
-                 "exchange": "paper", "event": "close" if closing else e.kind, "close_reason": e.close_reason, **extra},
-                {"position_size": e.quantity * e.entry_price, "entry_price": e.entry_price,
-                 "exit_price": e.exit_price if closing else None,
-                 "pnl": e.realized_pnl if closing else e.unrealized_pnl, "pnl_percent": e.unrealized_pnl_percent,
-                 "roe": e.roe, "fees_paid": e.entry_fee + e.exit_fee, "funding_paid": e.funding_paid,
-                 "distance_to_liquidation": e.distance_to_liquidation, "mark_price": e.mark_price},
+                {
+                    "symbol": e.symbol,
+                    "side": e.side,
+                    "leverage": e.leverage,
+                    "margin_mode": e.margin_mode,
+                    "exchange": "paper",
+                    "event": "close" if closing else e.kind,
+                    "close_reason": e.close_reason,
+                    **extra,
+                },
+                {
+                    "position_size": e.quantity * e.entry_price,
+                    "entry_price": e.entry_price,
+                    "exit_price": e.exit_price if closing else None,
+                    "pnl": e.realized_pnl if closing else e.unrealized_pnl,
+                    "pnl_percent": e.unrealized_pnl_percent,
+                    "roe": e.roe,
+                    "fees_paid": e.entry_fee + e.exit_fee,
+                    "funding_paid": e.funding_paid,
+                    "distance_to_liquidation": e.distance_to_liquidation,
+                    "mark_price": e.mark_price,
+                },
                 e.ts_event,
             )
         )
@@ -124,17 +161,23 @@ def lines_for(fact: Fact, namespace: str = "") -> list[str]:
             line(
                 RISK,
                 {"portfolio_id": "paper", "risk_model": "var", "symbol": v.symbol, "decision": v.decision, **extra},
-                {"var_1d_95": plan.var_1d_95, "total_value": plan.equity,
-                 "leverage_ratio": (plan.notional / plan.equity) if plan.equity > 0 else None,
-                 "kelly_fraction": plan.kelly, "position_fraction": plan.position_fraction,
-                 "free_margin": plan.free_margin},
+                {
+                    "var_1d_95": plan.var_1d_95,
+                    "total_value": plan.equity,
+                    "leverage_ratio": (plan.notional / plan.equity) if plan.equity > 0 else None,
+                    "kelly_fraction": plan.kelly,
+                    "position_fraction": plan.position_fraction,
+                    "free_margin": plan.free_margin,
+                },
                 v.ts_event,
             )
         )
     return [entry for entry in produced if entry is not None]
 
 
-def system_line(service: str, host: str, environment: str, fields: Mapping[str, Any], time: datetime, namespace: str = "") -> str | None:
+def system_line(
+    service: str, host: str, environment: str, fields: Mapping[str, Any], time: datetime, namespace: str = ""
+) -> str | None:
     tags = {"service": service, "host": host, "environment": environment}
     if namespace:
         tags["ns"] = namespace
@@ -144,7 +187,9 @@ def system_line(service: str, host: str, environment: str, fields: Mapping[str, 
 class TimeseriesSink:
     """Batched writes through influxdb-client's async API. No URL: a no-op (warned once)."""
 
-    def __init__(self, url: str | None, *, token: str, org: str, bucket: str, namespace: str = "", timeout_s: float = 10.0):
+    def __init__(
+        self, url: str | None, *, token: str, org: str, bucket: str, namespace: str = "", timeout_s: float = 10.0
+    ):
         self.url = url
         self.org = org
         self.bucket = bucket
@@ -211,4 +256,6 @@ def is_transient(error: BaseException) -> bool:
     status = getattr(error, "status", None)
     if isinstance(status, int):
         return status >= 500 or status == 429
-    return isinstance(error, OSError | ConnectionError | TimeoutError | asyncio.TimeoutError) or type(error).__module__.startswith("aiohttp")
+    return isinstance(error, OSError | ConnectionError | TimeoutError | asyncio.TimeoutError) or type(
+        error
+    ).__module__.startswith("aiohttp")

@@ -14,7 +14,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 logger = logging.getLogger(__name__)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int, replication_factor: int = 1) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, names: Iterable[str], *, partitions: int, replication_factor: int = 1
+) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
@@ -71,7 +73,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str], *, exact: bool = Tr
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    partitions = []
+    partitions: list[TopicPartition] = []
     for topic in topics:
         found = consumer.partitions_for_topic(topic)
         if found is None:
@@ -117,7 +119,9 @@ async def committed_offsets(bootstrap: str, group: str, topics: Iterable[str]) -
     Read with a consumer of the group that never subscribes nor commits: Tansu cannot answer the
     admin client's all-topics OffsetFetch (its response does not decode), but answers per partition.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, request_timeout_ms=15000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, request_timeout_ms=15000
+    )
     await consumer.start()
     try:
         found: dict[TopicPartition, int] = {}

@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 70
 
 
-def create_app(settings: Settings, stage: str, *, web_port: int | None = None, metrics: Any = None, lag: Any = None) -> faust.App:
+def create_app(
+    settings: Settings, stage: str, *, web_port: int | None = None, metrics: Any = None, lag: Any = None
+) -> faust.App:
     if stage not in STAGE_CLASSES:
         raise ValueError(f"unknown stage {stage!r}")
     topics = Topics(settings.namespace)
@@ -87,13 +89,13 @@ def create_app(settings: Settings, stage: str, *, web_port: int | None = None, m
             if runner is not None and stream is not None:
                 await runner.tick(stream.ack)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         runner = state.get("runner")
         if runner is not None and revoked:
             runner.forget_held()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
         runner = state.get("runner")
         if runner is not None and assigned:
@@ -121,6 +123,8 @@ async def _run_until_done(runner: Any, events: Any, stream: Any) -> None:
     except asyncio.CancelledError:
         raise
     except Exception:
-        logger.critical("stage %s: unexpected failure; exiting so the batch is re-delivered", runner.stage.name, exc_info=True)
+        logger.critical(
+            "stage %s: unexpected failure; exiting so the batch is re-delivered", runner.stage.name, exc_info=True
+        )
         logging.shutdown()
         os._exit(CRASH_EXIT_CODE)

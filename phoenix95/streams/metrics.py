@@ -19,21 +19,42 @@ class PipelineMetrics:
     def __init__(self, stage: str, registry: CollectorRegistry | None = None):
         self.stage = stage
         self.registry = registry or CollectorRegistry()
-        self.processed = Counter("p95_stage_processed_total", "Input records finished by a stage", ["stage"], registry=self.registry)
+        self.processed = Counter(
+            "p95_stage_processed_total", "Input records finished by a stage", ["stage"], registry=self.registry
+        )
         self.dead_lettered = Counter(
-            "p95_stage_dead_lettered_total", "Input records sent to the dead-letter topic", ["stage", "reason"], registry=self.registry
+            "p95_stage_dead_lettered_total",
+            "Input records sent to the dead-letter topic",
+            ["stage", "reason"],
+            registry=self.registry,
         )
-        self.failed = Counter("p95_stage_failed_writes_total", "Inputs whose writes failed permanently", ["stage"], registry=self.registry)
-        self.produced = Counter("p95_stage_produced_total", "Events produced by a stage", ["stage"], registry=self.registry)
+        self.failed = Counter(
+            "p95_stage_failed_writes_total", "Inputs whose writes failed permanently", ["stage"], registry=self.registry
+        )
+        self.produced = Counter(
+            "p95_stage_produced_total", "Events produced by a stage", ["stage"], registry=self.registry
+        )
         self.batch_seconds = Histogram(
-            "p95_stage_batch_seconds", "Decode to outputs written, per batch", ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry
+            "p95_stage_batch_seconds",
+            "Decode to outputs written, per batch",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.batch_size = Histogram("p95_stage_batch_size", "Records per batch", ["stage"], buckets=_BATCH_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram(
+            "p95_stage_batch_size", "Records per batch", ["stage"], buckets=_BATCH_BUCKETS, registry=self.registry
+        )
         self.signal_to_order = Histogram(
-            "p95_signal_to_order_seconds", "Signal ingest to order produced", buckets=_LATENCY_BUCKETS, registry=self.registry
+            "p95_signal_to_order_seconds",
+            "Signal ingest to order produced",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.signal_to_position = Histogram(
-            "p95_signal_to_position_seconds", "Signal ingest to position opened", buckets=_LATENCY_BUCKETS, registry=self.registry
+            "p95_signal_to_position_seconds",
+            "Signal ingest to position opened",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
 
     def observe_batch(self, stage: str, size: int, seconds: float) -> None:

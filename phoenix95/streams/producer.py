@@ -46,14 +46,24 @@ def key_of(event: Event) -> bytes | None:
 
 
 def is_transient(error: BaseException) -> bool:
-    return isinstance(error, KafkaError | asyncio.TimeoutError | ConnectionError | OSError) and getattr(error, "retriable", True)
+    return isinstance(error, KafkaError | asyncio.TimeoutError | ConnectionError | OSError) and getattr(
+        error, "retriable", True
+    )
 
 
 class EventProducer:
     """An aiokafka producer that publishes our events and confirms delivery."""
 
-    def __init__(self, bootstrap_servers: str, topics: Topics, codec: Codec, *, linger_ms: int = 1, client_id: str = "phoenix95",
-                 request_timeout_ms: int = 30000):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Topics,
+        codec: Codec,
+        *,
+        linger_ms: int = 1,
+        client_id: str = "phoenix95",
+        request_timeout_ms: int = 30000,
+    ):
         self.topics = topics
         self.codec = codec
         self._producer = AIOKafkaProducer(
@@ -84,7 +94,12 @@ class EventProducer:
         if not events:
             return
         encoded = [
-            (self.topic_for(e), key_of(e), self.codec.encode(e), [self.codec.schema_header(e), ("p95-correlation-id", e.correlation_id.encode())])
+            (
+                self.topic_for(e),
+                key_of(e),
+                self.codec.encode(e),
+                [self.codec.schema_header(e), ("p95-correlation-id", e.correlation_id.encode())],
+            )
             for e in events
         ]
         await retry_transient(lambda: self._send_all(encoded), what="kafka produce", is_transient=is_transient)

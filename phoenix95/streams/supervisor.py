@@ -29,8 +29,15 @@ class StageProcess:
 
 
 class WorkerSet:
-    def __init__(self, stages: Sequence[str], *, env: dict[str, str] | None = None, log_dir: Path, web_ports: dict[str, int] | None = None,
-                 log_level: str = "info"):
+    def __init__(
+        self,
+        stages: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_dir: Path,
+        web_ports: dict[str, int] | None = None,
+        log_level: str = "info",
+    ):
         self.stages = list(stages)
         self.env = {**os.environ, **(env or {})}
         self.log_dir = Path(log_dir)
@@ -50,7 +57,11 @@ class WorkerSet:
             log = self.log_dir / f"worker-{name}.log"
             handle = open(log, "ab")  # noqa: SIM115 - the child owns it
             process = subprocess.Popen(
-                self.command(name), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                self.command(name),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
                 start_new_session=True,
             )
             handle.close()

@@ -26,7 +26,7 @@ class Topics:
 
     def base(self, name: str) -> str:
         prefix = f"{self.namespace}."
-        return name[len(prefix):] if self.namespace and name.startswith(prefix) else name
+        return name[len(prefix) :] if self.namespace and name.startswith(prefix) else name
 
     @property
     def signals(self) -> str:

@@ -75,29 +75,43 @@ class StageRuntime:
         topics = Topics(settings.namespace)
         await migrate(settings.postgres_url(), settings.postgres.db_schema)
         self.database = Database(
-            settings.postgres_url(), schema=settings.postgres.db_schema, min_size=settings.postgres.pool_min_size,
-            max_size=settings.postgres.pool_max_size, connect_timeout=settings.postgres.connect_timeout_s,
+            settings.postgres_url(),
+            schema=settings.postgres.db_schema,
+            min_size=settings.postgres.pool_min_size,
+            max_size=settings.postgres.pool_max_size,
+            connect_timeout=settings.postgres.connect_timeout_s,
         )
         await self.database.open()
         self.redis = RedisState.from_url(
-            settings.redis_url(), prefix=settings.redis.prefix, price_ttl=settings.redis.price_ttl_s,
-            analysis_ttl=settings.redis.analysis_ttl_s, metrics_ttl=settings.redis.metrics_ttl_s,
+            settings.redis_url(),
+            prefix=settings.redis.prefix,
+            price_ttl=settings.redis.price_ttl_s,
+            analysis_ttl=settings.redis.analysis_ttl_s,
+            metrics_ttl=settings.redis.metrics_ttl_s,
         )
         self.timeseries = TimeseriesSink(
             settings.influx.url if settings.influx.enabled else None,
-            token=settings.influx.token.get_secret_value(), org=settings.influx.org, bucket=settings.influx.bucket,
-            namespace=settings.namespace, timeout_s=settings.influx.timeout_s,
+            token=settings.influx.token.get_secret_value(),
+            org=settings.influx.org,
+            bucket=settings.influx.bucket,
+            namespace=settings.namespace,
+            timeout_s=settings.influx.timeout_s,
         )
         codec = codec_for(settings)
         codec.prepare()
         self.producer = EventProducer(
-            settings.kafka.bootstrap_servers, topics, codec, linger_ms=settings.kafka.linger_ms,
+            settings.kafka.bootstrap_servers,
+            topics,
+            codec,
+            linger_ms=settings.kafka.linger_ms,
             client_id=f"phoenix95-{self.stage_name}",
         )
         await self.producer.start()
         stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
         await stage.start()
-        self.runner = StageRunner(stage, StoreSink(self.database, self.redis, self.timeseries), self.producer, metrics=self.metrics)
+        self.runner = StageRunner(
+            stage, StoreSink(self.database, self.redis, self.timeseries), self.producer, metrics=self.metrics
+        )
         self._started = True
         return self.runner
 
@@ -124,19 +138,34 @@ def build_stage(name: str, settings: Settings, codec: Codec, database: Database,
         return AnalysisStage(codec, known, SeenSignals(database))
     if name == "risk":
         return RiskStage(
-            codec, config, brackets, PgPortfolio(database, config.starting_equity), clock=settings.risk.clock,
-            lag=lag, max_lag_seconds=settings.risk.max_pipeline_lag_s, prices_topic=topics.market_prices,
+            codec,
+            config,
+            brackets,
+            PgPortfolio(database, config.starting_equity),
+            clock=settings.risk.clock,
+            lag=lag,
+            max_lag_seconds=settings.risk.max_pipeline_lag_s,
+            prices_topic=topics.market_prices,
         )
     if name == "execution":
         return ExecutionStage(
-            codec, PaperExchange(database, config), PgExecutionState(database),
-            quiet_fill_after=settings.execution.quiet_feed_fill_after_s, price_history=settings.execution.price_history,
+            codec,
+            PaperExchange(database, config),
+            PgExecutionState(database),
+            quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
+            price_history=settings.execution.price_history,
             prices_topic=topics.market_prices,
         )
     if name == "positions":
         funding = FundingSchedule(config.default_funding_rate, bundled_funding())
         return PositionStage(
-            codec, config, brackets, PgPositionStore(database, brackets, config.funding_interval), funding=funding,
-            clock=settings.risk.clock, price_history=settings.execution.price_history, prices_topic=topics.market_prices,
+            codec,
+            config,
+            brackets,
+            PgPositionStore(database, brackets, config.funding_interval),
+            funding=funding,
+            clock=settings.risk.clock,
+            price_history=settings.execution.price_history,
+            prices_topic=topics.market_prices,
         )
     raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")

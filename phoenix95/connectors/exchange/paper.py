@@ -87,6 +87,15 @@ class PaperExchange:
 
 def _order(row: tuple) -> ExchangeOrder:  # type: ignore[type-arg]
     return ExchangeOrder(
-        client_order_id=row[0], exchange_order_id=row[1], symbol=row[2], side=row[3], quantity=row[4], status=row[5],
-        fill_price=row[6], fee=row[7], filled_at=row[8], slippage_rate=row[9], reference_price=row[10],
+        client_order_id=row[0],
+        exchange_order_id=row[1],
+        symbol=row[2],
+        side=row[3],
+        quantity=row[4],
+        status=row[5],
+        fill_price=row[6],
+        fee=row[7],
+        filled_at=row[8],
+        slippage_rate=row[9],
+        reference_price=row[10],
     )

@@ -1,0 +1,84 @@
+"""A running pipeline for integration tests: the four stage workers as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.envelope import Event
+from phoenix95.settings import Settings
+from phoenix95.storage.postgres import Database, migrate
+from phoenix95.streams.admin import ensure_topics
+from phoenix95.streams.producer import EventProducer
+from phoenix95.streams.supervisor import WorkerSet
+from phoenix95.streams.topics import Topics
+from phoenix95.streams.wiring import STAGES
+from tests.conftest import Namespace
+
+
+class Pipeline:
+    def __init__(self, ns: Namespace, stages: Sequence[str] = STAGES, web_ports: dict[str, int] | None = None):
+        self.ns = ns
+        self.settings = Settings()  # from the environment the namespace fixture exported
+        self.topics = Topics(ns.name)
+        self.workers = WorkerSet(stages, env=ns.env, log_dir=ns.home / "logs", web_ports=web_ports)
+        self.codec = Codec()
+
+    async def prepare(self) -> None:
+        await ensure_topics(
+            self.settings.kafka.bootstrap_servers, self.topics.all(), partitions=self.settings.kafka.partitions
+        )
+        await migrate(self.settings.postgres_url(), self.settings.postgres.db_schema)
+
+    def start(self) -> None:
+        asyncio.run(self.prepare())
+        self.workers.start()
+
+    def stop(self) -> None:
+        self.workers.stop()
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        producer = EventProducer(self.settings.kafka.bootstrap_servers, self.topics, self.codec)
+        await producer.start()
+        try:
+            await producer.publish(list(events))
+        finally:
+            await producer.stop()
+
+    async def publish_raw(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        key: bytes | None = b"XRPUSDT",
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        producer = EventProducer(self.settings.kafka.bootstrap_servers, self.topics, self.codec)
+        await producer.start()
+        try:
+            await producer.publish_raw([(topic, key, value, headers or []) for value in values])
+        finally:
+            await producer.stop()
+
+    def database(self) -> Database:
+        return Database(self.settings.postgres_url(), schema=self.settings.postgres.db_schema)
+
+    async def wait_for(
+        self, check: Callable[[Database], Awaitable[bool]], *, timeout: float = 90.0, what: str = "condition"
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        async with self.database() as db:
+            while time.monotonic() < deadline:
+                if await check(db):
+                    return
+                dead = [s for s in self.workers.stages if not self.workers.alive(s)]
+                if dead:
+                    raise AssertionError(f"worker(s) {dead} died; see {self.ns.home / 'logs'}")
+                await asyncio.sleep(0.3)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.ns.home / 'logs'}")
+
+    async def count(self, db: Database, sql: str, params: Sequence[Any] | None = None) -> int:
+        rows = await db.fetch(sql, params)
+        return int(rows[0][0])
