@@ -67,7 +67,17 @@ class InfluxSettings(BaseModel):
     url: str | None = None
     token: SecretStr = SecretStr("phoenix95-local-dev-token")
     org: str = "phoenix95"
+    #: The default bucket (measurements not routed below go here).
     bucket: str = "s4_trading_data"
+    #: The seed's buckets: measurement -> bucket (`p95 influx setup` creates them with their retention).
+    buckets: dict[str, str] = Field(
+        default_factory=lambda: {
+            "s4_price_data": "s4_market_data",
+            "s4_trade_metrics": "s4_trading_data",
+            "s4_system_metrics": "s4_system_metrics",
+            "s4_risk_metrics": "s4_risk_metrics",
+        }
+    )
     enabled: bool = True
     timeout_s: float = 10.0
 

@@ -52,6 +52,9 @@ def price(
     **fields: Any,
 ) -> MarketPrice:
     value = Decimal(str(value))
+    for key in ("volume", "mark_price", "funding_rate"):
+        if fields.get(key) is not None:
+            fields[key] = Decimal(str(fields[key]))
     return price_event(
         symbol=symbol,
         time=at or T0,

@@ -36,7 +36,7 @@ class Signal(Event):
     symbol: Symbol
     action: Action
     price: PositiveDecimal
-    confidence: UnitDecimal
+    confidence: UnitDecimal = Decimal("0.8")
     strategy: Annotated[str, Field(max_length=50)] = "unknown"
     timeframe: Timeframe = "1h"
     rsi: RsiDecimal | None = None

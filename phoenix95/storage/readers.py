@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from phoenix95.agents.risk import Snapshot
+from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.positions import Position
 from phoenix95.domain.risk import RecentSignal
@@ -46,10 +47,31 @@ class _StateCache:
 
 
 class PgPortfolio:
-    def __init__(self, database: Database, starting_equity: Decimal):
+    def __init__(
+        self, database: Database, starting_equity: Decimal, brackets: BracketTable, funding_interval: timedelta
+    ):
         self.database = database
         self.starting_equity = starting_equity
+        self.brackets = brackets
+        self.funding_interval = funding_interval
         self._state = _StateCache(database)
+
+    async def trading_state(self) -> TradingState:
+        return await self._state.get()
+
+    async def book_state(self) -> tuple[list[Position], list[PendingOrder], Decimal]:
+        """Open positions, approved verdicts without an order yet, realized PnL (to rebuild the paper book)."""
+        from phoenix95.agents.risk import pending_order
+
+        positions = await queries.open_positions(self.database, self.brackets, self.funding_interval)
+        rows = await self.database.fetch(
+            """SELECT v.verdict FROM risk_verdicts v
+                WHERE v.decision = 'APPROVED'
+                  AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.verdict_id = v.verdict_id)
+                ORDER BY v.decided_at"""
+        )
+        pending = [pending_order(RiskVerdict.model_validate(row[0])) for row in rows]
+        return positions, pending, await queries.realized_pnl(self.database)
 
     async def snapshot(self) -> Snapshot:
         exposures = await queries.exposures(self.database)

@@ -188,11 +188,20 @@ class TimeseriesSink:
     """Batched writes through influxdb-client's async API. No URL: a no-op (warned once)."""
 
     def __init__(
-        self, url: str | None, *, token: str, org: str, bucket: str, namespace: str = "", timeout_s: float = 10.0
+        self,
+        url: str | None,
+        *,
+        token: str,
+        org: str,
+        bucket: str,
+        namespace: str = "",
+        timeout_s: float = 10.0,
+        buckets: dict[str, str] | None = None,
     ):
         self.url = url
         self.org = org
         self.bucket = bucket
+        self.buckets = buckets or {}
         self.namespace = namespace
         self._client: Any = None
         self._write_api: Any = None
@@ -222,9 +231,15 @@ class TimeseriesSink:
         if not self.enabled or not lines:
             return 0
 
+        by_bucket: dict[str, list[str]] = {}
+        for entry in lines:
+            measurement = entry.split(",", 1)[0].split(" ", 1)[0]
+            by_bucket.setdefault(self.buckets.get(measurement, self.bucket), []).append(entry)
+
         async def run() -> None:
             api = await self._api()
-            await api.write(bucket=self.bucket, org=self.org, record=lines)
+            for bucket, records in by_bucket.items():
+                await api.write(bucket=bucket, org=self.org, record=records)
 
         try:
             await retry_transient(run, what="time-series write", is_transient=is_transient)

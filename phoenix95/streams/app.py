@@ -80,6 +80,8 @@ def create_app(
     interval = stage_class.clock_interval
     if stage == "positions" and settings.risk.clock == "wall":
         interval = settings.risk.monitoring_interval_s
+    if stage == "risk" and settings.risk.clock == "event":
+        interval = 0.5  # decide analyses held for missing prices once they waited long enough
 
     if interval:
 

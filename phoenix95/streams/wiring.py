@@ -96,6 +96,7 @@ class StageRuntime:
             bucket=settings.influx.bucket,
             namespace=settings.namespace,
             timeout_s=settings.influx.timeout_s,
+            buckets=settings.influx.buckets,
         )
         codec = codec_for(settings)
         codec.prepare()
@@ -141,11 +142,13 @@ def build_stage(name: str, settings: Settings, codec: Codec, database: Database,
             codec,
             config,
             brackets,
-            PgPortfolio(database, config.starting_equity),
+            PgPortfolio(database, config.starting_equity, brackets, config.funding_interval),
             clock=settings.risk.clock,
             lag=lag,
             max_lag_seconds=settings.risk.max_pipeline_lag_s,
             prices_topic=topics.market_prices,
+            funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
+            hold_timeout=settings.execution.quiet_feed_fill_after_s,
         )
     if name == "execution":
         return ExecutionStage(

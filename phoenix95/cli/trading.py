@@ -1,0 +1,72 @@
+"""`p95 halt | reduce | resume | state`: the trading state (persisted in PostgreSQL, mirrored in
+Redis, checked by the risk stage and again by the execution stage)."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+
+import typer
+
+from phoenix95.domain.trading_state import TradingState
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def halt(reason: str = typer.Option("manual halt", help="Why (kept in the audit log).")) -> None:
+        """HALTED: no new orders at all (approved verdicts still in flight are not executed)."""
+        _switch(TradingState.HALTED, reason)
+
+    @app.command()
+    def reduce(reason: str = typer.Option("manual reduce", help="Why (kept in the audit log).")) -> None:
+        """REDUCING: only orders that shrink a position pass (an opposite signal closes a position)."""
+        _switch(TradingState.REDUCING, reason)
+
+    @app.command()
+    def resume(reason: str = typer.Option("manual resume", help="Why (kept in the audit log).")) -> None:
+        """ACTIVE: trade normally."""
+        _switch(TradingState.ACTIVE, reason)
+
+    @app.command("state")
+    def show_state(as_json: bool = typer.Option(False, "--json")) -> None:
+        """Show the trading state."""
+        from phoenix95.cli.main import print_json, stderr
+
+        state, reason, updated_at = asyncio.run(_read())
+        if as_json:
+            print_json({"state": state.value, "reason": reason, "updated_at": updated_at})
+        else:
+            stderr.print(f"{state.value} since {updated_at} ({reason})")
+
+
+def _switch(state: TradingState, reason: str) -> None:
+    from phoenix95.cli.main import stderr
+
+    asyncio.run(_write(state, reason))
+    stderr.print(f"trading state: {state.value} ({reason})")
+
+
+async def _write(state: TradingState, reason: str) -> None:
+    from phoenix95.settings import get_settings
+    from phoenix95.storage import queries
+    from phoenix95.storage.postgres import Database
+    from phoenix95.storage.redis_state import RedisState
+
+    settings = get_settings()
+    async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
+        updated_at = await queries.set_trading_state(db, state, reason=reason, actor=f"cli:{getpass.getuser()}")
+    redis = RedisState.from_url(settings.redis_url(), prefix=settings.redis.prefix)
+    try:
+        await redis.set_trading_state(state.value, reason, updated_at)
+    finally:
+        await redis.close()
+
+
+async def _read() -> tuple[TradingState, str | None, object]:
+    from phoenix95.settings import get_settings
+    from phoenix95.storage import queries
+    from phoenix95.storage.postgres import Database
+
+    settings = get_settings()
+    async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
+        return await queries.trading_state(db)
