@@ -48,7 +48,7 @@ def prepare(settings: object) -> None:
             partitions=settings.kafka.partitions,
             replication_factor=settings.kafka.replication_factor,
         )
-        await migrate(settings.postgres_url(), settings.postgres.db_schema)
+        await migrate(settings.postgres_url(), settings.postgres.db_schema, wait=True)
 
     asyncio.run(run())
 

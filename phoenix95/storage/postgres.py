@@ -175,11 +175,18 @@ class MigrationError(RuntimeError):
     pass
 
 
-async def migrate(url: str, schema: str = "public", *, connect_timeout: float = 5.0) -> list[str]:
+async def migrate(url: str, schema: str = "public", *, connect_timeout: float = 5.0, wait: bool = False) -> list[str]:
     """Apply the bundled migrations not applied yet; idempotent and safe to run concurrently.
 
-    Returns the versions applied by this call. Also rolls the signals partitions forward.
+    Returns the versions applied by this call. Also rolls the signals partitions forward. With
+    `wait`, an unreachable server is waited for (a worker starting while PostgreSQL restarts).
     """
+    if wait:
+        return await retry_transient(
+            lambda: migrate(url, schema, connect_timeout=connect_timeout),
+            what="postgres migrate",
+            is_transient=is_transient,
+        )
     applied_now: list[str] = []
     async with await psycopg.AsyncConnection.connect(
         url, autocommit=True, connect_timeout=max(1, int(connect_timeout))

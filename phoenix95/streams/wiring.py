@@ -73,7 +73,7 @@ class StageRuntime:
             return self.runner
         settings = self.settings
         topics = Topics(settings.namespace)
-        await migrate(settings.postgres_url(), settings.postgres.db_schema)
+        await migrate(settings.postgres_url(), settings.postgres.db_schema, wait=True)
         self.database = Database(
             settings.postgres_url(),
             schema=settings.postgres.db_schema,

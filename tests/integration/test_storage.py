@@ -1,0 +1,209 @@
+"""Storage against the real PostgreSQL, Redis and time-series store: idempotent batches, migrations,
+Redis rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from typer.testing import CliRunner
+
+from phoenix95.agents.ports import (
+    DeadLettered,
+    OrderPlaced,
+    Outcome,
+    PositionChanged,
+    PriceObserved,
+    SignalAnalyzed,
+    VerdictMade,
+)
+from phoenix95.cli.main import app
+from phoenix95.domain.brackets import BracketTable
+from phoenix95.domain.config import TradingConfig
+from phoenix95.domain.positions import Position
+from phoenix95.stack import services as stack_services
+from phoenix95.stack.processes import stop
+from phoenix95.storage.postgres import Database, migrate
+from phoenix95.storage.redis_state import RedisState
+from phoenix95.storage.sink import StoreSink
+from phoenix95.storage.timeseries import TimeseriesSink
+from tests.unit.samples import samples
+
+pytestmark = pytest.mark.integration
+
+TABLES = ("signals", "risk_verdicts", "orders", "trades", "positions", "dead_letters")
+
+
+def sample_outcomes() -> list[Outcome]:
+    signal, analysis, verdict, order, tick, price, dead = samples()
+    from phoenix95.agents.ports import InputRecord
+
+    record = InputRecord("t", 0, 0, None, None, b"")
+    position = _position_of(tick)
+    return [
+        Outcome(record, produce=[analysis], persist=[SignalAnalyzed(signal, analysis)]),
+        Outcome(record, produce=[verdict], persist=[VerdictMade(verdict)]),
+        Outcome(record, produce=[order], persist=[OrderPlaced(order, verdict)]),
+        Outcome(record, produce=[tick], persist=[PositionChanged(tick, position)]),
+        Outcome(record, persist=[PriceObserved(price)]),
+        Outcome(record, dead_letter=dead, persist=[DeadLettered(dead)]),
+    ]
+
+
+def _position_of(tick) -> Position:
+    from phoenix95.domain.execution import Fill
+    from phoenix95.domain.positions import open_position
+
+    fill = Fill(
+        "buy",
+        tick.entry_price,
+        tick.quantity,
+        tick.entry_price * tick.quantity,
+        tick.entry_fee,
+        0,
+        tick.entry_price,
+        tick.opened_at,
+    )
+    update = open_position(
+        position_id=tick.position_id,
+        order_id=tick.order_id,
+        signal_id=tick.signal_id,
+        symbol=tick.symbol,
+        side=tick.side,
+        fill=fill,
+        leverage=tick.leverage,
+        margin_mode=tick.margin_mode,
+        brackets=BracketTable.bundled().for_symbol(tick.symbol),
+        config=TradingConfig(),
+        tick_size=Decimal("0.1"),
+    )
+    return update.position
+
+
+async def _counts(db: Database) -> dict[str, int]:
+    counts = {}
+    for table in TABLES:
+        rows = await db.fetch(f"SELECT COUNT(*) FROM {table}")
+        counts[table] = rows[0][0]
+    return counts
+
+
+def _points(influx: str, namespace: str) -> int:
+    base = influx.rstrip("/")
+    urllib.request.urlopen(base + "/internal/force_flush", timeout=10).read()
+    query = urllib.parse.urlencode({"match[]": '{ns="%s"}' % namespace})
+    total = 0
+    with urllib.request.urlopen(f"{base}/api/v1/export?{query}", timeout=30) as response:
+        for line in response:
+            total += len(json.loads(line)["values"])
+    return total
+
+
+def test_a_batch_written_twice_leaves_one_row_per_event(services, namespace):
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            redis = RedisState.from_url(services.redis, prefix=namespace.redis_prefix)
+            timeseries = TimeseriesSink(services.influx, token="t", org="o", bucket="b", namespace=namespace.name)
+            sink = StoreSink(db, redis, timeseries)
+            try:
+                outcomes = sample_outcomes()
+                assert await sink.persist("test", outcomes) == []
+                first = await _counts(db)
+                keys_first = await redis.count_keys()
+                points_first = _points(services.influx, namespace.name) if services.influx else 0
+                assert await sink.persist("test", outcomes) == []  # the same batch again (a re-delivery)
+                assert await _counts(db) == first
+                assert await redis.count_keys() == keys_first
+                if services.influx:
+                    assert _points(services.influx, namespace.name) == points_first > 0
+            finally:
+                await redis.close()
+                await timeseries.close()
+        assert first == {"signals": 1, "risk_verdicts": 1, "orders": 1, "trades": 1, "positions": 1, "dead_letters": 1}
+
+    asyncio.run(run())
+
+
+def test_a_permanent_failure_is_isolated_to_its_own_input(services, namespace):
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            sink = StoreSink(db, None, None)
+            outcomes = sample_outcomes()
+            signal, analysis = outcomes[0].persist[0].signal, outcomes[0].persist[0].analysis  # type: ignore[union-attr]
+            broken = signal.model_copy(update={"timeframe": "7m"})  # violates the valid_timeframe CHECK
+            outcomes.insert(0, Outcome(outcomes[0].record, persist=[SignalAnalyzed(broken, analysis)]))
+            failures = await sink.persist("test", outcomes)
+            assert [index for index, _ in failures] == [0]
+            counts = await _counts(db)
+        assert counts["risk_verdicts"] == 1 and counts["positions"] == 1
+
+    asyncio.run(run())
+
+
+def test_migrate_twice_changes_nothing_and_concurrent_migrations_do_not_fail(services, namespace):
+    async def objects(db: Database) -> int:
+        rows = await db.fetch(
+            "SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            (namespace.schema,),
+        )
+        return rows[0][0]
+
+    async def run() -> None:
+        results = await asyncio.gather(*(migrate(services.postgres, namespace.schema) for _ in range(3)))
+        assert sorted(len(r) for r in results) == [0, 0, 1]
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            before = await objects(db)
+            migrations = await db.fetch("SELECT version, applied_at FROM schema_migrations")
+            assert await migrate(services.postgres, namespace.schema) == []
+            assert await objects(db) == before
+            assert await db.fetch("SELECT version, applied_at FROM schema_migrations") == migrations
+
+    asyncio.run(run())
+    result = CliRunner().invoke(app, ["db", "migrate"])
+    assert result.exit_code == 0 and "up to date" in result.output
+
+
+def test_redis_rebuild_after_flushall_restores_the_active_positions(services, namespace, tmp_path: Path, monkeypatch):
+    # A Redis of its own: FLUSHALL must not touch anybody else's keys.
+    endpoint = stack_services.start_redis(tmp_path, preferred_port=0)
+    monkeypatch.setenv("P95_REDIS__URL", endpoint.url or "")
+    from phoenix95.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        asyncio.run(_write_positions(services.postgres, namespace, endpoint.url or ""))
+        client = sync_redis.Redis.from_url(endpoint.url or "")
+        active_key = f"{namespace.redis_prefix}positions:active"
+        before = client.smembers(active_key)
+        assert len(before) == 1
+        client.flushall()
+        assert client.smembers(active_key) == set()
+        result = CliRunner().invoke(app, ["redis", "rebuild"])
+        assert result.exit_code == 0, result.output
+        assert client.smembers(active_key) == before
+        position_id = next(iter(before)).decode()
+        restored = client.hgetall(f"{namespace.redis_prefix}position:{position_id}:realtime")
+        assert restored[b"status"] == b"open" and restored[b"symbol"] == b"BTCUSDT"
+        assert client.hget(f"{namespace.redis_prefix}trading_state", "state") == b"ACTIVE"
+        client.close()
+    finally:
+        stop(endpoint.pid, expect=endpoint.expect)
+        get_settings.cache_clear()
+
+
+async def _write_positions(postgres: str, namespace, redis_url: str) -> None:
+    await migrate(postgres, namespace.schema)
+    async with Database(postgres, schema=namespace.schema) as db:
+        redis = RedisState.from_url(redis_url, prefix=namespace.redis_prefix)
+        try:
+            assert await StoreSink(db, redis, None).persist("test", sample_outcomes()) == []
+        finally:
+            await redis.close()
