@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -33,6 +33,44 @@ class Statement:
     sql: str
     #: Statements run in this order inside a batch (parents before children for foreign keys).
     order: int
+    #: For upserts: the target table and columns, so a large batch can go through COPY.
+    table: str | None = None
+    columns: tuple[str, ...] = ()
+    copy_insert: str | None = None
+    dedupe_key: int | None = None
+    dedupe_rank: Callable[[tuple[Any, ...]], Any] | None = field(default=None, compare=False, hash=False)
+
+
+#: Batches of at least this many rows of one upsert go through COPY into a temporary table.
+COPY_THRESHOLD = 32
+
+
+def upsert(
+    name: str,
+    table: str,
+    columns: tuple[str, ...],
+    *,
+    order: int,
+    constants: dict[str, str] | None = None,
+    conflict: str = "ON CONFLICT DO NOTHING",
+    dedupe_key: int | None = None,
+    dedupe_rank: Callable[[tuple[Any, ...]], Any] | None = None,
+) -> Statement:
+    """An INSERT .. ON CONFLICT keyed by an event id, usable row by row or through COPY."""
+    constants = constants or {}
+    names = ", ".join((*columns, *constants))
+    values = ", ".join(["%s"] * len(columns) + list(constants.values()))
+    selected = ", ".join((*columns, *constants.values()))
+    return Statement(
+        name=name,
+        sql=f"INSERT INTO {table} ({names}) VALUES ({values}) {conflict}",
+        order=order,
+        table=table,
+        columns=columns,
+        copy_insert=f"INSERT INTO {table} ({names}) SELECT {selected} FROM {{temp}} {conflict}",
+        dedupe_key=dedupe_key,
+        dedupe_rank=dedupe_rank,
+    )
 
 
 @dataclass(frozen=True)
@@ -142,7 +180,36 @@ class Database:
                 by_statement[write.statement].append(write.params)
         async with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
             for statement in sorted(by_statement, key=lambda s: (s.order, s.name)):
-                await cursor.executemany(statement.sql, by_statement[statement])
+                rows = by_statement[statement]
+                if statement.copy_insert is not None and len(rows) >= COPY_THRESHOLD:
+                    await _copy_upsert(cursor, statement, rows)
+                else:
+                    await cursor.executemany(statement.sql, rows)
+
+
+async def _copy_upsert(cursor: psycopg.AsyncCursor[Any], statement: Statement, rows: list[tuple[Any, ...]]) -> None:
+    """COPY the rows into a session temp table (emptied at commit), then one INSERT .. SELECT."""
+    assert statement.table is not None and statement.copy_insert is not None
+    if statement.dedupe_key is not None and statement.dedupe_rank is not None:
+        latest: dict[Any, tuple[Any, ...]] = {}
+        for row in rows:
+            key = row[statement.dedupe_key]
+            if key not in latest or statement.dedupe_rank(row) >= statement.dedupe_rank(latest[key]):
+                latest[key] = row
+        rows = list(latest.values())
+    temp = f"p95_copy_{statement.table}"
+    await cursor.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+            sql.Identifier(temp), sql.Identifier(statement.table)
+        )
+    )
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(temp), sql.SQL(", ").join(sql.Identifier(c) for c in statement.columns)
+    )
+    async with cursor.copy(copy_sql) as copy:
+        for row in rows:
+            await copy.write_row(row)
+    await cursor.execute(statement.copy_insert.format(temp=temp).encode())
 
 
 # -- migrations ----------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ async def _counts(db: Database) -> dict[str, int]:
 def _points(influx: str, namespace: str) -> int:
     base = influx.rstrip("/")
     urllib.request.urlopen(base + "/internal/force_flush", timeout=10).read()
-    query = urllib.parse.urlencode({"match[]": '{ns="%s"}' % namespace})
+    query = urllib.parse.urlencode({"match[]": f'{{ns="{namespace}"}}'})
     total = 0
     with urllib.request.urlopen(f"{base}/api/v1/export?{query}", timeout=30) as response:
         for line in response:
@@ -207,3 +207,54 @@ async def _write_positions(postgres: str, namespace, redis_url: str) -> None:
             assert await StoreSink(db, redis, None).persist("test", sample_outcomes()) == []
         finally:
             await redis.close()
+
+
+def test_large_batches_go_through_copy_and_keep_the_latest_state_of_each_position(services, namespace):
+    from datetime import timedelta
+
+    from phoenix95.agents.ports import InputRecord
+    from phoenix95.agents.positions import position_message
+    from phoenix95.bench.sinks import signal_facts
+    from phoenix95.domain.execution import MarketTick
+    from phoenix95.domain.positions import default_funding, on_price
+    from phoenix95.storage.postgres import COPY_THRESHOLD
+
+    record = InputRecord("t", 0, 0, None, None, b"")
+    base = sample_outcomes()
+    tick_message = base[3].produce[0]
+    position = _position_of(tick_message)
+    config = TradingConfig()
+    states = []
+    for minute in range(1, 3 * COPY_THRESHOLD):
+        price = position.entry_price + minute  # drifting up, below the take-profit
+        update = on_price(
+            position,
+            MarketTick("BTCUSDT", position.opened_at + timedelta(minutes=minute), price),
+            config=config,
+            tick_size=Decimal("0.1"),
+            funding_rate=default_funding(config),
+        )
+        position = update.position
+        for event in update.events:
+            message = position_message(position, event, cause=str(minute), equity=None)
+            states.append(Outcome(record, produce=[message], persist=[PositionChanged(message, position)]))
+    signals = [Outcome(record, persist=[fact]) for fact in signal_facts(2 * COPY_THRESHOLD)]
+    batch = [*base[:3], *signals, *states]
+
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            sink = StoreSink(db, None, None)
+            for _ in range(2):
+                assert await sink.persist("test", batch) == []
+                counts = await _counts(db)
+                assert counts["signals"] == 1 + 2 * COPY_THRESHOLD
+                assert counts["positions"] == 1
+                rows = await db.fetch("SELECT current_price, last_price_update, status FROM positions")
+                assert (
+                    rows[0][0] == position.last_price
+                    and rows[0][1] == position.last_event_time
+                    and rows[0][2] == "open"
+                )
+
+    asyncio.run(run())

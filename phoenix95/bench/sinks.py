@@ -1,0 +1,156 @@
+"""Sink throughput: batched writes against the naive one-row-per-statement way, on the real stores."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from phoenix95.agents.analysis import analyze
+from phoenix95.agents.ports import PriceObserved, SignalAnalyzed
+from phoenix95.connectors.market_data import price_event
+from phoenix95.schemas.signal_input import build_signal
+from phoenix95.storage.postgres import Database, drop_schema, migrate
+from phoenix95.storage.redis_state import RedisState
+from phoenix95.storage.rows import writes_for
+from phoenix95.storage.timeseries import TimeseriesSink, lines_for
+
+BATCH = 500
+_T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def signal_facts(count: int) -> list[SignalAnalyzed]:
+    facts = []
+    for index in range(count):
+        signal = build_signal(
+            {
+                "symbol": "BTCUSDT",
+                "action": "buy" if index % 2 else "sell",
+                "price": str(60000 + index % 500),
+                "confidence": "0.8",
+                "rsi": "45",
+                "source_timestamp": (_T0 + timedelta(seconds=index)).isoformat(),
+            },
+            producer="bench",
+            signal_id=str(uuid.uuid4()),
+        )
+        facts.append(SignalAnalyzed(signal, analyze(signal)))
+    return facts
+
+
+def price_facts(count: int, namespace: str) -> list[PriceObserved]:
+    return [
+        PriceObserved(
+            price_event(
+                symbol="BTCUSDT",
+                time=_T0 + timedelta(seconds=index),
+                price=Decimal(60000 + index % 97),
+                source="bench",
+                namespace=namespace,
+            )
+        )
+        for index in range(count)
+    ]
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+async def postgres(url: str, *, rows: int, naive_rows: int) -> dict[str, Any]:
+    schema = "bench_" + uuid.uuid4().hex[:8]
+    await migrate(url, schema)
+    try:
+        facts = signal_facts(rows + naive_rows)
+        batched, naive = facts[:rows], facts[rows:]
+        async with Database(url, schema=schema, max_size=2) as db:
+            started = time.perf_counter()
+            for index in range(0, len(batched), BATCH):
+                failures = await db.write([writes_for(fact) for fact in batched[index : index + BATCH]])
+                assert not failures
+            batched_s = time.perf_counter() - started
+        # The naive way: one INSERT per row, each its own transaction (autocommit), one connection.
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+            await connection.execute(f'SET search_path TO "{schema}"')
+            started = time.perf_counter()
+            for fact in naive:
+                for write in writes_for(fact):
+                    await connection.execute(write.statement.sql, write.params)  # type: ignore[arg-type]
+            naive_s = time.perf_counter() - started
+        async with Database(url, schema=schema) as db:
+            stored = (await db.fetch("SELECT COUNT(*) FROM signals"))[0][0]
+        assert stored == rows + naive_rows, f"expected {rows + naive_rows} rows, found {stored}"
+    finally:
+        await drop_schema(url, schema)
+    value, baseline = _rate(rows, batched_s), _rate(naive_rows, naive_s)
+    return {
+        "value": value,
+        "unit": "rows/s",
+        "baseline": {"naive_one_row_per_statement": baseline},
+        "ratio": round(value / baseline, 1) if baseline else None,
+        "rows": rows,
+        "batch": BATCH,
+    }
+
+
+async def redis(url: str, *, ops: int, naive_ops: int) -> dict[str, Any]:
+    prefix = "bench" + uuid.uuid4().hex[:6] + ":s4:"
+    state = RedisState.from_url(url, prefix=prefix)
+    try:
+        facts = price_facts(ops + naive_ops, "bench")
+        started = time.perf_counter()
+        for index in range(0, ops, BATCH):
+            await state.apply(facts[index : min(index + BATCH, ops)])
+        batched_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for fact in facts[ops:]:
+            price = fact.price
+            await state.client.setex(state.keys.price(price.symbol, price.exchange) + ":naive", 60, str(price.price))
+        naive_s = time.perf_counter() - started
+    finally:
+        keys = [key async for key in state.client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await state.client.delete(*keys)
+        await state.close()
+    value, baseline = _rate(ops, batched_s), _rate(naive_ops, naive_s)
+    return {
+        "value": value,
+        "unit": "ops/s",
+        "baseline": {"one_command_per_round_trip": baseline},
+        "ratio": round(value / baseline, 1) if baseline else None,
+        "ops": ops,
+        "batch": BATCH,
+    }
+
+
+async def timeseries(url: str | None, *, points: int, naive_points: int) -> dict[str, Any]:
+    if not url:
+        return {"value": None, "unit": "points/s", "skipped": "no time-series store configured"}
+    namespace = "bench" + uuid.uuid4().hex[:6]
+    sink = TimeseriesSink(url, token="bench", org="phoenix95", bucket="s4_market_data", namespace=namespace)
+    try:
+        facts = price_facts(points + naive_points, namespace)
+        lines = [line for fact in facts for line in lines_for(fact, namespace)]
+        started = time.perf_counter()
+        for index in range(0, points, 5000):
+            await sink.write_lines(lines[index : min(index + 5000, points)])
+        batched_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for line in lines[points : points + naive_points]:
+            await sink.write_lines([line])
+        naive_s = time.perf_counter() - started
+    finally:
+        await sink.close()
+    value, baseline = _rate(points, batched_s), _rate(naive_points, naive_s)
+    return {
+        "value": value,
+        "unit": "points/s",
+        "baseline": {"one_point_per_request": baseline},
+        "ratio": round(value / baseline, 1) if baseline else None,
+        "points": points,
+        "batch": 5000,
+    }
