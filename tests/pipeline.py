@@ -82,3 +82,17 @@ class Pipeline:
     async def count(self, db: Database, sql: str, params: Sequence[Any] | None = None) -> int:
         rows = await db.fetch(sql, params)
         return int(rows[0][0])
+
+    async def caught_up(self, stages: Sequence[str] = ("positions",)) -> bool:
+        """Every input of the stages is committed up to its end (nothing left to process)."""
+        from phoenix95.streams.admin import committed_offsets, end_offsets
+        from phoenix95.streams.wiring import STAGE_CLASSES
+
+        bootstrap = self.settings.kafka.bootstrap_servers
+        for stage in stages:
+            inputs = [self.topics.name(base) for base in STAGE_CLASSES[stage].inputs]
+            ends = await end_offsets(bootstrap, inputs)
+            committed = await committed_offsets(bootstrap, self.topics.group(stage), inputs)
+            if any(committed.get(tp, 0) < end for tp, end in ends.items() if end > 0):
+                return False
+        return True

@@ -55,6 +55,7 @@ def tick_of(price: MarketPrice) -> MarketTick:
         time=price.ts_event,
         price=price.price,
         mark_price=price.mark_price,
+        open=price.open,
         high=price.high,
         low=price.low,
         volume=price.volume,

@@ -31,6 +31,7 @@ class MarketTick:
     time: datetime
     price: Decimal
     mark_price: Decimal | None = None
+    open: Decimal | None = None
     high: Decimal | None = None
     low: Decimal | None = None
     volume: Decimal | None = None

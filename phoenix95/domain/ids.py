@@ -6,6 +6,7 @@ input produces byte-identical outputs and every upsert keyed by event id is a no
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 #: Namespace of all Phoenix95 derived ids (uuid5). Never change it: ids in stored data depend on it.
@@ -13,9 +14,20 @@ NAMESPACE = uuid.UUID("6f1c2a4e-95a0-5e2b-9d7c-95f0e1a2b3c4")
 _CLIENT_ORDER_ID_PREFIX = "p95-"
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
 def derive(kind: str, *parts: object) -> str:
-    """A stable uuid5 for `kind` derived from `parts` (usually the id of the causing event)."""
-    return str(uuid.uuid5(NAMESPACE, kind + ":" + "|".join(str(part) for part in parts)))
+    """A stable uuid5 for `kind` derived from `parts` (usually the id of the causing event).
+
+    Exactly `str(uuid.uuid5(NAMESPACE, name))`, computed without building UUID objects (it runs
+    for every event a stage emits)."""
+    name = kind + ":" + "|".join(part if isinstance(part, str) else str(part) for part in parts)
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def analysis_id(signal_event_id: str) -> str:

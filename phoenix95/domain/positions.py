@@ -7,20 +7,28 @@ Rules (in the order they are checked for each price event after the last one app
    charged, then the position closes at the last price known before it, at ``auto_close_at``;
 2. funding: every funding time (multiples of 8 h UTC) passed since the last event charges
    ``side x quantity x mark x rate`` (longs pay a positive rate) at the mark known at that time;
-3. liquidation: the mark price (or the candle's low for a long / high for a short when no mark is
-   given) reaches the liquidation price: status ``liquidated``, the isolated margin is lost;
-4. stop-loss / take-profit: the price range of the event reaches a level; when both are inside one
-   candle the stop-loss is assumed first (conservative). The exit is a market order at the level
-   (or at the event price when it gapped past it), with slippage and the taker fee;
-5. otherwise a tick with unrealized PnL, PnL %, ROE, margin ratio and distance to liquidation.
+3. adverse move: the price path of the event starts at its open (or where the last event ended)
+   and runs to its low (long) / high (short). Of the stop-loss and the liquidation price, the one
+   closer to the start is crossed first: the stop-loss closes with a market order at the stop (at
+   the start price when the event gapped past it); the liquidation price liquidates (status
+   ``liquidated``, the isolated margin is lost). The risk stage only approves positions whose stop
+   lies before their liquidation price, so the stop normally comes first;
+4. mark price: an explicit mark price at or beyond the liquidation price liquidates (Binance
+   liquidates on the mark price, which can run ahead of the last price);
+5. take-profit: the favourable extreme reaches the target: a market order at the target. When the
+   stop and the target are both inside one candle the stop is assumed first (conservative);
+6. otherwise a tick with unrealized PnL, PnL %, ROE, margin ratio and distance to liquidation.
+
+Exits pay slippage (the execution model) and the taker fee.
 
 Realized PnL = side x quantity x (exit - entry) - entry fee - exit fee - funding paid.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -89,6 +97,18 @@ class Position:
         return self.quantity * self.entry_price
 
 
+_FIELDS = frozenset(Position.__dataclass_fields__)
+
+
+def roe_at(position: Position, mark: Decimal) -> Decimal:
+    """Return on equity in % at a mark price (as `metrics` computes it)."""
+    if position.margin <= 0:
+        return ZERO
+    return (
+        direction(position.side) * position.quantity * (mark - position.entry_price) / position.margin * 100
+    ).quantize(_PCT)
+
+
 @dataclass(frozen=True)
 class Metrics:
     unrealized_pnl: Decimal
@@ -116,6 +136,17 @@ class PositionEvent:
 class Update:
     position: Position
     events: tuple[PositionEvent, ...]
+
+
+def evolve(position: Position, **changes: object) -> Position:
+    """A copy of the (frozen) position with some fields changed; much cheaper than
+    dataclasses.replace, which re-runs __init__ with all thirty fields on every price tick."""
+    changed = copy.copy(position)
+    for name, value in changes.items():
+        if name not in _FIELDS:
+            raise TypeError(f"Position has no field {name!r}")
+        object.__setattr__(changed, name, value)
+    return changed
 
 
 def next_funding_time(after: datetime, interval: timedelta) -> datetime:
@@ -226,23 +257,24 @@ def on_price(
     position = _charge_funding(position, tick.time, config, funding_rate, events)
 
     s = direction(position.side)
-    adverse = tick.low if s > 0 else tick.high
-    favourable = tick.high if s > 0 else tick.low
-    liquidation_mark = (
-        tick.mark_price if tick.mark_price is not None else (adverse if adverse is not None else tick.price)
-    )
-    if position.liquidation_price > 0 and s * (liquidation_mark - position.liquidation_price) <= 0:
-        liquidated = _liquidate(position, tick)
-        return Update(liquidated.position, (*events, *liquidated.events))
-
-    worst = adverse if adverse is not None else tick.price
-    best = favourable if favourable is not None else tick.price
-    if s * (worst - position.stop_loss_price) <= 0:
-        gapped = adverse is None and s * (tick.price - position.stop_loss_price) < 0
-        reference = tick.price if gapped else position.stop_loss_price
+    start = tick.open if tick.open is not None else position.last_price
+    worst = (tick.low if s > 0 else tick.high) or tick.price
+    best = (tick.high if s > 0 else tick.low) or tick.price
+    worst = min(worst, start, tick.price) if s > 0 else max(worst, start, tick.price)
+    stop, liquidation = position.stop_loss_price, position.liquidation_price
+    # The adverse level closer to the start is crossed first (for a long: the higher one).
+    levels = [(stop, "stop_loss")] + ([(liquidation, "liquidation")] if liquidation > 0 else [])
+    levels.sort(key=lambda level: -s * level[0])
+    for level, kind in levels:
+        if s * (worst - level) > 0:
+            continue
+        gapped = s * (start - level) < 0
+        if kind == "liquidation":
+            liquidated = _liquidate(position, tick)
+            return Update(liquidated.position, (*events, *liquidated.events))
         closed = _close(
             position,
-            reference_price=reference,
+            reference_price=start if gapped else level,
             time=tick.time,
             reason="stop_loss",
             config=config,
@@ -251,6 +283,9 @@ def on_price(
             volume=tick.volume,
         )
         return Update(closed.position, (*events, *closed.events))
+    if tick.mark_price is not None and liquidation > 0 and s * (tick.mark_price - liquidation) <= 0:
+        liquidated = _liquidate(position, tick)
+        return Update(liquidated.position, (*events, *liquidated.events))
     if s * (best - position.take_profit_price) >= 0:
         closed = _close(
             position,
@@ -265,7 +300,7 @@ def on_price(
         return Update(closed.position, (*events, *closed.events))
 
     current = metrics(position, tick.price, tick.mark)
-    position = replace(
+    position = evolve(
         position,
         last_price=tick.price,
         mark_price=tick.mark,
@@ -303,7 +338,7 @@ def on_clock(
         return Update(closed.position, (*events, *closed.events))
     position = _charge_funding(position, now, config, funding_rate, events)
     current = metrics(position, position.last_price, position.mark_price)
-    position = replace(position, last_event_time=now)
+    position = evolve(position, last_event_time=now)
     events.append(PositionEvent("tick", now, position.last_price, position.mark_price, current, cause_id="clock"))
     return Update(position, tuple(events))
 
@@ -338,7 +373,7 @@ def _charge_funding(
         at = position.next_funding_at
         rate = funding_rate(position.symbol, at)
         amount = money(s * position.quantity * position.mark_price * rate)
-        position = replace(
+        position = evolve(
             position,
             funding_paid=position.funding_paid + amount,
             next_funding_at=at + config.funding_interval,
@@ -386,7 +421,7 @@ def _settle(position: Position, *, fill: Fill, time: datetime, reason: CloseReas
     gross = s * position.quantity * (fill.price - position.entry_price)
     realized = money(gross - position.entry_fee - fill.fee - position.funding_paid)
     status: Status = "expired" if reason == "expiry" else "closed"
-    closed = replace(
+    closed = evolve(
         position,
         status=status,
         exit_price=fill.price,
@@ -409,7 +444,7 @@ def _liquidate(position: Position, tick: MarketTick) -> Update:
     """Liquidated at the liquidation price: the whole isolated margin is lost."""
     price = position.liquidation_price
     realized = money(-position.margin - position.entry_fee - position.funding_paid)
-    closed = replace(
+    closed = evolve(
         position,
         status="liquidated",
         exit_price=price,

@@ -95,7 +95,8 @@ class PortfolioView:
 @dataclass(frozen=True)
 class MarketView:
     last_price: Decimal | None = None
-    recent_prices: tuple[tuple[datetime, Decimal], ...] = ()
+    #: Daily volatility of the symbol's recent returns (None: not enough history for a VaR).
+    daily_volatility: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,7 @@ def _plan(
                 Reason.LIQUIDATION_BEFORE_STOP,
                 f"liquidation at {money(liquidation)} is within the stop {stop} plus the {cfg.liquidation_buffer:%} buffer",
             )
-    var = value_at_risk(notional, market.recent_prices) if notional > 0 else None
+    var = value_at_risk(notional, market.daily_volatility) if notional > 0 else None
     return Plan(
         entry_price=entry,
         stop_loss_price=stop,

@@ -55,6 +55,35 @@ class Message(BaseModel):
         """The dict fastavro writes: decimals as strings, datetimes as aware datetimes."""
         return self.model_dump(mode="python")
 
+    @classmethod
+    def trusted(cls, **fields: Any) -> Self:
+        """Build from values our own code computed, skipping validation (the hot path).
+
+        What `model_construct` does for a model without aliases, private attributes or post-init,
+        minus its per-field alias lookups: several times faster, which matters for every event a
+        stage emits. Missing fields take their defaults; unknown fields are an error.
+        """
+        defaults = _DEFAULTS.get(cls)
+        if defaults is None:
+            defaults = _DEFAULTS[cls] = {
+                name: field.get_default(call_default_factory=True)
+                for name, field in cls.model_fields.items()
+                if not field.is_required()
+            }
+        unknown = fields.keys() - cls.model_fields.keys()
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+        values = {**defaults, **fields} if len(fields) < len(cls.model_fields) else fields
+        instance = cls.__new__(cls)
+        object.__setattr__(instance, "__dict__", values)
+        object.__setattr__(instance, "__pydantic_fields_set__", set(fields))
+        object.__setattr__(instance, "__pydantic_extra__", None)
+        object.__setattr__(instance, "__pydantic_private__", None)
+        return instance
+
+
+_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {}
+
 
 class Event(Message):
     """A message with the envelope. Subclasses set SCHEMA_NAME and SCHEMA_VERSION."""
@@ -95,11 +124,6 @@ class Event(Message):
     def build(cls, **fields: Any) -> Self:
         """Validate and build (the path for data from outside)."""
         return cls.model_validate(fields)
-
-    @classmethod
-    def trusted(cls, **fields: Any) -> Self:
-        """Build from values our own code computed, skipping validation (the hot path)."""
-        return cls.model_construct(**fields)  # type: ignore[return-value]
 
 
 def is_action(value: str) -> bool:

@@ -1,0 +1,287 @@
+"""The risk decision core, shared by the risk stage and the in-process replay.
+
+It keeps what a decision needs beyond the signal — recent prices (volatility), the rate and
+duplicate windows, and on the event clock the paper book — and decides with `domain.risk.evaluate`.
+No I/O: the stage feeds it from Kafka and PostgreSQL, the replay from files.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from phoenix95.agents.execution import tick_of
+from phoenix95.domain import ids
+from phoenix95.domain.book import BookEvent, PaperBook, PendingOrder
+from phoenix95.domain.brackets import BracketTable
+from phoenix95.domain.config import TradingConfig
+from phoenix95.domain.execution import MarketTick
+from phoenix95.domain.funding import FundingSchedule
+from phoenix95.domain.risk import Exposure, MarketView, PortfolioView, RecentSignal, RiskRequest, Verdict, evaluate
+from phoenix95.domain.trading_state import TradingState
+from phoenix95.domain.volatility import ReturnWindow
+from phoenix95.schemas.envelope import utc_now
+from phoenix95.schemas.messages import Analysis, MarketPrice, RiskPlan, RiskVerdict
+
+
+class RiskDesk:
+    def __init__(
+        self,
+        config: TradingConfig,
+        brackets: BracketTable,
+        *,
+        clock: Literal["wall", "event"] = "wall",
+        funding: FundingSchedule | None = None,
+        max_lag_seconds: float | None = None,
+    ):
+        self.config = config
+        self.brackets = brackets
+        self.clock = clock
+        self.funding = funding or FundingSchedule(config.default_funding_rate)
+        self.max_lag_seconds = max_lag_seconds
+        self.window = max(timedelta(minutes=1), config.duplicate_window)
+        #: Returns of each symbol's prices before the decision time (volatility for the VaR).
+        self.returns: dict[str, ReturnWindow] = {}
+        self.recent_approvals: deque[datetime] = deque()
+        self.recent_signals: deque[RecentSignal] = deque()
+        self.book = self.new_book()
+        self.unapplied: dict[str, list[MarketTick]] = {}
+        self.latest_tick: dict[str, datetime] = {}
+
+    def new_book(self) -> PaperBook:
+        return PaperBook(self.config, self.brackets, self.funding, position_id_of=ids.position_id)
+
+    def reset(self) -> None:
+        self.returns.clear()
+        self.recent_approvals.clear()
+        self.recent_signals.clear()
+        self.book = self.new_book()
+        self.unapplied.clear()
+        self.latest_tick.clear()
+
+    def restore_windows(self, approvals: list[datetime], signals: list[RecentSignal]) -> None:
+        self.recent_approvals = deque(approvals)
+        self.recent_signals = deque(signals)
+
+    def apply_tick(self, tick: MarketTick) -> list[BookEvent]:
+        """Replays (events already in time order): observe a price and apply it to the book at once."""
+        self._observe_return(tick)
+        if tick.funding_rate is not None:
+            self.funding.add(tick.symbol, [(tick.time, tick.funding_rate)])
+        self.latest_tick[tick.symbol] = tick.time
+        return self.book.on_price(tick)
+
+    def decide_on_book(self, analysis: Analysis, state: TradingState) -> RiskVerdict:
+        """Event clock: advance the book to the signal's time, decide on it, submit what is approved."""
+        self.advance_book(analysis.ts_event)
+        message = self.decide(analysis, self.book.equity, state, list(self.book.exposures()))
+        if message.approved and (message.plan is not None or message.intent == "close"):
+            self.book.submit(pending_order(message))
+        return message
+
+    def now(self, signal_time: datetime) -> datetime:
+        """Decision time. Event clock: the signal's own time, so a replay decides exactly as if each
+        signal had been processed the instant it was raised. Wall clock: now."""
+        if self.clock == "event":
+            return signal_time
+        return utc_now()
+
+    def _observe_return(self, tick: MarketTick) -> None:
+        window = self.returns.get(tick.symbol)
+        if window is None:
+            window = self.returns[tick.symbol] = ReturnWindow()
+        window.append(tick.time, tick.price)
+
+    def observe_price(self, price: MarketPrice) -> None:
+        """A price as the stage receives it. Wall clock: it counts at once. Event clock: it waits
+        until a decision after its time applies it (to the book and the volatility alike), so a
+        decision sees exactly the prices before its signal, however early later ones arrived."""
+        if self.clock == "wall":
+            self._observe_return(tick_of(price))
+        else:
+            if price.funding_rate is not None:
+                self.funding.add(price.symbol, [(price.ts_event, price.funding_rate)])
+            latest = self.latest_tick.get(price.symbol)
+            if latest is None or price.ts_event > latest:
+                self.latest_tick[price.symbol] = price.ts_event
+                self.unapplied.setdefault(price.symbol, []).append(tick_of(price))
+
+    def advance_book(self, until: datetime) -> None:
+        """Apply the received prices before `until` (a tick at `until` fills an order decided then)."""
+        for ticks in self.unapplied.values():
+            keep = 0
+            for tick in ticks:
+                if tick.time < until:
+                    self._observe_return(tick)
+                    self.book.on_price(tick)
+                    keep += 1
+                else:
+                    break
+            if keep:
+                del ticks[:keep]
+
+    def ready(self, at: datetime) -> bool:
+        """Every symbol the book holds something on has prices up to `at`."""
+        symbols = {p.symbol for p in self.book.open.values()} | {o.symbol for o in self.book.pending}
+        return all(self.latest_tick.get(symbol) is not None and self.latest_tick[symbol] >= at for symbol in symbols)
+
+    def decide(
+        self,
+        analysis: Analysis,
+        equity: Decimal,
+        state: TradingState,
+        exposures: list[Exposure],
+        *,
+        lag_seconds: float = 0.0,
+    ) -> RiskVerdict:
+        now = self.now(analysis.ts_event)
+        self._trim(now)
+        request = RiskRequest(
+            signal_id=analysis.signal_id,
+            symbol=analysis.symbol,
+            side=analysis.side,
+            price=analysis.price,
+            confidence=analysis.confidence,
+            phoenix95_score=analysis.phoenix95_score,
+            final_confidence=analysis.final_confidence,
+            strategy=analysis.strategy,
+            timeframe=analysis.timeframe,
+            signal_time=analysis.ts_event,
+        )
+        portfolio = PortfolioView(
+            equity=equity,
+            trading_state=state,
+            exposures=tuple(exposures),
+            recent_approvals=tuple(self.recent_approvals),
+            recent_signals=tuple(self.recent_signals),
+            pipeline_lag_seconds=lag_seconds if self.clock == "wall" else 0.0,
+        )
+        window = self.returns.get(analysis.symbol)
+        market = MarketView(
+            last_price=window.last_price if window is not None else None,
+            daily_volatility=window.daily_volatility() if window is not None else None,
+        )
+        verdict = evaluate(
+            request,
+            portfolio=portfolio,
+            market=market,
+            config=self.config,
+            brackets=self.brackets,
+            now=now,
+            max_pipeline_lag_seconds=self.max_lag_seconds,
+        )
+        message = verdict_message(analysis, verdict, decided_at=now)
+        self.recent_signals.append(
+            RecentSignal(
+                analysis.signal_id,
+                analysis.symbol,
+                analysis.side,
+                analysis.strategy,
+                analysis.timeframe,
+                analysis.ts_event,
+            )
+        )
+        if verdict.approved:
+            self.recent_approvals.append(now)
+            if verdict.intent == "open" and verdict.plan is not None:
+                plan = verdict.plan
+                exposures.append(
+                    Exposure(
+                        message.verdict_id,
+                        analysis.symbol,
+                        analysis.side,
+                        plan.quantity,
+                        plan.notional,
+                        plan.initial_margin,
+                        now,
+                        pending=True,
+                    )
+                )
+            elif verdict.intent == "close":
+                exposures[:] = [e for e in exposures if e.reference_id != verdict.close_reference_id]
+        return message
+
+    def _trim(self, now: datetime) -> None:
+        horizon = now - self.window
+        while self.recent_approvals and self.recent_approvals[0] < horizon:
+            self.recent_approvals.popleft()
+        while self.recent_signals and self.recent_signals[0].time < horizon - self.window:
+            self.recent_signals.popleft()
+
+
+def pending_order(verdict: RiskVerdict) -> PendingOrder:
+    """The order the execution stage will place for an approved verdict, as the paper book holds it."""
+    plan = verdict.plan
+    return PendingOrder(
+        order_id=ids.order_id(verdict.verdict_id),
+        verdict_id=verdict.verdict_id,
+        signal_id=verdict.signal_id,
+        symbol=verdict.symbol,
+        side=verdict.side,
+        intent=verdict.intent,
+        quantity=plan.quantity if plan is not None else Decimal(0),
+        decision_time=verdict.ts_event,
+        leverage=plan.leverage if plan is not None else 0,
+        margin_mode=plan.margin_mode if plan is not None else "ISOLATED",
+        planned_margin=plan.initial_margin if plan is not None else Decimal(0),
+        planned_notional=plan.notional if plan is not None else Decimal(0),
+        close_position_id=verdict.close_position_id,
+    )
+
+
+def verdict_message(
+    analysis: Analysis, verdict: Verdict, *, decided_at: datetime, producer: str = "risk"
+) -> RiskVerdict:
+    plan = verdict.plan
+    return RiskVerdict.trusted(
+        event_id=ids.verdict_id(analysis.event_id),
+        correlation_id=analysis.signal_id,
+        causation_id=analysis.event_id,
+        ts_event=decided_at,
+        ts_ingest=utc_now(),
+        schema_version=RiskVerdict.SCHEMA_VERSION,
+        producer=producer,
+        verdict_id=ids.verdict_id(analysis.event_id),
+        signal_id=analysis.signal_id,
+        analysis_id=analysis.event_id,
+        symbol=analysis.symbol,
+        side=analysis.side,
+        decision=verdict.decision,
+        intent=verdict.intent,
+        close_position_id=verdict.close_reference_id,
+        reasons=tuple(r.value for r in verdict.reasons),
+        details=verdict.details,
+        trading_state=verdict.trading_state.value,
+        signal_time=analysis.ts_event,
+        price=analysis.price,
+        confidence=analysis.confidence,
+        phoenix95_score=analysis.phoenix95_score,
+        final_confidence=analysis.final_confidence,
+        plan=RiskPlan.model_construct(
+            entry_price=plan.entry_price,
+            stop_loss_price=plan.stop_loss_price,
+            take_profit_price=plan.take_profit_price,
+            liquidation_price=plan.liquidation_price,
+            quantity=plan.quantity,
+            notional=plan.notional,
+            initial_margin=plan.initial_margin,
+            maintenance_margin=plan.maintenance_margin,
+            leverage=plan.leverage,
+            margin_mode=plan.margin_mode,
+            bracket=plan.bracket,
+            maint_margin_ratio=plan.maint_margin_ratio,
+            bracket_max_leverage=plan.bracket_max_leverage,
+            kelly=plan.kelly,
+            kelly_fraction=plan.kelly_fraction,
+            position_fraction=plan.position_fraction,
+            win_probability=plan.win_probability,
+            payoff_ratio=plan.payoff_ratio,
+            equity=plan.equity,
+            free_margin=plan.free_margin,
+            var_1d_95=plan.var_1d_95,
+        )
+        if plan is not None
+        else None,
+    )

@@ -1,0 +1,1 @@
+"""Replay for backtesting: the recorded stream through the same stage code."""
