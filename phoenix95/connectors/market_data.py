@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from phoenix95.domain import ids
+from phoenix95.domain.execution import MarketTick
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import MarketPrice
 
@@ -142,12 +143,41 @@ def price_event(
     )
 
 
+def candle_ticks(
+    symbol: str, candles: Iterable[Candle], interval: str, *, shift: timedelta = timedelta(0)
+) -> list[MarketTick]:
+    """Candles as the domain's price ticks (the in-process replay's fast path: no messages)."""
+    step = parse_interval(interval) + shift
+    return [MarketTick(symbol, c.time + step, c.close, None, c.open, c.high, c.low, c.volume) for c in candles]
+
+
+def tick_event(
+    tick: MarketTick, *, source: str = "candles", interval: str | None = None, namespace: str = ""
+) -> MarketPrice:
+    """The message of a price tick (for publishing a replay to Kafka)."""
+    return price_event(
+        symbol=tick.symbol,
+        time=tick.time,
+        price=tick.price,
+        source=source,
+        interval=interval,
+        open_=tick.open,
+        high=tick.high,
+        low=tick.low,
+        volume=tick.volume,
+        mark_price=tick.mark_price,
+        funding_rate=tick.funding_rate,
+        namespace=namespace,
+    )
+
+
 def candle_events(
     symbol: str,
     candles: Iterable[Candle],
     interval: str,
     *,
     shift: timedelta = timedelta(0),
+    source: str = "candles",
     namespace: str = "",
 ) -> Iterator[MarketPrice]:
     """Candles as price events at their close time (shifted by `shift`, e.g. to bring them to now)."""
@@ -157,7 +187,7 @@ def candle_events(
             symbol=symbol,
             time=candle.time + step + shift,
             price=candle.close,
-            source="candles",
+            source=source,
             interval=interval,
             open_=candle.open,
             high=candle.high,
@@ -190,7 +220,7 @@ class GbmFeed:
     seed: int = 95
     tick_size: Decimal = Decimal("0.01")
 
-    def events(self, count: int, *, namespace: str = "") -> Iterator[MarketPrice]:
+    def candles(self, count: int) -> Iterator[Candle]:
         rng = random.Random(f"{self.seed}:{self.symbol}")
         dt = self.interval.total_seconds() / (365 * 24 * 3600)
         sigma = self.annual_volatility
@@ -204,19 +234,26 @@ class GbmFeed:
             for _ in range(4):
                 price *= math.exp(drift / 4 + diffusion / 2 * rng.gauss(0.0, 1.0))
                 path.append(price)
-            time = self.start_time + self.interval * (index + 1)
-            yield price_event(
-                symbol=self.symbol,
-                time=time,
-                price=self._dec(price),
-                source="simulated",
-                interval=f"{int(self.interval.total_seconds() // 60)}m",
-                open_=self._dec(open_price),
+            yield Candle(
+                time=self.start_time + self.interval * index,
+                open=self._dec(open_price),
                 high=self._dec(max(path)),
                 low=self._dec(min(path)),
+                close=self._dec(price),
                 volume=None,
-                namespace=namespace,
             )
+
+    @property
+    def interval_text(self) -> str:
+        return f"{int(self.interval.total_seconds() // 60)}m"
+
+    def events(self, count: int, *, namespace: str = "") -> Iterator[MarketPrice]:
+        return candle_events(
+            self.symbol, self.candles(count), self.interval_text, source="simulated", namespace=namespace
+        )
+
+    def ticks(self, count: int) -> list[MarketTick]:
+        return candle_ticks(self.symbol, self.candles(count), self.interval_text)
 
     def _dec(self, value: float) -> Decimal:
         return (Decimal(repr(value)) / self.tick_size).to_integral_value() * self.tick_size

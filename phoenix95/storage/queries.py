@@ -112,7 +112,8 @@ async def orders_by_verdict(db: Database, verdict_ids: Sequence[str]) -> dict[st
 _POSITION_COLUMNS = """position_id::text, trade_id::text, signal_id, symbol, side, quantity, leverage, margin_mode,
     entry_price, margin_used, stop_loss_price, take_profit_price, liquidation_price, total_fees_paid, opened_at,
     auto_close_at, current_price, mark_price, last_price_update, funding_paid, status, exit_price, closed_at,
-    close_reason, realized_pnl, max_profit, max_drawdown"""
+    close_reason, realized_pnl, max_profit, max_drawdown,
+    (SELECT o.fee FROM orders o WHERE o.order_id = positions.trade_id) AS entry_fee"""
 
 
 def _position(row: tuple[Any, ...], brackets: BracketTable, funding_interval: timedelta) -> Position:
@@ -144,7 +145,9 @@ def _position(row: tuple[Any, ...], brackets: BracketTable, funding_interval: ti
         realized,
         max_profit,
         max_drawdown,
+        entry_fee,
     ) = row
+    entry_fee = entry_fee if entry_fee is not None else fees
     quote = liquidation_price(
         side=side, quantity=quantity, entry_price=entry, wallet_balance=margin, brackets=brackets.for_symbol(symbol)
     )
@@ -164,7 +167,8 @@ def _position(row: tuple[Any, ...], brackets: BracketTable, funding_interval: ti
         stop_loss_price=stop,
         take_profit_price=target,
         liquidation_price=liquidation,
-        entry_fee=fees,
+        entry_fee=entry_fee,
+        exit_fee=(fees or Decimal(0)) - entry_fee if status != "open" else Decimal(0),
         opened_at=opened_at,
         auto_close_at=auto_close_at,
         next_funding_at=next_funding_time(last_update, funding_interval),
@@ -220,3 +224,8 @@ async def table_counts(db: Database) -> dict[str, int]:
         "orders": orders,
         "dead_letters": dead,
     }
+
+
+async def all_positions(db: Database, brackets: BracketTable, funding_interval: timedelta) -> list[Position]:
+    rows = await db.fetch(f"SELECT {_POSITION_COLUMNS} FROM positions ORDER BY opened_at, position_id")
+    return [_position(row, brackets, funding_interval) for row in rows]

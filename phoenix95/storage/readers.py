@@ -61,7 +61,7 @@ class PgPortfolio:
 
     async def book_state(self) -> tuple[list[Position], list[PendingOrder], Decimal]:
         """Open positions, approved verdicts without an order yet, realized PnL (to rebuild the paper book)."""
-        from phoenix95.agents.risk import pending_order
+        from phoenix95.agents.risk_desk import pending_order
 
         positions = await queries.open_positions(self.database, self.brackets, self.funding_interval)
         rows = await self.database.fetch(

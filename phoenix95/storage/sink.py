@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from phoenix95.agents.ports import DeadLettered, Fact, Outcome
+from phoenix95.agents.ports import DeadLettered, Fact, Outcome, PositionChanged
 from phoenix95.storage.postgres import Database
 from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.rows import writes_for
@@ -32,7 +32,21 @@ class StoreSink:
         failed = {index for index, _ in failures}
         hot: list[Fact] = [fact for i, o in enumerate(outcomes) if i not in failed for fact in o.persist]
         if self.redis is not None and hot:
-            await self.redis.apply(hot)
+            await self.redis.apply(_latest_position_states(hot))
         if self.timeseries is not None and hot:
             await self.timeseries.write_facts(hot)
         return failures
+
+
+def _latest_position_states(facts: list[Fact]) -> list[Fact]:
+    """Redis holds a position's latest state only: of several states of one position in a batch,
+    write the last (facts are in processing order)."""
+    last: dict[str, int] = {}
+    for index, fact in enumerate(facts):
+        if isinstance(fact, PositionChanged):
+            last[fact.position.position_id] = index
+    return [
+        fact
+        for index, fact in enumerate(facts)
+        if not isinstance(fact, PositionChanged) or last[fact.position.position_id] == index
+    ]

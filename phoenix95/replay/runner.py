@@ -1,0 +1,212 @@
+"""A replay run: gather the inputs, apply the what-if settings, run a mode, summarise, digest, report."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from phoenix95.connectors.market_data import bundled_funding
+from phoenix95.domain.execution import MarketTick
+from phoenix95.domain.funding import FundingSchedule
+from phoenix95.replay import sources
+from phoenix95.replay.digest import digest, lines_of
+from phoenix95.replay.engine import InProcessEngine, merged
+from phoenix95.replay.summary import summarize
+from phoenix95.schemas.messages import Signal
+from phoenix95.settings import Settings
+
+SAMPLE_SIGNALS = "sample"
+DEFAULT_PRICES = "XRPUSDT-5m-futures_last.csv.gz"
+
+
+@dataclass
+class ReplayRequest:
+    mode: Literal["inprocess", "kafka"] = "inprocess"
+    signals_file: str | None = None
+    signals_table: bool = False
+    signals_topic: str | None = None
+    prices_files: list[str] = field(default_factory=list)
+    prices_topic: str | None = None
+    simulate: list[str] = field(default_factory=list)
+    since: datetime | None = None
+    until: datetime | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    speed: float = 0.0
+    report: Path | None = None
+
+
+def parse_overrides(assignments: Sequence[str]) -> dict[str, str]:
+    """`risk.leverage=10` -> {"P95_RISK__LEVERAGE": "10"} (the settings' environment form)."""
+    overrides = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"--set wants section.field=value, got {assignment!r}")
+        overrides["P95_" + "__".join(part.strip().upper() for part in key.split("."))] = value.strip()
+    return overrides
+
+
+@contextmanager
+def environment(overrides: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def settings_with(overrides: dict[str, str]) -> Settings:
+    with environment(overrides):
+        try:
+            return Settings()
+        except Exception as error:
+            raise ValueError(f"invalid --set: {error}") from error
+
+
+def sample_signals_path() -> Path:
+    return Path(str(resources.files("phoenix95.data.samples").joinpath("xrpusdt-signals.jsonl")))
+
+
+async def load_inputs(
+    settings: Settings, request: ReplayRequest
+) -> tuple[list[Signal], list[MarketTick], list[sources.BadLine]]:
+    bad: list[sources.BadLine] = []
+    signals: list[Signal]
+    if request.signals_file:
+        path = sample_signals_path() if request.signals_file == SAMPLE_SIGNALS else Path(request.signals_file)
+        signals, bad = sources.read_signals_file(path)
+    elif request.signals_table:
+        signals = await sources.signals_from_table(
+            settings.postgres_url(), settings.postgres.db_schema, start=request.since, until=request.until
+        )
+    elif request.signals_topic:
+        signals = await sources.from_topic(
+            settings.kafka.bootstrap_servers, request.signals_topic, start=request.since, until=request.until
+        )
+    else:
+        raise sources.SourceError(
+            "no signals: give --signals FILE (or 'sample'), --signals-table or --signals-topic TOPIC"
+        )
+    if request.since is not None:
+        signals = [s for s in signals if s.ts_event >= request.since]
+    if request.until is not None:
+        signals = [s for s in signals if s.ts_event < request.until]
+    ticks: list[MarketTick] = []
+    for name in request.prices_files:
+        ticks.extend(sources.read_price_file(name))
+    if request.prices_topic:
+        from phoenix95.agents.execution import tick_of
+
+        ticks.extend(
+            tick_of(p)
+            for p in await sources.from_topic(
+                settings.kafka.bootstrap_servers, request.prices_topic, start=request.since, until=request.until
+            )
+        )
+    if not request.prices_files and not request.prices_topic and not request.simulate:
+        ticks.extend(sources.read_price_file(DEFAULT_PRICES))
+    if request.simulate:
+        start, end = sources.span(signals, ticks)
+        for spec in request.simulate:
+            ticks.extend(sources.simulated_prices(spec, start=start, end=end))
+    priced = {t.symbol for t in ticks}
+    missing = sorted({s.symbol for s in signals} - priced)
+    if missing:
+        start, end = sources.span(signals, ticks)
+        for symbol in missing:
+            first = next(s.price for s in signals if s.symbol == symbol)
+            ticks.extend(sources.simulated_prices(f"{symbol}:{first}", start=start, end=end))
+    ticks.sort(key=lambda t: (t.time, t.symbol))
+    return signals, ticks, bad
+
+
+def run(
+    request: ReplayRequest, *, base: Settings, on_progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    settings = settings_with(request.overrides) if request.overrides else base
+    signals, ticks, bad = asyncio.run(load_inputs(settings, request))
+    config = settings.risk.trading_config()
+    from phoenix95.streams.wiring import brackets_for
+
+    brackets = brackets_for(settings)
+    started = time.perf_counter()
+    total = len(signals) + len(ticks)
+    if request.mode == "inprocess":
+        engine = InProcessEngine(
+            config,
+            brackets,
+            funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
+            on_progress=(lambda done: on_progress(done, total)) if on_progress else None,
+            keep_position_events=False,
+        )
+        result = engine.run(merged(signals, ticks), already_sorted=True)
+        elapsed = result.elapsed_s
+        closed, open_positions, verdicts, orders = result.closed, result.open, result.verdicts, result.orders
+        lines = lines_of(result.orders, result.closed)
+        curve = result.equity_curve
+        extra: dict[str, Any] = {"monitoring_ticks": result.monitoring_ticks}
+    else:
+        from phoenix95.replay.kafka_mode import equity_curve, run_kafka
+
+        kafka = asyncio.run(
+            run_kafka(
+                settings, signals, ticks, overrides=request.overrides, speed=request.speed, on_progress=on_progress
+            )
+        )
+        elapsed = kafka.elapsed_s
+        closed, open_positions, verdicts, orders = kafka.closed, kafka.open, kafka.verdicts, kafka.orders  # type: ignore[assignment]
+        lines = kafka.lines
+        first = min([s.ts_event for s in signals] + ([ticks[0].time] if ticks else []), default=None)
+        curve = equity_curve(closed, config.starting_equity, first)
+        extra = {"run_id": kafka.run_id}
+    summary = summarize(
+        closed=closed,
+        open_positions=open_positions,
+        verdicts=verdicts,
+        orders=orders,
+        curve=curve,
+        starting_equity=config.starting_equity,
+        first_time=curve[0][0] if curve else None,
+        last_time=max([ticks[-1].time] if ticks else [], default=None),
+    )
+    summary.update(
+        {
+            "mode": request.mode,
+            "events": total,
+            "signals": len(signals),
+            "prices": len(ticks),
+            "invalid_signal_lines": [{"line": b.line, "error": b.error} for b in bad],
+            "digest": digest(lines),
+            "elapsed_s": round(elapsed, 3),
+            "events_per_s": round(total / elapsed, 1) if elapsed > 0 else None,
+            "settings": {key: value for key, value in request.overrides.items()},
+            "wall_s": round(time.perf_counter() - started, 3),
+            **extra,
+        }
+    )
+    if request.report is not None:
+        from phoenix95.replay.report import render
+
+        request.report.write_text(
+            render(summary, curve, closed, title=f"Phoenix95 replay ({request.mode})"), encoding="utf-8"
+        )
+        summary["report"] = str(request.report)
+    return summary
+
+
+def decimal_to_text(value: Any) -> Any:
+    return format(value, "f") if isinstance(value, Decimal) else value
