@@ -119,10 +119,16 @@ class StageRunner:
         self.stats = StageStats()
         self._held: dict[tuple[str, int, int], Any] = {}
         self._lock = asyncio.Lock()
+        #: Highest offset read per (topic, partition): a broker whose log went below it lost data.
+        self.read_offsets: dict[tuple[str, int], int] = {}
 
     async def run_batch(self, events: Sequence[Any], ack: Any) -> None:
         """Process Faust events (they carry `.message`); `ack(event)` acks one."""
         records = [to_record(event.message) for event in events]
+        for record in records:
+            partition = (record.topic, record.partition)
+            if record.offset > self.read_offsets.get(partition, -1):
+                self.read_offsets[partition] = record.offset
         by_key = {record_key(r): e for r, e in zip(records, events, strict=True)}
         async with self._lock:
             started = time.perf_counter()

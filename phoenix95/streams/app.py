@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 
 from phoenix95.settings import Settings
+from phoenix95.streams.admin import end_offsets, ensure_topics
 from phoenix95.streams.topics import Topics
 from phoenix95.streams.transport import TunedApp
 from phoenix95.streams.wiring import STAGE_CLASSES, StageRuntime
@@ -19,6 +21,9 @@ from phoenix95.streams.wiring import STAGE_CLASSES, StageRuntime
 logger = logging.getLogger(__name__)
 #: Exit code of a stage process that stopped on an unexpected failure (restarted by `p95 worker`).
 CRASH_EXIT_CODE = 70
+#: Exit code of a stage process that found its broker had lost its data (restarted by `p95 worker`).
+BROKER_RESET_EXIT_CODE = 75
+BROKER_CHECK_INTERVAL_S = 3.0
 
 
 def create_app(
@@ -90,6 +95,41 @@ def create_app(
             runner, stream = state.get("runner"), state.get("stream")
             if runner is not None and stream is not None:
                 await runner.tick(stream.ack)
+
+    @app.timer(BROKER_CHECK_INTERVAL_S, name=f"p95-{stage}-broker-check")
+    async def broker_check() -> None:
+        """After a broker lost its data (Tansu keeps topics in memory: a restart empties it), put
+        the topics back, and restart this worker if its inputs went below what it had read: Faust
+        silently drops messages below the offsets it has seen, so only a fresh consumer reads the
+        new log from its start. `p95 worker` (or any supervisor) starts it again."""
+        runner = state.get("runner")
+        try:
+            created = await ensure_topics(
+                kafka.bootstrap_servers,
+                topics.all(),
+                partitions=kafka.partitions,
+                replication_factor=kafka.replication_factor,
+            )
+            if runner is None or not runner.read_offsets:
+                return
+            ends = await end_offsets(kafka.bootstrap_servers, sorted({topic for topic, _ in runner.read_offsets}))
+        except Exception as error:  # the broker is down: Faust's own reconnects handle that
+            logger.debug("stage %s: broker check failed: %s", stage, error)
+            return
+        behind = [
+            f"{topic}[{partition}] end {ends.get(TopicPartition(topic, partition), 0)} <= read {offset}"
+            for (topic, partition), offset in runner.read_offsets.items()
+            if ends.get(TopicPartition(topic, partition), 0) <= offset
+        ]
+        if behind:
+            logger.critical(
+                "stage %s: the broker lost data (%s%s); restarting this worker to read the new log from its start",
+                stage,
+                "; ".join(behind[:4]),
+                f"; recreated {len(created)} topics" if created else "",
+            )
+            logging.shutdown()
+            os._exit(BROKER_RESET_EXIT_CODE)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
