@@ -63,7 +63,7 @@ def quote(
 
 async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
     from phoenix95.agents.analysis import analyze
-    from phoenix95.agents.risk import verdict_message
+    from phoenix95.agents.risk_desk import verdict_message
     from phoenix95.domain.risk import MarketView, PortfolioView, RiskRequest, evaluate
     from phoenix95.settings import get_settings
     from phoenix95.streams.wiring import brackets_for, trading_config

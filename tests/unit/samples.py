@@ -10,7 +10,7 @@ from phoenix95.agents.base import dead_letter
 from phoenix95.agents.execution import order_message
 from phoenix95.agents.ports import InputRecord
 from phoenix95.agents.positions import position_message
-from phoenix95.agents.risk import verdict_message
+from phoenix95.agents.risk_desk import verdict_message
 from phoenix95.connectors.exchange.base import ExchangeOrder
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
