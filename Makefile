@@ -19,15 +19,21 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-# The time-series store: Debian's victoria-metrics speaks the InfluxDB v2 write API.
+# Debian packages: victoria-metrics (the time-series store; it speaks the InfluxDB v2 write API) and
+# prometheus (for promtool, which validates the alert rules). Installed when missing and we are root.
 tsdb:
-	@command -v victoria-metrics >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing victoria-metrics (Debian package)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq victoria-metrics) >/dev/null; \
+	    echo "installing$$missing (Debian packages)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	      || echo "warning: could not install$$missing"; \
 	  else \
-	    echo "warning: victoria-metrics is not installed and cannot be installed here; the time-series sink will be off"; \
-	  fi; }
+	    echo "warning:$$missing not installed and cannot be installed here (the time-series sink is off without victoria-metrics)"; \
+	  fi; \
+	fi
 
 demo: setup
 	$(BIN)/p95 demo

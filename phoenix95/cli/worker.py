@@ -56,11 +56,20 @@ def prepare(settings: object) -> None:
 def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
     import faust
 
+    from phoenix95.monitoring.probe import SIGNAL_PATH_STAGES, PipelineLagProbe
     from phoenix95.streams.app import create_app
     from phoenix95.streams.metrics import PipelineMetrics
 
     settings = get_settings()
-    metrics = PipelineMetrics(stage) if web_port is not None else None
-    app = create_app(settings, stage, web_port=web_port, metrics=metrics)
+    metrics = PipelineMetrics(stage, clock=settings.risk.clock) if web_port is not None else None
+    lag = None
+    if stage == "risk" and settings.risk.clock == "wall":
+        # lag of the signal path (analysis + risk): over the limit, new signals are rejected as stale
+        lag = PipelineLagProbe.from_settings(settings, SIGNAL_PATH_STAGES)
+    elif metrics is not None:
+        lag = PipelineLagProbe.from_settings(settings, (stage,))  # this stage's own lag, for /metrics
+    if metrics is not None and lag is not None:
+        metrics.attach_lag(lag.monitor)
+    app = create_app(settings, stage, web_port=web_port, metrics=metrics, lag=lag)
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -67,7 +67,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str], *, exact: bool = Tr
         if not partitions:
             return {}
         reported = dict(await consumer.end_offsets(partitions))
-        return await _exact_ends(consumer, reported) if exact else reported
+        return await exact_ends(consumer, reported) if exact else reported
     finally:
         await consumer.stop()
 
@@ -84,7 +84,7 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> li
     return partitions
 
 
-async def _exact_ends(
+async def exact_ends(
     consumer: AIOKafkaConsumer, reported: dict[TopicPartition, int], timeout: float = 5.0
 ) -> dict[TopicPartition, int]:
     exact = dict(reported)

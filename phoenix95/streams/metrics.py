@@ -1,78 +1,304 @@
-"""Prometheus metrics of a stage worker, served on its web port at /metrics."""
+"""Prometheus metrics of a stage worker, served on its web port at /metrics.
+
+The stage runner feeds them after each batch (`observe_batch`, `observe_outcomes`). Trading figures
+come from the facts a stage persisted (new decisions only: a re-delivered input produces its stored
+event again but persists nothing) and the events it produced. Money becomes float here, for telemetry
+only. End-to-end latencies are wall-clock figures: with the event clock (replays, the demo) the
+signal times are historical, so they are not observed then.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.process_collector import ProcessCollector
 
+from phoenix95.agents.ports import (
+    InputRecord,
+    OrderPlaced,
+    Outcome,
+    PositionChanged,
+    SignalAnalyzed,
+    Sink,
+    VerdictMade,
+)
+from phoenix95.schemas.codec import Reason
 from phoenix95.schemas.envelope import utc_now
-from phoenix95.schemas.messages import Order, PositionEvent
+from phoenix95.schemas.messages import PositionEvent, RiskVerdict
+from phoenix95.streams import topics as topic_names
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+if TYPE_CHECKING:
+    from phoenix95.monitoring.monitor import LagMonitor
+
+Clock = Literal["wall", "event"]
+#: Prometheus text format 0.0.4.
+EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+_SCORE_BUCKETS = tuple(round(step * 0.05, 2) for step in range(1, 21))
+_DISTANCE_BUCKETS = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0)
 
 
 class PipelineMetrics:
-    def __init__(self, stage: str, registry: CollectorRegistry | None = None):
+    def __init__(self, stage: str, registry: CollectorRegistry | None = None, *, clock: Clock | None = None):
         self.stage = stage
-        self.registry = registry or CollectorRegistry()
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)  # process_cpu_seconds_total & co. (the CPU alert)
+        self.registry = registry
+        self.clock: Clock = clock if clock is not None else _configured_clock()
+        self._stage_metrics(registry)
+        self._latency_metrics(registry)
+        self._trading_metrics(registry)
+        self._position_metrics(registry)
+        #: Open positions seen by this worker: id -> latest event (for the per-symbol PnL sums).
+        self._open: dict[str, PositionEvent] = {}
+
+    # -- definitions -------------------------------------------------------------------------------
+
+    def _stage_metrics(self, registry: CollectorRegistry) -> None:
         self.processed = Counter(
-            "p95_stage_processed_total", "Input records finished by a stage", ["stage"], registry=self.registry
+            "p95_stage_processed_total", "Input records finished by a stage", ["stage"], registry=registry
         )
         self.dead_lettered = Counter(
             "p95_stage_dead_lettered_total",
             "Input records sent to the dead-letter topic",
             ["stage", "reason"],
-            registry=self.registry,
+            registry=registry,
         )
         self.failed = Counter(
-            "p95_stage_failed_writes_total", "Inputs whose writes failed permanently", ["stage"], registry=self.registry
+            "p95_stage_failed_writes_total", "Inputs whose writes failed permanently", ["stage"], registry=registry
         )
         self.produced = Counter(
-            "p95_stage_produced_total", "Events produced by a stage", ["stage"], registry=self.registry
+            "p95_stage_produced_total", "Events produced by a stage", ["stage", "event"], registry=registry
         )
         self.batch_seconds = Histogram(
             "p95_stage_batch_seconds",
             "Decode to outputs written, per batch",
             ["stage"],
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
         self.batch_size = Histogram(
-            "p95_stage_batch_size", "Records per batch", ["stage"], buckets=_BATCH_BUCKETS, registry=self.registry
+            "p95_stage_batch_size", "Records per batch", ["stage"], buckets=_BATCH_BUCKETS, registry=registry
+        )
+        self.last_batch = Gauge(
+            "p95_stage_last_batch_timestamp_seconds",
+            "When the stage last finished a batch",
+            ["stage"],
+            registry=registry,
+        )
+        self.sink_seconds = Histogram(
+            "p95_stage_sink_write_seconds",
+            "Writing a batch's facts to the stores (PostgreSQL, Redis, time series)",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def _latency_metrics(self, registry: CollectorRegistry) -> None:
+        self.input_age = Histogram(
+            "p95_stage_input_age_seconds",
+            "Input message written to the broker -> its outputs written (one hop: queueing + processing)",
+            ["stage", "topic"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.signal_to_analysis = Histogram(
+            "p95_signal_to_analysis_seconds",
+            "Signal ingested -> analysis written (wall clock only)",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         self.signal_to_order = Histogram(
             "p95_signal_to_order_seconds",
-            "Signal ingest to order produced",
+            "Signal time (the source's timestamp, else its ingest) -> filled order written (wall clock only)",
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
-        self.signal_to_position = Histogram(
-            "p95_signal_to_position_seconds",
-            "Signal ingest to position opened",
+        self.order_to_position = Histogram(
+            "p95_order_to_position_seconds",
+            "Filled order written to the broker -> position opened and written",
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
+
+    def _trading_metrics(self, registry: CollectorRegistry) -> None:
+        self.phoenix95_score = Histogram(
+            "p95_phoenix95_score", "Phoenix-95 score of analysed signals", buckets=_SCORE_BUCKETS, registry=registry
+        )
+        self.verdicts = Counter(
+            "p95_risk_verdicts_total", "Risk verdicts made", ["decision", "intent"], registry=registry
+        )
+        self.rejections = Counter(
+            "p95_risk_rejections_total", "Reasons of rejected verdicts", ["reason"], registry=registry
+        )
+        self.planned_var = Gauge(
+            "p95_planned_var_1d_95_usdt",
+            "1-day 95 % value at risk of the latest approved position plan, per symbol",
+            ["symbol"],
+            registry=registry,
+        )
+        self.trades = Counter(
+            "p95_leveraged_trades_total",
+            "Filled leveraged orders",
+            ["symbol", "side", "intent", "leverage"],
+            registry=registry,
+        )
+        self.traded_notional = Counter(
+            "p95_traded_notional_usdt_total", "Notional of filled orders", ["symbol"], registry=registry
+        )
+        self.orders_rejected = Counter(
+            "p95_orders_rejected_total", "Orders the exchange rejected", ["reason"], registry=registry
+        )
+
+    def _position_metrics(self, registry: CollectorRegistry) -> None:
+        self.position_events = Counter(
+            "p95_position_events_total",
+            "Position events (opened, tick, funding, closed...)",
+            ["kind"],
+            registry=registry,
+        )
+        self.open_positions = Gauge("p95_open_positions", "Open positions", ["symbol"], registry=registry)
+        self.unrealized_pnl = Gauge(
+            "p95_unrealized_pnl_usdt", "Unrealized PnL of the open positions, per symbol", ["symbol"], registry=registry
+        )
+        self.distance_to_liquidation = Gauge(
+            "p95_position_distance_to_liquidation_percent",
+            "Distance from the mark price to the liquidation price, in % of the mark price, per open position",
+            ["symbol", "side", "position_id"],
+            registry=registry,
+        )
+        self.distance_distribution = Histogram(
+            "p95_distance_to_liquidation_percent",
+            "Distance to liquidation (%) at every event of an open position",
+            buckets=_DISTANCE_BUCKETS,
+            registry=registry,
+        )
+
+    # -- observing ---------------------------------------------------------------------------------
 
     def observe_batch(self, stage: str, size: int, seconds: float) -> None:
         self.batch_seconds.labels(stage).observe(seconds)
         self.batch_size.labels(stage).observe(size)
+        self.last_batch.labels(stage).set(time.time())
 
-    def observe_outcomes(self, stage: str, outcomes: Sequence[Any]) -> None:
+    def observe_sink_write(self, stage: str, seconds: float) -> None:
+        self.sink_seconds.labels(stage).observe(seconds)
+
+    def observe_outcomes(self, stage: str, outcomes: Sequence[Outcome]) -> None:
         now = utc_now()
-        self.processed.labels(stage).inc(len(outcomes))
         for outcome in outcomes:
+            record = outcome.record
+            if record.partition >= 0:  # not a timer's pseudo-record
+                self.processed.labels(stage).inc()
+                self._observe_input_age(stage, record, now)
             if outcome.dead_letter is not None:
                 self.dead_lettered.labels(stage, outcome.dead_letter.reason).inc()
-            self.produced.labels(stage).inc(len(outcome.produce))
+                self.produced.labels(stage, "DeadLetter").inc()
+                if outcome.dead_letter.reason == Reason.SINK_REJECTED:
+                    self.failed.labels(stage).inc()
             for event in outcome.produce:
-                if isinstance(event, Order) and event.status == "filled":
-                    self.signal_to_order.observe(max(0.0, (now - event.ts_event).total_seconds()))
-                elif isinstance(event, PositionEvent) and event.kind == "opened":
-                    self.signal_to_position.observe(max(0.0, (now - event.ts_event).total_seconds()))
+                self.produced.labels(stage, type(event).__name__).inc()
+            for fact in outcome.persist:
+                if isinstance(fact, SignalAnalyzed):
+                    self._on_analysis(fact, now)
+                elif isinstance(fact, VerdictMade):
+                    self._on_verdict(fact.verdict)
+                elif isinstance(fact, OrderPlaced):
+                    self._on_order(fact, now)
+                elif isinstance(fact, PositionChanged):
+                    self._on_position(fact.event, record, now)
+
+    def _observe_input_age(self, stage: str, record: InputRecord, now: datetime) -> None:
+        if record.timestamp is not None:
+            age = (now - record.timestamp).total_seconds()
+            self.input_age.labels(stage, _base_topic(record.topic)).observe(max(0.0, age))
+
+    def _wall_latency(self, histogram: Histogram, since: datetime, now: datetime) -> None:
+        if self.clock == "wall":
+            histogram.observe(max(0.0, (now - since).total_seconds()))
+
+    def _on_analysis(self, fact: SignalAnalyzed, now: datetime) -> None:
+        self.phoenix95_score.observe(float(fact.analysis.phoenix95_score))
+        self._wall_latency(self.signal_to_analysis, fact.signal.ts_ingest, now)
+
+    def _on_verdict(self, verdict: RiskVerdict) -> None:
+        self.verdicts.labels(verdict.decision, verdict.intent).inc()
+        if not verdict.approved:
+            for reason in verdict.reasons:
+                self.rejections.labels(reason).inc()
+        elif verdict.plan is not None and verdict.plan.var_1d_95 is not None:
+            self.planned_var.labels(verdict.symbol).set(float(verdict.plan.var_1d_95))
+
+    def _on_order(self, fact: OrderPlaced, now: datetime) -> None:
+        order = fact.order
+        if order.status != "filled" or order.fill is None:
+            self.orders_rejected.labels(order.reject_reason or "unknown").inc()
+            return
+        self.trades.labels(order.symbol, order.position_side, order.intent, str(order.leverage)).inc()
+        self.traded_notional.labels(order.symbol).inc(float(order.fill.notional))
+        self._wall_latency(self.signal_to_order, fact.verdict.signal_time, now)
+
+    def _on_position(self, event: PositionEvent, record: InputRecord, now: datetime) -> None:
+        self.position_events.labels(event.kind).inc()
+        if event.kind == "opened" and record.timestamp is not None:
+            self.order_to_position.observe(max(0.0, (now - record.timestamp).total_seconds()))
+        labels = (event.symbol, event.side, event.position_id)
+        if event.status == "open":
+            self._open[event.position_id] = event
+            distance = float(event.distance_to_liquidation)
+            self.distance_to_liquidation.labels(*labels).set(distance)
+            self.distance_distribution.observe(distance)
+        elif self._open.pop(event.position_id, None) is not None:
+            self.distance_to_liquidation.remove(*labels)
+        open_here = [p for p in self._open.values() if p.symbol == event.symbol]
+        self.open_positions.labels(event.symbol).set(len(open_here))
+        self.unrealized_pnl.labels(event.symbol).set(float(sum(p.unrealized_pnl for p in open_here)))
+
+    # -- exposing ----------------------------------------------------------------------------------
+
+    def attach_lag(self, monitor: LagMonitor) -> None:
+        """Expose a lag monitor's figures (p95_consumer_*) with this worker's metrics."""
+        from phoenix95.monitoring.exporter import LagCollector
+
+        self.registry.register(LagCollector(monitor))
 
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """Body and content type of /metrics. The type carries no charset (UTF-8 is the format's
+        default): Faust's aiohttp driver refuses a content type with one (HTTP 500)."""
+        return generate_latest(self.registry), EXPOSITION_CONTENT_TYPE
+
+
+class TimedSink:
+    """A stage's sink, timed: `p95_stage_sink_write_seconds` (wrap the sink where the runner is built)."""
+
+    def __init__(self, sink: Sink, metrics: PipelineMetrics):
+        self.sink = sink
+        self.metrics = metrics
+
+    async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
+        started = time.perf_counter()
+        try:
+            return await self.sink.persist(stage, outcomes)
+        finally:
+            self.metrics.observe_sink_write(stage, time.perf_counter() - started)
+
+
+def _base_topic(name: str) -> str:
+    """The topic without the namespace prefix (`t1a2b.p95.signals` -> `p95.signals`)."""
+    for base in topic_names.ALL:
+        if name == base or name.endswith("." + base):
+            return base
+    return name
+
+
+def _configured_clock() -> Clock:
+    from phoenix95.settings import get_settings
+
+    return get_settings().risk.clock

@@ -9,6 +9,7 @@ from typing import Any
 from phoenix95.agents.analysis import AnalysisStage
 from phoenix95.agents.base import Stage, StageRunner
 from phoenix95.agents.execution import ExecutionStage
+from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
 from phoenix95.agents.risk import RiskStage
 from phoenix95.connectors.exchange.paper import PaperExchange
@@ -24,6 +25,7 @@ from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionS
 from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
+from phoenix95.streams.metrics import TimedSink
 from phoenix95.streams.producer import EventProducer
 from phoenix95.streams.topics import Topics
 
@@ -108,17 +110,22 @@ class StageRuntime:
             client_id=f"phoenix95-{self.stage_name}",
         )
         await self.producer.start()
+        if self.lag is not None:
+            await self.lag.start()  # a first sample now, then every second in the background
         stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
         await stage.start()
-        self.runner = StageRunner(
-            stage, StoreSink(self.database, self.redis, self.timeseries), self.producer, metrics=self.metrics
-        )
+        sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
+        if self.metrics is not None:
+            sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
+        self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics)
         self._started = True
         return self.runner
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.stage.stop()
+        if self.lag is not None:
+            await self.lag.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.timeseries is not None:

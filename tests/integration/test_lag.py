@@ -1,0 +1,340 @@
+"""Consumer lag against the real broker: offsets moved by a plain aiokafka consumer with a group id,
+messages with timestamps chosen by the test, and the expected figures computed here independently."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from phoenix95.monitoring.monitor import GroupTarget, LagMonitor, LagSnapshot
+from phoenix95.monitoring.offsets import OffsetReader
+from phoenix95.monitoring.probe import PipelineLagProbe
+from phoenix95.monitoring.status import Status, StatusRules
+from phoenix95.stack.processes import free_port, port_open, wait_until
+from phoenix95.streams.admin import ensure_topics
+from phoenix95.streams.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def produce(bootstrap: str, topic: str, timestamps: Mapping[int, list[int]]) -> None:
+    """Messages on the given partitions, each with the given broker timestamp (ms)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, b"m", partition=partition, timestamp_ms=stamp)
+            for partition, stamps in timestamps.items()
+            for stamp in stamps
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def commit(bootstrap: str, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    """Commit offsets for a group, as any consumer of the group would (no subscription, no join)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = {partition: TopicPartition(topic, partition) for partition in offsets}
+        consumer.assign(list(partitions.values()))
+        await consumer.commit({partitions[p]: offset for p, offset in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+def p95_lag(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "phoenix95", "lag", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.fixture
+def topic(services, namespace) -> str:
+    name = f"{namespace.name}.lag.events"
+    asyncio.run(ensure_topics(services.kafka, [name], partitions=3))
+    return name
+
+
+def test_caught_up_group_is_ok_with_zero_lag(services, namespace, topic):
+    group = f"{namespace.name}.caught-up"
+    asyncio.run(produce(services.kafka, topic, {0: [now_ms()] * 4, 1: [now_ms()] * 7}))
+    asyncio.run(commit(services.kafka, group, topic, {0: 4, 1: 7}))
+
+    result = p95_lag("--group", group, "--json", "--window", "2", "--interval", "0.5")
+
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    partitions = [row for row in rows if row["kind"] == "partition"]
+    assert [
+        (r["partition"], r["committed"], r["end"], r["lag"], r["lag_seconds"], r["status"]) for r in partitions
+    ] == [
+        (0, 4, 4, 0, 0.0, "OK"),
+        (1, 7, 7, 0, 0.0, "OK"),
+        (2, None, 0, 0, 0.0, "OK"),
+    ]
+    (summary,) = [row for row in rows if row["kind"] == "group"]
+    assert summary == {
+        "kind": "group",
+        "group": group,
+        "stage": None,
+        "topic": None,
+        "partition": None,
+        "committed": None,
+        "end": None,
+        "lag": 0,
+        "lag_seconds": 0.0,
+        "status": "OK",
+        "worst": "OK",
+        "partitions": 3,
+    }
+
+
+def test_json_rows_match_offsets_computed_by_the_test(services, namespace, topic):
+    behind, further = f"{namespace.name}.behind", f"{namespace.name}.further-behind"
+    base = now_ms() - 100_000
+    stamps = {0: [base + 1000 * i for i in range(5)], 1: [base + 500 * i for i in range(9)], 2: [base + 7000]}
+    asyncio.run(produce(services.kafka, topic, stamps))
+    # Partition 2 of `behind` never committed: it counts from the log start. Both groups lag on
+    # partition 0 at different offsets, so each needs its own message read there.
+    committed = {behind: {0: 2, 1: 9}, further: {0: 1, 1: 3, 2: 1}}
+    for group, offsets in committed.items():
+        asyncio.run(commit(services.kafka, group, topic, offsets))
+
+    before = time.time()
+    result = p95_lag(
+        "--group", behind, "--group", further, "--topic", topic, "--json", "--window", "2", "--interval", "0.5"
+    )
+    after = time.time()
+
+    assert result.returncode == 1, "groups with stuck partitions are not OK"
+    rows = json.loads(result.stdout)
+    for group, offsets in committed.items():
+        partitions = {row["partition"]: row for row in rows if row["kind"] == "partition" and row["group"] == group}
+        assert set(partitions) == {0, 1, 2}
+        ages = []
+        for partition, produced in stamps.items():
+            row = partitions[partition]
+            position = offsets.get(partition, 0)
+            assert row["topic"] == topic
+            assert row["committed"] == offsets.get(partition)
+            assert row["end"] == len(produced)
+            assert row["lag"] == len(produced) - position
+            if row["lag"] == 0:
+                assert row["lag_seconds"] == 0.0 and row["status"] == "OK"
+            else:
+                oldest = produced[position] / 1000
+                assert before - oldest - 1 <= row["lag_seconds"] <= after - oldest + 1, (group, row)
+                assert row["status"] == "STALL"  # lag > 0 and the offset did not move while we watched
+            ages.append(row["lag_seconds"])
+        (summary,) = [row for row in rows if row["kind"] == "group" and row["group"] == group]
+        assert summary["lag"] == sum(len(produced) - offsets.get(p, 0) for p, produced in stamps.items())
+        assert summary["lag_seconds"] == max(ages)
+        assert (summary["status"], summary["worst"], summary["partitions"]) == ("ERR", "STALL", 3)
+    assert [row["group"] for row in rows if row["kind"] == "group"] == [behind, further]
+
+
+def test_paused_consumer_shows_growing_lag_and_turns_warn_then_stall_then_stop(services, namespace, topic):
+    group = f"{namespace.name}.pausing"
+    rules = StatusRules(window_s=3.0, min_samples=3)
+    interval = 0.25
+
+    async def scenario() -> tuple[list[LagSnapshot], list[LagSnapshot], float]:
+        producer = AIOKafkaProducer(bootstrap_servers=services.kafka, linger_ms=0)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=services.kafka, group_id=group, enable_auto_commit=False, fetch_max_wait_ms=20
+        )
+        await producer.start()
+        await consumer.start()
+        consumer.assign([TopicPartition(topic, p) for p in range(3)])
+        paused = asyncio.Event()
+
+        async def keep_producing() -> None:
+            while True:
+                for partition in range(3):
+                    await producer.send(topic, b"tick", partition=partition)
+                await asyncio.sleep(0.05)
+
+        async def consume_until_paused() -> None:
+            while not paused.is_set():
+                await consumer.getmany(timeout_ms=50)
+                if not paused.is_set():
+                    await consumer.commit()
+
+        tasks = [asyncio.create_task(keep_producing()), asyncio.create_task(consume_until_paused())]
+        try:
+            async with OffsetReader(services.kafka) as reader:
+                monitor = LagMonitor(reader, [GroupTarget(group, (topic,))], rules=rules)
+                before = [await sample_after(monitor, interval) for _ in range(6)]
+                paused.set()
+                paused_at = time.time()
+                after: list[LagSnapshot] = []
+                while len(after) < 40 and not (after and all_stopped(after[-1])):
+                    after.append(await sample_after(monitor, interval))
+                return before, after, paused_at
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await consumer.stop()
+            await producer.stop()
+
+    before, after, paused_at = asyncio.run(scenario())
+
+    assert all(snapshot.groups[0].lag < 30 for snapshot in before), "the consumer kept up before the pause"
+    lags = [snapshot.groups[0].lag for snapshot in after]
+    ages = [snapshot.groups[0].lag_seconds or 0.0 for snapshot in after]
+    assert lags[-1] > lags[len(lags) // 2] > lags[0], f"lag in messages grows: {lags}"
+    assert ages[-1] > ages[len(ages) // 2] > ages[0], f"lag in seconds grows: {ages}"
+    assert ages[-1] == pytest.approx(after[-1].taken_at.timestamp() - paused_at, abs=1.0)
+    for partition in range(3):
+        seen = [next(p.status for p in s.partitions if p.partition == partition) for s in after]
+        assert Status.WARN in seen and Status.STALL in seen and Status.STOP in seen, seen
+        assert seen.index(Status.WARN) < seen.index(Status.STALL) < seen.index(Status.STOP), seen
+        assert seen[-1] == Status.STOP
+    groups = [snapshot.groups[0].status for snapshot in after]
+    assert groups.index(Status.WARN) < groups.index(Status.ERR), groups
+
+
+def test_rewinding_a_group_shows_rewind(services, namespace, topic):
+    group = f"{namespace.name}.rewinding"
+    base = now_ms() - 60_000
+    asyncio.run(produce(services.kafka, topic, {0: [base + 1000 * i for i in range(20)]}))
+    asyncio.run(commit(services.kafka, group, topic, {0: 20}))
+
+    async def scenario() -> tuple[LagSnapshot, LagSnapshot]:
+        async with OffsetReader(services.kafka) as reader:
+            monitor = LagMonitor(reader, [GroupTarget(group, (topic,))], rules=StatusRules(window_s=10.0))
+            caught_up = await monitor.sample()
+            await commit(services.kafka, group, topic, {0: 5})
+            return caught_up, await monitor.sample()
+
+    caught_up, rewound = asyncio.run(scenario())
+
+    assert caught_up.partitions[0].status == Status.OK and caught_up.partitions[0].lag == 0
+    partition = rewound.partitions[0]
+    assert (partition.committed, partition.end, partition.lag, partition.status) == (5, 20, 15, Status.REWIND)
+    expected_age = rewound.taken_at.timestamp() - (base + 5000) / 1000
+    assert partition.lag_seconds == pytest.approx(expected_age, abs=1.0)
+    assert rewound.groups[0].status == Status.ERR and rewound.groups[0].worst == Status.REWIND
+
+
+def test_lag_exporter_serves_the_figures_and_stops_on_sigterm(services, namespace, topic):
+    group = f"{namespace.name}.exported"
+    asyncio.run(produce(services.kafka, topic, {1: [now_ms() - 30_000] * 6}))
+    asyncio.run(commit(services.kafka, group, topic, {1: 2}))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "phoenix95",
+            "lag",
+            "--serve",
+            "--group",
+            group,
+            "--port",
+            str(port),
+            "--interval",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
+    try:
+        wait_until(lambda: port_open(port), timeout=30, what="lag exporter")
+        values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+
+        def sampled() -> bool:
+            values.clear()
+            values.update(scrape(f"http://127.0.0.1:{port}/metrics"))
+            return ("p95_lag_samples_total", frozenset()) in values and values[
+                ("p95_lag_samples_total", frozenset())
+            ] >= 1
+
+        wait_until(sampled, timeout=30, what="a lag sample")
+        labels = {"group": group, "stage": "", "topic": topic, "partition": "1"}
+        assert values[("p95_consumer_lag_messages", frozenset(labels.items()))] == 4
+        assert values[("p95_consumer_committed_offset", frozenset(labels.items()))] == 2
+        assert values[("p95_consumer_lag_seconds", frozenset(labels.items()))] == pytest.approx(30, abs=5)
+        assert values[("p95_consumer_group_lag_messages", frozenset({"group": group, "stage": ""}.items()))] == 4
+        assert ("process_cpu_seconds_total", frozenset()) in values
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    assert code == 0, process.stderr.read() if process.stderr else ""
+
+
+def test_probe_reports_the_signal_path_lag_and_recovers_when_caught_up(services, namespace):
+    topics = Topics(namespace.name)
+    asyncio.run(ensure_topics(services.kafka, [topics.signals, topics.analysis, topics.market_prices], partitions=2))
+    asyncio.run(produce(services.kafka, topics.signals, {0: [now_ms() - 45_000, now_ms() - 40_000]}))
+    asyncio.run(produce(services.kafka, topics.analysis, {1: [now_ms() - 20_000]}))
+
+    async def scenario() -> tuple[float, float, float]:
+        probe = PipelineLagProbe(services.kafka, namespace.name, interval_s=0.2)  # analysis and risk groups
+        await probe.start()
+        try:
+            lagging = probe.lag_seconds()  # measured before start() returned: no blind first decision
+            await commit(services.kafka, topics.group("analysis"), topics.signals, {0: 2})
+            partly = await settle(probe, lambda lag: lag < 30)
+            await commit(services.kafka, topics.group("risk"), topics.analysis, {1: 1})
+            recovered = await settle(probe, lambda lag: lag == 0)
+            await probe.stop()  # a stage runtime stops and starts again after a failure
+            await probe.start()
+            return lagging, partly, min(recovered, await settle(probe, lambda lag: lag == 0))
+        finally:
+            await probe.stop()
+
+    lagging, partly, recovered = asyncio.run(scenario())
+
+    assert lagging == pytest.approx(45, abs=3)  # the analysis group's oldest unconsumed signal
+    assert partly == pytest.approx(20, abs=3)  # then the risk group's oldest unconsumed analysis
+    assert recovered == 0.0
+
+
+async def settle(probe: PipelineLagProbe, done: Callable[[float], bool], timeout: float = 10.0) -> float:
+    deadline = time.monotonic() + timeout
+    while not done(probe.lag_seconds()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return probe.lag_seconds()
+
+
+def all_stopped(snapshot: LagSnapshot) -> bool:
+    return all(partition.status == Status.STOP for partition in snapshot.partitions)
+
+
+async def sample_after(monitor: LagMonitor, interval: float) -> LagSnapshot:
+    await asyncio.sleep(interval)
+    return await monitor.sample()
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -1,0 +1,156 @@
+"""Every stage worker serves Prometheus metrics on its web port: after a short live run (wall clock,
+fresh prices and signals) each /metrics holds its stage's series, and the trading figures agree with
+what the stores recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from phoenix95.stack.processes import free_port
+from phoenix95.streams.wiring import STAGES
+from tests import factories
+from tests.pipeline import Pipeline
+
+pytestmark = pytest.mark.integration
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+MALFORMED = [b'{"symbol": "XRPUSDT", "action": "hold", "price": "1.10"}']
+
+
+@pytest.fixture
+def pipeline(namespace):
+    ports = {stage: free_port() for stage in STAGES}
+    running = Pipeline(namespace, web_ports=ports)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def scrape(port: int) -> Series:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(series: Series, name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(value for (metric, found), value in series.items() if metric == name and wanted <= found)
+
+
+def labelled(series: Series, name: str) -> list[dict[str, str]]:
+    return [dict(found) for (metric, found) in series if metric == name]
+
+
+def test_workers_expose_per_stage_and_trading_series_after_a_short_run(pipeline):
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    prices = factories.price_path(
+        [f"{1.18 + 0.0004 * (i % 7):.4f}" for i in range(120)], start=start, step=timedelta(seconds=5)
+    )
+    now = datetime.now(UTC)
+    signals = [
+        factories.signal(action="buy", confidence="0.92", price="1.1812", at=now),
+        factories.signal(action="short", confidence="0.9", rsi="78", price="1.1812", at=now),
+        factories.signal(action="buy", confidence="0.2", price="1.1812", at=now),
+    ]
+
+    async def run() -> dict[str, Series]:
+        await pipeline.publish(prices)
+        risk_port = pipeline.workers.web_ports["risk"]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # risk has the price history (for the volatility and VaR)
+            with contextlib.suppress(OSError):
+                if total(scrape(risk_port), "p95_stage_processed_total", stage="risk") >= len(prices):
+                    break
+            await asyncio.sleep(0.5)
+        await pipeline.publish(signals)
+        await pipeline.publish_raw(pipeline.topics.signals, MALFORMED)
+
+        async def decided(db) -> bool:
+            verdicts = await pipeline.count(db, "SELECT COUNT(*) FROM risk_verdicts")
+            approved = await pipeline.count(db, "SELECT COUNT(*) FROM risk_verdicts WHERE decision = 'APPROVED'")
+            positions = await pipeline.count(db, "SELECT COUNT(*) FROM positions")
+            return verdicts == len(signals) and positions == approved
+
+        await pipeline.wait_for(decided, timeout=120, what="verdicts, orders and positions")
+        fresh = factories.price(value="1.1815", at=datetime.now(UTC))
+        await pipeline.publish([fresh])  # a tick for the open positions
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            series = {stage: scrape(port) for stage, port in pipeline.workers.web_ports.items()}
+            if total(series["positions"], "p95_position_events_total", kind="tick") > 0 or not total(
+                series["positions"], "p95_position_events_total", kind="opened"
+            ):
+                return series
+            await asyncio.sleep(0.5)
+        return series
+
+    series = asyncio.run(run())
+
+    async def stored() -> tuple[int, int, int, int, list]:
+        async with pipeline.database() as db:
+            return (
+                await pipeline.count(db, "SELECT COUNT(*) FROM signals"),
+                await pipeline.count(db, "SELECT COUNT(*) FROM risk_verdicts WHERE decision = 'APPROVED'"),
+                await pipeline.count(db, "SELECT COUNT(*) FROM orders WHERE status = 'filled'"),
+                await pipeline.count(db, "SELECT COUNT(*) FROM positions WHERE status = 'open'"),
+                await db.fetch(
+                    "SELECT var_1d_95 FROM risk_verdicts WHERE decision = 'APPROVED' AND var_1d_95 IS NOT NULL"
+                    " ORDER BY decided_at DESC LIMIT 1"
+                ),
+            )
+
+    analysed, approved, filled, open_positions, latest_var = asyncio.run(stored())
+    for stage in STAGES:
+        metrics = series[stage]
+        assert total(metrics, "p95_stage_processed_total", stage=stage) > 0, stage
+        assert total(metrics, "p95_stage_batch_seconds_count", stage=stage) > 0, stage
+        assert total(metrics, "p95_stage_batch_size_count", stage=stage) > 0, stage
+        assert total(metrics, "p95_stage_input_age_seconds_count", stage=stage) > 0, stage
+        assert total(metrics, "p95_stage_last_batch_timestamp_seconds", stage=stage) > time.time() - 300, stage
+        assert total(metrics, "process_cpu_seconds_total") > 0, stage
+
+    analysis = series["analysis"]
+    assert total(analysis, "p95_stage_processed_total", stage="analysis") == len(signals) + len(MALFORMED)
+    assert total(analysis, "p95_stage_dead_lettered_total", stage="analysis") == len(MALFORMED)
+    assert total(analysis, "p95_phoenix95_score_count") == analysed == len(signals)
+    assert total(analysis, "p95_signal_to_analysis_seconds_count") == len(signals)
+    assert total(analysis, "p95_stage_produced_total", stage="analysis", event="Analysis") == len(signals)
+
+    risk = series["risk"]
+    assert total(risk, "p95_risk_verdicts_total") == len(signals)
+    assert total(risk, "p95_risk_verdicts_total", decision="APPROVED") == approved
+    assert total(risk, "p95_risk_rejections_total", reason="CONFIDENCE_BELOW_MIN") >= 1
+    assert approved >= 1, "at least one signal was approved (else the trading series stay empty)"
+    assert latest_var, "the approved plan has a VaR (risk had the price history)"
+    assert total(risk, "p95_planned_var_1d_95_usdt", symbol="XRPUSDT") == pytest.approx(float(latest_var[0][0]))
+
+    execution = series["execution"]
+    assert total(execution, "p95_leveraged_trades_total", intent="open") == filled == approved
+    assert total(execution, "p95_traded_notional_usdt_total", symbol="XRPUSDT") > 0
+    assert total(execution, "p95_signal_to_order_seconds_count") == filled
+    assert 0 < total(execution, "p95_signal_to_order_seconds_sum") < 120 * filled
+
+    positions = series["positions"]
+    assert total(positions, "p95_position_events_total", kind="opened") == filled
+    assert total(positions, "p95_order_to_position_seconds_count") == filled
+    assert total(positions, "p95_open_positions", symbol="XRPUSDT") == open_positions
+    assert ("p95_unrealized_pnl_usdt", frozenset({("symbol", "XRPUSDT")})) in positions
+    distances = [labels for labels in labelled(positions, "p95_position_distance_to_liquidation_percent")]
+    assert len(distances) == open_positions
+    assert all(
+        0 < total(positions, "p95_position_distance_to_liquidation_percent", **labels) < 100 for labels in distances
+    )
+    assert total(positions, "p95_distance_to_liquidation_percent_count") >= open_positions
