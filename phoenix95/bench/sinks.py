@@ -43,10 +43,12 @@ def signal_facts(count: int) -> list[SignalAnalyzed]:
 
 
 def price_facts(count: int, namespace: str) -> list[PriceObserved]:
+    """Prices of a thousand symbols in turn, so a batch writes as many distinct cache keys (the price
+    cache keeps one value per symbol: prices of one symbol would collapse into a single write)."""
     return [
         PriceObserved(
             price_event(
-                symbol="BTCUSDT",
+                symbol=f"B{index % 1000:04d}USDT",
                 time=_T0 + timedelta(seconds=index),
                 price=Decimal(60000 + index % 97),
                 source="bench",

@@ -36,22 +36,37 @@ from phoenix95.storage.retry import retry_transient
 
 CLOSED_POSITION_TTL_S = 86400
 
-# KEYS[1] position hash, KEYS[2] active set; ARGV[1] event time (µs), ARGV[2] position id,
-# ARGV[3] "open"/"closed", ARGV[4] ttl for closed, ARGV[5..] field/value pairs.
-_POSITION_SCRIPT = """
-local current = redis.call('HGET', KEYS[1], 'event_time_us')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], 'event_time_us', ARGV[1], unpack(fields))
-if ARGV[3] == 'open' then
-  redis.call('SADD', KEYS[2], ARGV[2])
-  redis.call('PERSIST', KEYS[1])
-else
-  redis.call('SREM', KEYS[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+# Many positions in one call. KEYS[1] the active set; ARGV: the closed-hash TTL, then per position:
+# hash key, event time (µs), position id, "open"/"closed", number of field/value pairs, the pairs.
+# A state older than the stored one is skipped: hashes only move forward in event time.
+_POSITIONS_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local i = 2
+local written = 0
+while i <= #ARGV do
+  local key, at, id, status, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+  local first = i + 5
+  local current = redis.call('HGET', key, 'event_time_us')
+  if not current or tonumber(current) <= tonumber(at) then
+    redis.call('HSET', key, 'event_time_us', at, unpack(ARGV, first, first + 2 * n - 1))
+    if status == 'open' then
+      redis.call('SADD', KEYS[1], id)
+      redis.call('PERSIST', key)
+    else
+      redis.call('SREM', KEYS[1], id)
+      redis.call('EXPIRE', key, ttl)
+    end
+    written = written + 1
+  end
+  i = first + 2 * n
 end
-return 1
+return written
+"""
+# Many string keys with one TTL in one call: KEYS are the keys, ARGV[1] the TTL, ARGV[2..] the values.
+_SET_MANY_SCRIPT = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl) end
+return #KEYS
 """
 
 
@@ -147,21 +162,29 @@ class RedisState:
         return await retry_transient(run, what="redis pipeline", is_transient=is_transient)
 
     def _queue(self, pipe: Any, facts: Sequence[Fact]) -> int:
+        """A few scripted commands per batch (not one per key): the client's per-command cost, not
+        Redis, is what limits a Python writer."""
         count = 0
         now = datetime.now(UTC).isoformat()
+        prices: dict[str, str] = {}
+        analyses: dict[str, str] = {}
+        positions: list[Any] = []
         for fact in facts:
             if isinstance(fact, PriceObserved):
                 p = fact.price
-                value = {
-                    "symbol": p.symbol,
-                    "price": p.price,
-                    "mark_price": p.mark_price,
-                    "timestamp": p.ts_event,
-                    "source": p.source,
-                    "cached_at": now,
-                    "ttl": self.price_ttl,
-                }
-                pipe.setex(self.keys.price(p.symbol, p.exchange), self.price_ttl, _json(value))
+                # plain strings only: json.dumps stays on its C fast path (no default hook)
+                prices[self.keys.price(p.symbol, p.exchange)] = json.dumps(
+                    {
+                        "symbol": p.symbol,
+                        "price": _text(p.price),
+                        "mark_price": _text(p.mark_price) if p.mark_price is not None else None,
+                        "timestamp": p.ts_event.isoformat(),
+                        "source": p.source,
+                        "cached_at": now,
+                        "ttl": self.price_ttl,
+                    },
+                    separators=(",", ":"),
+                )
                 count += 1
             elif isinstance(fact, SignalAnalyzed):
                 a = fact.analysis
@@ -174,11 +197,17 @@ class RedisState:
                     "cached_at": now,
                     "ttl": self.analysis_ttl,
                 }
-                pipe.setex(self.keys.analysis(a.signal_id), self.analysis_ttl, _json(value))
+                analyses[self.keys.analysis(a.signal_id)] = _json(value)
                 count += 1
             elif isinstance(fact, PositionChanged):
-                self._queue_position(pipe, fact)
+                positions.extend(self._position_args(fact))
                 count += 1
+        # EVAL (not EVALSHA): it keeps working after a Redis restart emptied the script cache.
+        for values, ttl in ((prices, self.price_ttl), (analyses, self.analysis_ttl)):
+            if values:
+                pipe.eval(_SET_MANY_SCRIPT, len(values), *values.keys(), ttl, *values.values())
+        if positions:
+            pipe.eval(_POSITIONS_SCRIPT, 1, self.keys.active_positions(), CLOSED_POSITION_TTL_S, *positions)
         return count
 
     def position_fields(self, fact: PositionChanged) -> dict[str, str]:
@@ -207,21 +236,18 @@ class RedisState:
             "monitoring_interval": "5",
         }
 
-    def _queue_position(self, pipe: Any, fact: PositionChanged) -> None:
+    def _position_args(self, fact: PositionChanged) -> list[Any]:
         fields = self.position_fields(fact)
-        event_time_us = int(fact.event.ts_event.timestamp() * 1_000_000)
         args: list[Any] = [
-            event_time_us,
+            self.keys.position(fact.position.position_id),
+            int(fact.event.ts_event.timestamp() * 1_000_000),
             fact.position.position_id,
             "open" if fact.position.is_open else "closed",
-            CLOSED_POSITION_TTL_S,
+            len(fields),
         ]
         for key, value in fields.items():
             args.extend((key, value))
-        # EVAL (not EVALSHA) keeps working after a Redis restart emptied the script cache.
-        pipe.eval(
-            _POSITION_SCRIPT, 2, self.keys.position(fact.position.position_id), self.keys.active_positions(), *args
-        )
+        return args
 
     async def set_trading_state(self, state: str, reason: str, updated_at: datetime) -> None:
         await self.client.hset(

@@ -1,0 +1,78 @@
+"""Scenarios measured by the stand-alone benchmark scripts in `benchmarks/` (they run their own
+client processes): the tap next to kcat, and the webhook's acknowledgement latency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from phoenix95.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name: str) -> Path | None:
+    path = ROOT / "benchmarks" / name
+    return path if path.is_file() else None
+
+
+def _last_json(output: str) -> dict[str, Any]:
+    for line in reversed(output.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("the benchmark printed no JSON summary")
+
+
+def run(name: str, settings: Settings, *, quick: bool) -> dict[str, Any]:
+    if name == "tap":
+        script = _script("tap_bench.py")
+        args = [
+            "--json",
+            "--kafka",
+            settings.kafka.bootstrap_servers,
+            "--messages",
+            "100000" if quick else "200000",
+            "--rounds",
+            "1" if quick else "3",
+        ]
+    else:
+        script = _script("webhook_bench.py")
+        args = [
+            "--json",
+            "--kafka",
+            settings.kafka.bootstrap_servers,
+            "--redis",
+            settings.redis_url(),
+            "--rate",
+            "500",
+            "--duration",
+            "6" if quick else "15",
+        ]
+    if script is None:
+        return {"value": None, "skipped": "run from a source checkout: the script lives in benchmarks/"}
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{script.name} failed: {(result.stderr or result.stdout)[-800:]}")
+    return _normalise(name, _last_json(result.stdout))
+
+
+def _normalise(name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """Give the scripts' summaries the common shape: value, unit, baseline, ratio."""
+    if "value" in raw and "unit" in raw:
+        return raw
+    if name == "tap":
+        value = raw.get("tap_msgs_per_s") or raw.get("p95_tap_msgs_per_s") or raw.get("tap")
+        kcat = raw.get("kcat_msgs_per_s") or raw.get("kcat")
+        return {
+            "value": value,
+            "unit": "msg/s",
+            "baseline": {"kcat": kcat},
+            "ratio": round(value / kcat, 2) if value and kcat else None,
+            "raw": raw,
+        }
+    p99 = raw.get("p99_ms")
+    return {"value": p99, "unit": "ms (p99 ack)", "baseline": None, "ratio": None, "raw": raw}

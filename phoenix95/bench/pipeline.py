@@ -1,0 +1,306 @@
+"""End-to-end throughput and latency of the real pipeline: the four stage workers, every sink on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from phoenix95.connectors.market_data import GbmFeed, tick_event
+from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.messages import MarketPrice, Signal
+from phoenix95.schemas.signal_input import build_signal
+from phoenix95.settings import Settings
+from phoenix95.streams.topics import Topics
+
+SYMBOLS = {
+    "BTCUSDT": (Decimal("60000"), Decimal("0.1")),
+    "ETHUSDT": (Decimal("3000"), Decimal("0.01")),
+    "SOLUSDT": (Decimal("100"), Decimal("0.01")),
+    "XRPUSDT": (Decimal("0.6"), Decimal("0.0001")),
+}
+#: Limits opened up so that about half the signals trade, with small sizes and short holds.
+TRADING_ENV = {
+    "P95_RISK__MAX_OPEN_POSITIONS": "1000000",
+    "P95_RISK__MAX_POSITION_FRACTION": "0.0002",
+    "P95_RISK__MAX_ORDERS_PER_MINUTE": "1000000",
+    "P95_RISK__DUPLICATE_WINDOW_S": "0",
+    "P95_RISK__MAX_EXPOSURE_PER_SYMBOL": "1000000000",
+    "P95_RISK__MAX_HOLD_HOURS": "1",
+    "P95_EXECUTION__QUIET_FEED_FILL_AFTER_S": "3",
+}
+
+
+def _signal(symbol: str, price: Decimal, at: datetime, rng: random.Random) -> Signal:
+    return build_signal(
+        {
+            "symbol": symbol,
+            "action": rng.choice(["buy", "sell"]),
+            "price": str(price),
+            "confidence": rng.choice(["0.3", "0.85", "0.9", "0.95"]),
+            "strategy": "bench",
+            "timeframe": "1m",
+            "source_timestamp": at.isoformat(),
+        },
+        producer="bench",
+        signal_id=str(uuid.uuid4()),
+    )
+
+
+def event_time_workload(count: int, namespace: str, *, start: datetime) -> tuple[list[Signal], list[MarketPrice]]:
+    """`count` signals over four symbols, each minute of event time one price per symbol."""
+    rng = random.Random(95)
+    minutes = max(60, count // 4)
+    prices: list[MarketPrice] = []
+    for symbol, (first, tick) in SYMBOLS.items():
+        feed = GbmFeed(symbol, first, start, interval=timedelta(minutes=1), tick_size=tick, seed=3)
+        prices.extend(
+            tick_event(t, source="simulated", interval="1m", namespace=namespace) for t in feed.ticks(minutes)
+        )
+    prices.sort(key=lambda p: (p.ts_event, p.symbol))
+    last = {p.symbol: p.price for p in prices[: len(SYMBOLS)]}
+    signals = []
+    index = 0
+    for i in range(count):
+        at = start + timedelta(minutes=minutes * (i + 0.5) / count)
+        while index < len(prices) and prices[index].ts_event <= at:
+            last[prices[index].symbol] = prices[index].price
+            index += 1
+        symbol = list(SYMBOLS)[i % len(SYMBOLS)]
+        signals.append(_signal(symbol, last[symbol], at, rng))
+    return signals, prices
+
+
+class BenchPipeline:
+    """Four stage workers in a namespace of their own."""
+
+    def __init__(self, base: Settings, env: dict[str, str]):
+        from phoenix95.replay.kafka_mode import new_run_id, run_environment
+
+        self.run_id = new_run_id()
+        self.env = {**run_environment(base, self.run_id, {}), **TRADING_ENV, **env}
+        self.saved = {key: os.environ.get(key) for key in self.env}
+        os.environ.update(self.env)
+        self.settings = Settings()
+        self.topics = Topics(self.settings.namespace)
+        from phoenix95.streams.supervisor import WorkerSet
+        from phoenix95.streams.wiring import STAGES
+
+        self.workers = WorkerSet(
+            STAGES, env=self.env, log_dir=self.settings.home / "logs" / self.run_id, log_level="warn"
+        )
+
+    def __enter__(self) -> BenchPipeline:
+        from phoenix95.cli.worker import prepare
+
+        prepare(self.settings)
+        self.workers.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.workers.stop()
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    async def publish(self, events: Sequence[Any], *, chunk: int = 1000) -> None:
+        from phoenix95.streams.producer import EventProducer
+
+        producer = EventProducer(self.settings.kafka.bootstrap_servers, self.topics, Codec())
+        await producer.start()
+        try:
+            for index in range(0, len(events), chunk):
+                await producer.publish(list(events[index : index + chunk]))
+        finally:
+            await producer.stop()
+
+    async def counts(self) -> tuple[int, int, int, int, int]:
+        from phoenix95.storage.postgres import Database
+
+        async with Database(self.settings.postgres_url(), schema=self.settings.postgres.db_schema) as db:
+            rows = await db.fetch(
+                """SELECT (SELECT COUNT(*) FROM risk_verdicts),
+                          (SELECT COUNT(*) FROM risk_verdicts WHERE decision = 'APPROVED'),
+                          (SELECT COUNT(*) FROM orders),
+                          (SELECT COUNT(*) FROM orders WHERE status = 'filled' AND intent = 'open'),
+                          (SELECT COUNT(*) FROM positions)"""
+            )
+        return rows[0]
+
+    async def until_done(self, signals: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            verdicts, approved, orders, filled, positions = await self.counts()
+            if verdicts >= signals and orders >= approved and positions >= filled:
+                return
+            self.workers.restart_dead()
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"the pipeline did not finish {signals} signals within {timeout:.0f}s")
+
+    async def warm_up(self, timeout: float = 120.0) -> None:
+        """One signal through every stage: the workers have joined their groups."""
+        start = datetime(2020, 1, 1, tzinfo=UTC)
+        signal = _signal("BTCUSDT", Decimal("60000"), start, random.Random(1)).model_copy(
+            update={"confidence": Decimal("0.95")}
+        )
+        prices = [
+            tick_event(t, source="simulated", interval="1m", namespace=self.settings.namespace)
+            for t in GbmFeed("BTCUSDT", Decimal("60000"), start, interval=timedelta(minutes=1), seed=9).ticks(3)
+        ]
+        await self.publish([signal, *prices])
+        await self.until_done(1, timeout)
+
+
+async def e2e_throughput(base: Settings, *, signals: int, timeout: float = 900.0) -> dict[str, Any]:
+    with BenchPipeline(base, {"P95_RISK__CLOCK": "event"}) as pipeline:
+        await pipeline.warm_up()
+        start = datetime(2022, 1, 1, tzinfo=UTC)
+        batch, prices = event_time_workload(signals, pipeline.settings.namespace, start=start)
+        timeline = sorted([*batch, *prices], key=lambda e: (e.ts_event, 0 if isinstance(e, Signal) else 1))
+        started = time.perf_counter()
+        await pipeline.publish(timeline)
+        published = time.perf_counter() - started
+        await pipeline.until_done(signals + 1, timeout)
+        elapsed = time.perf_counter() - started
+        _verdicts, approved, orders, _filled, positions = await pipeline.counts()
+    return {
+        "value": round(signals / elapsed, 1),
+        "unit": "signals/s",
+        "signals": signals,
+        "prices": len(prices),
+        "events_per_s": round((signals + len(prices)) / elapsed, 1),
+        "approved": approved - 1,
+        "orders": orders - 1,
+        "positions": positions - 1,
+        "publish_s": round(published, 2),
+        "elapsed_s": round(elapsed, 2),
+        "run_id": pipeline.run_id,
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    return {
+        "p50": round(ordered[len(ordered) // 2] * 1000, 1),
+        "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1),
+        "max": round(ordered[-1] * 1000, 1),
+        "mean": round(statistics.fmean(ordered) * 1000, 1),
+    }
+
+
+async def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
+    """Signal -> order and signal -> position opened, at a fixed offered load, on the wall clock; a
+    price per symbol every 50 ms keeps "the next market price" close. Measured from the timestamps the
+    pipeline itself recorded (signal ts_ingest, the order's and the position's ts_ingest)."""
+    from phoenix95.streams.producer import EventProducer
+
+    with BenchPipeline(base, {"P95_RISK__CLOCK": "wall", "P95_RISK__MAX_PIPELINE_LAG_S": "600"}) as pipeline:
+        producer = EventProducer(pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec())
+        await producer.start()
+        rng = random.Random(7)
+        prices = {s: first for s, (first, _) in SYMBOLS.items()}
+        ticks = {s: tick for s, (_, tick) in SYMBOLS.items()}
+        sent = 0
+        try:
+            # warm up: the workers join their groups and see prices
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
+                await producer.publish(
+                    [
+                        _signal("BTCUSDT", prices["BTCUSDT"], datetime.now(UTC), rng).model_copy(
+                            update={"confidence": Decimal("0.95")}
+                        )
+                    ]
+                )
+                await asyncio.sleep(0.5)
+                if (await pipeline.counts())[4] >= 1:
+                    break
+            started = time.perf_counter()
+            interval = 1.0 / rate
+            next_signal = started
+            next_price = started
+            while time.perf_counter() - started < seconds:
+                now = time.perf_counter()
+                if now >= next_price:
+                    await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
+                    next_price += 0.05
+                due = int((now - next_signal) / interval) + 1 if now >= next_signal else 0
+                if due:
+                    batch = []
+                    for _ in range(due):
+                        symbol = rng.choice(list(SYMBOLS))
+                        batch.append(
+                            _signal(symbol, prices[symbol], datetime.now(UTC), rng).model_copy(
+                                update={"confidence": Decimal("0.95")}
+                            )
+                        )
+                    await producer.publish(batch)
+                    sent += len(batch)
+                    next_signal += due * interval
+                await asyncio.sleep(min(0.002, max(0.0, min(next_signal, next_price) - time.perf_counter())))
+            stop_publishing = time.perf_counter()
+            while time.perf_counter() - stop_publishing < 5:
+                await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+        await asyncio.sleep(3)
+        from phoenix95.storage.postgres import Database
+
+        async with Database(pipeline.settings.postgres_url(), schema=pipeline.settings.postgres.db_schema) as db:
+            to_order = await db.fetch(
+                """SELECT EXTRACT(EPOCH FROM ((o.order_data->>'ts_ingest')::timestamptz - s.received_at))
+                     FROM orders o JOIN signals s ON s.signal_id = o.signal_id WHERE o.status = 'filled'"""
+            )
+            to_position = await db.fetch(
+                """SELECT EXTRACT(EPOCH FROM (p.created_at - s.received_at))
+                     FROM positions p JOIN signals s ON s.signal_id = p.signal_id"""
+            )
+            to_verdict = await db.fetch(
+                """SELECT EXTRACT(EPOCH FROM ((v.verdict->>'ts_ingest')::timestamptz - s.received_at))
+                     FROM risk_verdicts v JOIN signals s ON s.signal_id = v.signal_id"""
+            )
+    orders = [float(r[0]) for r in to_order][1:]
+    positions = [float(r[0]) for r in to_position][1:]
+    verdicts = [float(r[0]) for r in to_verdict][1:]
+    order_figures = _percentiles(orders)
+    return {
+        "value": order_figures.get("p99"),
+        "unit": "ms (p99 signal->order)",
+        "signal_to_order_ms": order_figures,
+        "signal_to_position_opened_ms": _percentiles(positions),
+        "signal_to_verdict_ms": _percentiles(verdicts),
+        "offered_signals_per_s": rate,
+        "seconds": seconds,
+        "signals": sent,
+        "orders": len(orders),
+        "note": "an order waits for the next market price (a price per symbol every 50 ms here)",
+        "run_id": pipeline.run_id,
+    }
+
+
+def _prices(
+    prices: dict[str, Decimal], ticks: dict[str, Decimal], rng: random.Random, namespace: str
+) -> list[MarketPrice]:
+    from phoenix95.connectors.market_data import price_event
+
+    events = []
+    now = datetime.now(UTC)
+    for symbol in prices:
+        move = Decimal(str(round(rng.gauss(0, 0.0002), 6)))
+        price = ((prices[symbol] * (1 + move)) / ticks[symbol]).to_integral_value() * ticks[symbol]
+        prices[symbol] = price
+        events.append(price_event(symbol=symbol, time=now, price=price, source="bench", namespace=namespace))
+    return events

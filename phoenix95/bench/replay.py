@@ -1,0 +1,117 @@
+"""Replay speed: the in-process engine on a price-heavy synthetic history (next to the same engine
+applying every tick to every position, its eager baseline), and the Kafka mode on the bundled data."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from phoenix95.bench.pipeline import SYMBOLS
+from phoenix95.connectors.market_data import GbmFeed
+from phoenix95.domain import book as book_module
+from phoenix95.domain.brackets import BracketTable
+from phoenix95.domain.config import TradingConfig
+from phoenix95.replay.engine import InProcessEngine, merged
+from phoenix95.schemas.signal_input import build_signal
+
+
+def dataset(prices_per_symbol: int, signals: int) -> tuple[list[Any], list[Any]]:
+    start = datetime(2023, 1, 1, tzinfo=UTC)
+    ticks = []
+    for symbol, (first, tick) in SYMBOLS.items():
+        ticks.extend(
+            GbmFeed(symbol, first, start, interval=timedelta(minutes=1), tick_size=tick, seed=21).ticks(
+                prices_per_symbol
+            )
+        )
+    ticks.sort(key=lambda t: (t.time, t.symbol))
+    rng = random.Random(21)
+    span = ticks[-1].time - ticks[0].time
+    batch = []
+    for i in range(signals):
+        at = ticks[0].time + span * (i + 0.5) / signals
+        symbol = list(SYMBOLS)[i % len(SYMBOLS)]
+        batch.append(
+            build_signal(
+                {
+                    "symbol": symbol,
+                    "action": rng.choice(["buy", "sell"]),
+                    "price": str(SYMBOLS[symbol][0]),
+                    "confidence": rng.choice(["0.3", "0.85", "0.95"]),
+                    "strategy": f"s{i % 7}",
+                    "source_timestamp": at.isoformat(),
+                },
+                producer="bench",
+                signal_id=str(uuid.uuid4()),
+            )
+        )
+    return batch, ticks
+
+
+def _run(signals: list[Any], ticks: list[Any]) -> tuple[float, int, str]:
+    from phoenix95.replay.digest import digest, lines_of
+
+    engine = InProcessEngine(
+        TradingConfig(max_open_positions=1_000_000, max_position_fraction=Decimal("0.001")),
+        BracketTable.bundled(),
+        keep_position_events=False,
+    )
+    result = engine.run(merged(signals, ticks), already_sorted=True)
+    return result.events / result.elapsed_s, len(result.closed), digest(lines_of(result.orders, result.closed))
+
+
+def inprocess(*, quick: bool) -> dict[str, Any]:
+    per_symbol = 25_000 if quick else 100_000
+    signals, ticks = dataset(per_symbol, per_symbol // 50)
+    started = time.perf_counter()
+    rate, trades, fast_digest = _run(signals, ticks)
+    wall = time.perf_counter() - started
+    # The baseline: the same engine applying every price to every open position (no guard).
+    original = book_module._Guard.lets_through
+    book_module._Guard.lets_through = lambda self, tick: False  # type: ignore[method-assign]
+    try:
+        eager_rate, _, eager_digest = _run(signals, ticks)
+    finally:
+        book_module._Guard.lets_through = original  # type: ignore[method-assign]
+    return {
+        "value": round(rate),
+        "unit": "events/s",
+        "baseline": {"eager_every_tick_events_per_s": round(eager_rate)},
+        "ratio": round(rate / eager_rate, 2) if eager_rate else None,
+        "events": len(signals) + len(ticks),
+        "signals": len(signals),
+        "trades": trades,
+        "same_digest_as_baseline": fast_digest == eager_digest,
+        "wall_s": round(wall, 2),
+    }
+
+
+def kafka(base: Any) -> dict[str, Any]:
+    from phoenix95.replay import runner
+
+    request = runner.ReplayRequest(mode="kafka", signals_file=runner.SAMPLE_SIGNALS)
+    kafka_summary = runner.run(request, base=base)
+    inprocess_summary = runner.run(
+        runner.ReplayRequest(mode="inprocess", signals_file=runner.SAMPLE_SIGNALS), base=base
+    )
+    try:
+        import asyncio
+
+        from phoenix95.replay.kafka_mode import clean
+
+        asyncio.run(clean(base, kafka_summary["run_id"]))
+    except Exception:
+        pass
+    return {
+        "value": kafka_summary["events_per_s"],
+        "unit": "events/s",
+        "baseline": {"inprocess_events_per_s": inprocess_summary["events_per_s"]},
+        "ratio": round(kafka_summary["events_per_s"] / inprocess_summary["events_per_s"], 4),
+        "events": kafka_summary["events"],
+        "same_digest_as_inprocess": kafka_summary["digest"] == inprocess_summary["digest"],
+        "elapsed_s": kafka_summary["elapsed_s"],
+    }

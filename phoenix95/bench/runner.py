@@ -1,0 +1,159 @@
+"""Runs the `p95 bench` scenarios on the configured stack (or the embedded one, brought up and torn
+down here), each figure with its baseline measured in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from phoenix95.settings import Settings
+
+SCENARIOS = (
+    "broker_raw",
+    "sink_postgres",
+    "sink_redis",
+    "sink_timeseries",
+    "e2e_throughput",
+    "signal_to_order_latency",
+    "webhook_ack_latency",
+    "replay_inprocess",
+    "replay_kafka",
+    "tap",
+)
+
+
+def machine(settings: Settings) -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "broker": settings.kafka.bootstrap_servers,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
+    if name == "broker_raw":
+        from phoenix95.bench import broker
+
+        return broker.run(settings.kafka.bootstrap_servers, quick=quick)
+    if name == "sink_postgres":
+        from phoenix95.bench import sinks
+
+        return asyncio.run(
+            sinks.postgres(
+                settings.postgres_url(), rows=10_000 if quick else 50_000, naive_rows=1_000 if quick else 3_000
+            )
+        )
+    if name == "sink_redis":
+        from phoenix95.bench import sinks
+
+        return asyncio.run(
+            sinks.redis(settings.redis_url(), ops=20_000 if quick else 100_000, naive_ops=2_000 if quick else 10_000)
+        )
+    if name == "sink_timeseries":
+        from phoenix95.bench import sinks
+
+        return asyncio.run(
+            sinks.timeseries(
+                settings.influx.url, points=20_000 if quick else 200_000, naive_points=500 if quick else 2_000
+            )
+        )
+    if name == "e2e_throughput":
+        from phoenix95.bench import naive_faust, pipeline, quix_baseline
+
+        signals = 2_000 if quick else 20_000
+        ours = asyncio.run(pipeline.e2e_throughput(settings, signals=signals))
+        baseline: dict[str, Any] = {}
+        naive = asyncio.run(
+            naive_faust.measure(settings.kafka.bootstrap_servers, settings.postgres_url(), signals=min(signals, 5_000))
+        )
+        baseline["naive_faust"] = naive
+        if quix_baseline.available():
+            baseline["quix_streams"] = asyncio.run(
+                quix_baseline.measure(settings.kafka.bootstrap_servers, signals=signals)
+            )
+        else:
+            baseline["quix_streams"] = "not installed (pip install 'phoenix95[bench]')"
+        ours["baseline"] = baseline
+        ours["ratio"] = round(ours["value"] / naive["signals_per_s"], 2) if naive.get("signals_per_s") else None
+        return ours
+    if name == "signal_to_order_latency":
+        from phoenix95.bench import pipeline
+
+        return asyncio.run(pipeline.latency(settings, rate=200.0, seconds=10.0 if quick else 30.0))
+    if name == "replay_inprocess":
+        from phoenix95.bench import replay
+
+        return replay.inprocess(quick=quick)
+    if name == "replay_kafka":
+        from phoenix95.bench import replay
+
+        return replay.kafka(settings)
+    if name in ("tap", "webhook_ack_latency"):
+        from phoenix95.bench import external
+
+        return external.run(name, settings, quick=quick)
+    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+
+
+def run(
+    *,
+    quick: bool,
+    only: list[str] | None,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    from phoenix95.settings import get_settings
+    from phoenix95.stack.manager import Stack
+
+    unknown = [name for name in only or [] if name not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    base = get_settings()
+    stack = Stack(base.home)
+    before = stack.status() if stack.path.exists() else {}
+    endpoints = stack.up()
+    started_here = [n for n, e in endpoints.items() if e.managed and not before.get(n, {}).get("healthy")]
+    env = {
+        "kafka": "P95_KAFKA__BOOTSTRAP_SERVERS",
+        "postgres": "P95_POSTGRES__URL",
+        "redis": "P95_REDIS__URL",
+        "timeseries": "P95_INFLUX__URL",
+    }
+    for name, endpoint in endpoints.items():
+        if endpoint.url:
+            os.environ[env[name]] = endpoint.url
+    get_settings.cache_clear()
+    settings = get_settings()
+    results: dict[str, Any] = {"machine": machine(settings), "quick": quick, "scenarios": {}}
+    try:
+        for name in only or list(SCENARIOS):
+            if on_start:
+                on_start(name)
+            began = time.perf_counter()
+            try:
+                figure = _scenario(name, settings, quick)
+            except Exception as error:
+                figure = {
+                    "value": None,
+                    "error": f"{type(error).__name__}: {error}",
+                    "trace": traceback.format_exc(limit=3),
+                }
+            figure["took_s"] = round(time.perf_counter() - began, 1)
+            results["scenarios"][name] = figure
+            if on_done:
+                on_done(name, figure)
+    finally:
+        results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        if started_here:
+            stack.down()
+    return results

@@ -1,0 +1,43 @@
+"""`p95 bench`: every scenario's figure with its baseline, measured in the same run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        quick: bool = typer.Option(False, "--quick", help="Smaller sizes: a smoke check in about two minutes."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        only: str = typer.Option(None, "--only", help="Comma-separated scenario names."),
+    ) -> None:
+        """Measure throughput and latency next to their baselines (brings up the embedded stack if needed)."""
+        from phoenix95.bench.runner import run
+        from phoenix95.cli.main import UserError, print_json, stderr
+
+        names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+        try:
+            results = run(
+                quick=quick,
+                only=names,
+                on_start=lambda name: stderr.print(f"[dim]bench: {name} ...[/dim]"),
+                on_done=lambda name, figure: stderr.print(f"bench: {name}: {_line(figure)}"),
+            )
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        if as_json:
+            for figure in results["scenarios"].values():
+                figure.pop("trace", None)
+            print_json(results)
+        if any(figure.get("error") for figure in results["scenarios"].values()):
+            raise typer.Exit(1)
+
+
+def _line(figure: dict[str, Any]) -> str:
+    if figure.get("error"):
+        return f"[red]{figure['error']}[/red]"
+    ratio = f" ({figure['ratio']}x baseline)" if figure.get("ratio") else ""
+    return f"{figure.get('value')} {figure.get('unit', '')}{ratio} in {figure.get('took_s')}s"
