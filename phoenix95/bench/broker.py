@@ -80,14 +80,14 @@ def confluent_rates(bootstrap: str, messages: int) -> dict[str, float] | None:
     )
     consumer.subscribe([topic])
     read = 0
-    started: float | None = None
+    first_read: float | None = None
     deadline = time.monotonic() + 120
     while read < messages and time.monotonic() < deadline:
         batch = consumer.consume(num_messages=10000, timeout=1.0)
-        if batch and started is None:
-            started = time.perf_counter()
+        if batch and first_read is None:
+            first_read = time.perf_counter()
         read += sum(1 for m in batch if m.error() is None)
-    consume = read / (time.perf_counter() - started) if started else 0.0
+    consume = read / (time.perf_counter() - first_read) if first_read else 0.0
     consumer.close()
     asyncio.run(delete_topics(bootstrap, [topic]))
     return {"produce": round(produce), "consume": round(consume)}
