@@ -26,14 +26,18 @@ SYMBOLS = {
     "SOLUSDT": (Decimal("100"), Decimal("0.01")),
     "XRPUSDT": (Decimal("0.6"), Decimal("0.0001")),
 }
-#: Limits opened up so that about half the signals trade, with small sizes and short holds.
+#: Limits opened up so that a share of the signals trades, with small sizes and short lives (tight
+#: stop and target, ten-minute expiry): open positions stay few, as in real use, so the load is the
+#: signals and not a pile of positions marked on every price.
 TRADING_ENV = {
     "P95_RISK__MAX_OPEN_POSITIONS": "1000000",
-    "P95_RISK__MAX_POSITION_FRACTION": "0.0002",
+    "P95_RISK__MAX_POSITION_FRACTION": "0.002",
     "P95_RISK__MAX_ORDERS_PER_MINUTE": "1000000",
     "P95_RISK__DUPLICATE_WINDOW_S": "0",
     "P95_RISK__MAX_EXPOSURE_PER_SYMBOL": "1000000000",
-    "P95_RISK__MAX_HOLD_HOURS": "1",
+    "P95_RISK__MAX_HOLD_HOURS": "0.1667",
+    "P95_RISK__STOP_LOSS_PCT": "0.002",
+    "P95_RISK__TAKE_PROFIT_PCT": "0.002",
     "P95_EXECUTION__QUIET_FEED_FILL_AFTER_S": "3",
 }
 
@@ -160,8 +164,13 @@ class BenchPipeline:
         await self.until_done(1, timeout)
 
 
-async def e2e_throughput(base: Settings, *, signals: int, timeout: float = 900.0) -> dict[str, Any]:
+def e2e_throughput(base: Settings, *, signals: int, timeout: float = 900.0) -> dict[str, Any]:
     with BenchPipeline(base, {"P95_RISK__CLOCK": "event"}) as pipeline:
+        return asyncio.run(_e2e_throughput(pipeline, signals, timeout))
+
+
+async def _e2e_throughput(pipeline: BenchPipeline, signals: int, timeout: float) -> dict[str, Any]:
+    if True:
         await pipeline.warm_up()
         start = datetime(2022, 1, 1, tzinfo=UTC)
         batch, prices = event_time_workload(signals, pipeline.settings.namespace, start=start)
@@ -199,13 +208,18 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
+def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
     """Signal -> order and signal -> position opened, at a fixed offered load, on the wall clock; a
     price per symbol every 50 ms keeps "the next market price" close. Measured from the timestamps the
     pipeline itself recorded (signal ts_ingest, the order's and the position's ts_ingest)."""
+    with BenchPipeline(base, {"P95_RISK__CLOCK": "wall", "P95_RISK__MAX_PIPELINE_LAG_S": "600"}) as pipeline:
+        return asyncio.run(_latency(pipeline, rate, seconds))
+
+
+async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict[str, Any]:
     from phoenix95.streams.producer import EventProducer
 
-    with BenchPipeline(base, {"P95_RISK__CLOCK": "wall", "P95_RISK__MAX_PIPELINE_LAG_S": "600"}) as pipeline:
+    if True:
         producer = EventProducer(pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec())
         await producer.start()
         rng = random.Random(7)

@@ -71,7 +71,7 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import naive_faust, pipeline, quix_baseline
 
         signals = 2_000 if quick else 20_000
-        ours = asyncio.run(pipeline.e2e_throughput(settings, signals=signals))
+        ours = pipeline.e2e_throughput(settings, signals=signals)
         baseline: dict[str, Any] = {}
         naive = asyncio.run(
             naive_faust.measure(settings.kafka.bootstrap_servers, settings.postgres_url(), signals=min(signals, 5_000))
@@ -89,7 +89,7 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
     if name == "signal_to_order_latency":
         from phoenix95.bench import pipeline
 
-        return asyncio.run(pipeline.latency(settings, rate=200.0, seconds=10.0 if quick else 30.0))
+        return pipeline.latency(settings, rate=200.0, seconds=10.0 if quick else 30.0)
     if name == "replay_inprocess":
         from phoenix95.bench import replay
 

@@ -95,12 +95,20 @@ async def exact_ends(
     for tp in pending:
         consumer.seek(tp, reported[tp] - 1)
     deadline = time.monotonic() + timeout
+    reached: set[TopicPartition] = set()
     while pending and time.monotonic() < deadline:
-        batches = await consumer.getmany(*pending, timeout_ms=200)
+        batches = await consumer.getmany(*pending, timeout_ms=60 if reached else 200)
+        fresh = set()
         for tp, records in batches.items():
             if records:
                 exact[tp] = max(exact[tp], records[-1].offset + 1)
+                fresh.add(tp)
+        # the last batch may come in more than one piece: a partition is done when, having
+        # returned records, it returns none
+        for tp in list(pending):
+            if tp in reached and tp not in fresh:
                 pending.discard(tp)
+        reached |= fresh
     return exact
 
 

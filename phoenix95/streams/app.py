@@ -121,7 +121,9 @@ def create_app(
             for (topic, partition), offset in runner.read_offsets.items()
             if ends.get(TopicPartition(topic, partition), 0) <= offset
         ]
-        if behind:
+        # Twice in a row (3 s apart) before acting: one reading could race a write.
+        suspicious, state["behind"] = state.get("behind", False), bool(behind)
+        if behind and suspicious:
             logger.critical(
                 "stage %s: the broker lost data (%s%s); restarting this worker to read the new log from its start",
                 stage,
