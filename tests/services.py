@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from phoenix95.stack import services as stack_services
+from phoenix95.stack import processes
 from phoenix95.stack.processes import port_open, stop
+
+# what the tests start dies with the test run, even a killed one
+processes.TIED_TO_PARENT = True
 
 logger = logging.getLogger(__name__)
 

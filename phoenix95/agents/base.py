@@ -74,6 +74,16 @@ class StageStats:
     produced: int = 0
     batches: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    #: Seconds spent, per step (telemetry).
+    seconds: dict[str, float] = field(default_factory=lambda: {"process": 0.0, "persist": 0.0, "publish": 0.0})
+
+    def summary(self, held: int) -> str:
+        average = self.processed / self.batches if self.batches else 0.0
+        spent = ", ".join(f"{step} {value:.1f}s" for step, value in self.seconds.items())
+        return (
+            f"{self.processed} records in {self.batches} batches (avg {average:.0f}), {self.produced} produced, "
+            f"{self.dead_lettered} dead-lettered, {held} held; {spent}"
+        )
 
 
 class Stage(ABC):
@@ -122,6 +132,11 @@ class StageRunner:
         #: Highest offset read per (topic, partition): a broker whose log went below it lost data.
         self.read_offsets: dict[tuple[str, int], int] = {}
 
+    @property
+    def held(self) -> int:
+        """Records read but not yet acknowledged (waiting for a price, say)."""
+        return len(self._held)
+
     async def run_batch(self, events: Sequence[Any], ack: Any) -> None:
         """Process Faust events (they carry `.message`); `ack(event)` acks one."""
         records = [to_record(event.message) for event in events]
@@ -133,6 +148,7 @@ class StageRunner:
         async with self._lock:
             started = time.perf_counter()
             outcomes = await self._process_guarded(records)
+            self.stats.seconds["process"] += time.perf_counter() - started
             await self.commit(outcomes)
             finished = {record_key(o.record) for o in outcomes}
             for key, event in by_key.items():
@@ -210,7 +226,9 @@ class StageRunner:
 
     async def commit(self, outcomes: list[Outcome]) -> None:
         """Persist, then produce; replaces outcomes whose writes failed permanently by dead letters."""
+        started = time.perf_counter()
         failures = await self.sink.persist(self.stage.name, outcomes)
+        self.stats.seconds["persist"] += time.perf_counter() - started
         if failures:
             replaced = []
             for index, error in failures:
@@ -254,7 +272,9 @@ class StageRunner:
                     reason,
                     outcome.dead_letter.error[:200],
                 )
+        started = time.perf_counter()
         await self.publisher.publish(produced)
+        self.stats.seconds["publish"] += time.perf_counter() - started
         self.stats.processed += len(outcomes)
         self.stats.produced += len(produced)
         self.stats.batches += 1

@@ -23,7 +23,7 @@ from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import Fill as DomainFill
-from phoenix95.domain.execution import MarketTick
+from phoenix95.domain.execution import MarketTick, prices_after
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.positions import (
     Position,
@@ -206,7 +206,9 @@ class PositionStage(Stage):
         )
         self._apply(update, order.order_id, facts, produce)
         # Catch up with the prices that arrived before the fill did.
-        for tick in list(self.prices.get(order.symbol, ())):
+        opened = self.open.get(position_id)
+        later = prices_after(self.prices.get(order.symbol, ()), opened.last_event_time) if opened else []
+        for tick in later:
             position = self.open.get(position_id)
             if position is None:
                 break

@@ -186,12 +186,15 @@ class RiskStage(Stage):
         if not self.held:
             return outcomes
         state = await self.portfolio.trading_state()
+        # A decision only ever adds its own symbol to the book (positions close only as prices are
+        # applied), so the set found once, grown by each decision, stays a superset: cheap and safe.
+        symbols = self.desk.symbols_in_use()
         for key, held in sorted(
             self.held.items(), key=lambda item: (item[1].analysis.ts_event, item[1].analysis.event_id)
         ):
             at = held.analysis.ts_event
             waited = self._monotonic() - held.since
-            ready = self.desk.ready(at)
+            ready = self.desk.ready(at, symbols)
             if not ready and not (force and waited >= self.hold_timeout):
                 break
             if not ready:
@@ -199,6 +202,7 @@ class RiskStage(Stage):
                     "risk: deciding %s without prices up to %s (waited %.1fs)", held.analysis.signal_id, at, waited
                 )
             message = self.desk.decide_on_book(held.analysis, state)
+            symbols.add(held.analysis.symbol)
             del self.held[key]
             outcomes.append(Outcome(held.record, produce=[message], persist=[VerdictMade(message)]))
         return outcomes

@@ -122,10 +122,17 @@ class RiskDesk:
             if keep:
                 del ticks[:keep]
 
-    def ready(self, at: datetime) -> bool:
-        """Every symbol the book holds something on has prices up to `at`."""
-        symbols = {p.symbol for p in self.book.open.values()} | {o.symbol for o in self.book.pending}
-        return all(self.latest_tick.get(symbol) is not None and self.latest_tick[symbol] >= at for symbol in symbols)
+    def symbols_in_use(self) -> set[str]:
+        """Symbols the book holds a position or a pending order on."""
+        return {p.symbol for p in self.book.open.values()} | {o.symbol for o in self.book.pending}
+
+    def ready(self, at: datetime, symbols: set[str] | None = None) -> bool:
+        """Every symbol the book holds something on (or of `symbols`, a superset of them) has
+        prices up to `at`."""
+        if symbols is None:
+            symbols = self.symbols_in_use()
+        latest = self.latest_tick
+        return all(symbol in latest and latest[symbol] >= at for symbol in symbols)
 
     def decide(
         self,

@@ -102,11 +102,25 @@ def fill_market_order(
 
 
 def next_price_at_or_after(prices: Sequence[MarketTick], time: datetime) -> MarketTick | None:
-    """The first price event at or after `time` (prices in event-time order)."""
-    for tick in prices:
-        if tick.time >= time:
-            return tick
-    return None
+    """The first price event at or after `time` (prices in event-time order). Searched from the
+    newest end: the price a fill wants is nearly always among the last few."""
+    found = None
+    for tick in reversed(prices):
+        if tick.time < time:
+            break
+        found = tick
+    return found
+
+
+def prices_after(prices: Sequence[MarketTick], time: datetime) -> list[MarketTick]:
+    """The price events later than `time`, oldest first (prices in event-time order)."""
+    later = []
+    for tick in reversed(prices):
+        if tick.time <= time:
+            break
+        later.append(tick)
+    later.reverse()
+    return later
 
 
 def last_price_before(prices: Sequence[MarketTick], time: datetime) -> MarketTick | None:

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 70
 #: Exit code of a stage process that found its broker had lost its data (restarted by `p95 worker`).
 BROKER_RESET_EXIT_CODE = 75
+STATS_LOG_INTERVAL_S = float(os.environ.get("P95_STATS_LOG_INTERVAL_S", "30"))
 BROKER_CHECK_INTERVAL_S = 3.0
 
 
@@ -95,6 +96,13 @@ def create_app(
             runner, stream = state.get("runner"), state.get("stream")
             if runner is not None and stream is not None:
                 await runner.tick(stream.ack)
+
+    @app.timer(STATS_LOG_INTERVAL_S, name=f"p95-{stage}-stats")
+    async def stats_log() -> None:
+        runner = state.get("runner")
+        if runner is not None and runner.stats.batches != state.get("logged_batches"):
+            state["logged_batches"] = runner.stats.batches
+            logger.info("stage %s: %s", stage, runner.stats.summary(runner.held))
 
     @app.timer(BROKER_CHECK_INTERVAL_S, name=f"p95-{stage}-broker-check")
     async def broker_check() -> None:
