@@ -1,4 +1,4 @@
-"""`p95 serve`: the signal webhook (see phoenix95/connectors/webhook.py)."""
+"""`p95 serve`: the signal webhook (see phoenix95/connectors/webhook/)."""
 
 from __future__ import annotations
 

@@ -1,273 +1,48 @@
-"""The signal webhook (`p95 serve`): TradingView-compatible alerts in, confirmed signals out.
-
-``POST /webhook/signal`` takes a JSON body or ``text/plain`` (JSON-looking text or ``key=value``
-pairs; see `phoenix95.schemas.signal_input.parse_alert`) and answers only after the broker confirmed
-the write. TradingView signs nothing, so each request is checked, in this order:
-
-====  ==========================================================================================
-413   body larger than ``max_body_bytes``
-403   client address outside ``allow_ips`` (when set; ``tradingview`` names TradingView's four
-      addresses). ``X-Forwarded-For`` counts only when the peer is one of ``trusted_proxies``.
-400   body unreadable (not UTF-8, not JSON, not ``key=value``)
-401   no secret, or a wrong one: ``passphrase`` (or ``secret``/``token``/``key``) in the body, or
-      the ``X-P95-Secret`` / ``Authorization: Bearer`` header; compared in constant time against
-      every configured source's secret, and the match names the source
-429   over ``rate_limit_per_minute`` for that source (Redis, fixed minute window), Retry-After set
-422   a field is wrong (named in ``errors``), or the alert's own timestamp is older than
-      ``max_alert_age_s`` (or that far in the future)
-200   ``duplicate``: the same alert (same normalised content or same ``signal_id``) was accepted
-      within ``replay_window_s``; nothing is published again
-503   Redis or the broker unavailable, or no confirmation in ``publish_timeout_s``
-200   ``published``, with the signal id, partition and offset
-====  ==========================================================================================
-"""
+"""The FastAPI app: `WebhookConfig`, `create_app` and the handler that runs the checks in order."""
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import hmac
-import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import SecretStr
 from starlette.routing import Route
 
 from phoenix95.connectors.publisher import PublishError, SignalPublisher
+from phoenix95.connectors.webhook.access import (
+    Network,
+    SecretBook,
+    _within,
+    client_address,
+    parse_networks,
+    presented_secret,
+    signal_source,
+)
+from phoenix95.connectors.webhook.guard import AlertGuard, age_problem, retry_after
+from phoenix95.connectors.webhook.metrics import Outcome, WebhookMetrics
 from phoenix95.schemas.envelope import new_id
-from phoenix95.schemas.messages import Signal, Source
+from phoenix95.schemas.messages import Signal
 from phoenix95.schemas.signal_input import (
     InvalidSignal,
     UnreadableAlert,
     alert_digest,
-    alert_secret,
     build_alert_signal,
     parse_alert,
 )
-from phoenix95.storage.redis_state import Keys
 
-logger = logging.getLogger(__name__)
+# The package's name, as before the split into modules: log lines keep their logger name.
+logger = logging.getLogger(__package__)
 
-#: TradingView's published webhook source addresses (https://www.tradingview.com/support/solutions/43000529348).
-TRADINGVIEW_IPS = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
-#: Names accepted in ``allow_ips`` for a published set of addresses.
-IP_PRESETS: dict[str, tuple[str, ...]] = {"tradingview": TRADINGVIEW_IPS}
-SECRET_HEADER = "x-p95-secret"
 SIGNAL_PATH = "/webhook/signal"
-_SOURCES = frozenset(get_args(Source))
-_ACK_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Outcome = Literal[
-    "published", "duplicate", "too_large", "forbidden", "malformed", "unauthorized", "rate_limited", "invalid",
-    "stale", "unavailable",
-]  # fmt: skip
-
-
-# -- who is asking --------------------------------------------------------------------------------
-
-
-def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    """Addresses, CIDR blocks and preset names (``tradingview``) -> networks; ValueError names a bad entry."""
-    networks: list[Network] = []
-    for entry in entries:
-        name = entry.strip()
-        for item in IP_PRESETS.get(name.lower(), (name,)):
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                presets = ", ".join(IP_PRESETS)
-                raise ValueError(f"{entry!r} is not an IP address, a CIDR block or a preset ({presets})") from None
-    return tuple(networks)
-
-
-def _within(address: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
-
-
-def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Network, ...]) -> str | None:
-    """The client's address: the peer, unless the peer is a trusted proxy; then the right-most
-    ``X-Forwarded-For`` entry that is not itself a trusted proxy (entries further left are whatever
-    the client chose to send)."""
-    if peer is None or not forwarded_for or not _within(peer, trusted_proxies):
-        return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _within(hop, trusted_proxies):
-            return hop
-    return hops[0] if hops else peer
-
-
-class SecretBook:
-    """Per-source secrets. `source_for` compares what was presented with every secret, in constant
-    time and without stopping at a match, and returns the matching source (or None)."""
-
-    def __init__(self, secrets: Mapping[str, SecretStr | str]):
-        self._digests = [
-            (source, hashlib.sha256(_secret_text(secret).encode()).digest())
-            for source, secret in secrets.items()
-            if _secret_text(secret)
-        ]
-
-    def __bool__(self) -> bool:
-        return bool(self._digests)
-
-    def source_for(self, presented: str | None) -> str | None:
-        if presented is None:
-            return None
-        digest = hashlib.sha256(presented.encode()).digest()
-        found = None
-        for source, expected in self._digests:
-            if hmac.compare_digest(digest, expected):
-                found = source
-        return found
-
-
-def _secret_text(secret: SecretStr | str) -> str:
-    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-
-
-def presented_secret(headers: Mapping[str, str], payload: Mapping[str, Any]) -> str | None:
-    header = headers.get(SECRET_HEADER)
-    if header:
-        return header
-    authorization = headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip()
-    return alert_secret(payload)
-
-
-def signal_source(source_name: str) -> str:
-    """The `Signal.source` of alerts from a configured source: its own name when the contract knows
-    it (``tradingview``, ``mt5``, ...), else ``custom``."""
-    name = source_name.lower()
-    return name if name in _SOURCES else "custom"
-
-
-def age_problem(signal: Signal, now: float, max_age_s: float) -> str | None:
-    """Why the alert's own timestamp rules it out (too old, or as far in the future), or None."""
-    if signal.source_timestamp is None or max_age_s <= 0:
-        return None
-    age = now - signal.source_timestamp.timestamp()
-    if age > max_age_s:
-        return f"the alert is {age:.0f} s old; alerts older than {max_age_s:g} s are rejected"
-    if -age > max_age_s:
-        return f"the alert is {-age:.0f} s in the future; check the sender's clock"
-    return None
-
-
-def retry_after(now: float) -> int:
-    """Seconds until the current rate-limit minute ends."""
-    return max(1, 60 - int(now) % 60)
-
-
-# -- Redis: rate limit and replay guard in one round trip -------------------------------------------
-
-# KEYS[1] the source's counter for this minute, KEYS[2..] replay-guard keys.
-# ARGV[1] limit (0: none), ARGV[2] guard lifetime (ms), ARGV[3] the new signal's id, ARGV[4] 1 to guard.
-# Returns {0, count} over the limit, {2, count, first id} already seen, {1, count} admitted.
-_ADMIT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], 60) end
-local limit = tonumber(ARGV[1])
-if limit > 0 and count > limit then return {0, count} end
-if ARGV[4] ~= '1' then return {1, count} end
-for i = 2, #KEYS do
-  local seen = redis.call('GET', KEYS[i])
-  if seen then return {2, count, seen} end
-end
-for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[3], 'PX', ARGV[2]) end
-return {1, count}
-"""
-
-
-@dataclass(frozen=True)
-class Admission:
-    verdict: Literal["admitted", "rate_limited", "duplicate"]
-    count: int
-    first_signal_id: str | None = None
-
-
-class AlertGuard:
-    """Per-source rate limit (``rate_limit:{source}:{minute}``) and replay guard
-    (``webhook:seen:{digest}``) in Redis, with the key layout of `phoenix95.storage.redis_state.Keys`."""
-
-    def __init__(self, client: aioredis.Redis, *, prefix: str, limit_per_minute: int, replay_window_s: float):
-        self.client = client
-        self.keys = Keys(prefix)
-        self.limit = max(0, limit_per_minute)
-        self.window_ms = max(1, int(replay_window_s * 1000))
-        self._admit = client.register_script(_ADMIT_SCRIPT)
-
-    def guard_keys(self, source: str, digest: str, signal_id: str | None) -> list[str]:
-        keys = [self.keys.replay_guard(f"{source}:{digest}")]
-        if signal_id is not None:
-            keys.append(self.keys.replay_guard(f"{source}:id:{hashlib.sha256(signal_id.encode()).hexdigest()}"))
-        return keys
-
-    async def admit(self, source: str, now: float, *, guard: list[str], signal_id: str) -> Admission:
-        """Count the request; when under the limit and `guard` keys are given, claim them unless an
-        earlier alert did (a duplicate)."""
-        rate_key = self.keys.rate_limit(source, int(now // 60))
-        reply = await self._admit(
-            keys=[rate_key, *guard], args=[self.limit, self.window_ms, signal_id, int(bool(guard))]
-        )
-        code, count = int(reply[0]), int(reply[1])
-        if code == 0:
-            return Admission("rate_limited", count)
-        if code == 2:
-            first = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-            return Admission("duplicate", count, first)
-        return Admission("admitted", count)
-
-    async def release(self, guard: list[str]) -> None:
-        """Forget a claimed alert whose publication failed, so that sending it again can succeed."""
-        if guard:
-            await self.client.delete(*guard)
-
-
-# -- metrics ------------------------------------------------------------------------------------------
-
-
-class WebhookMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            "p95_webhook_requests_total", "Webhook requests by outcome", ["outcome", "source"], registry=self.registry
-        )
-        self.ack_seconds = Histogram(
-            "p95_webhook_ack_seconds",
-            "Request received to answer",
-            ["outcome"],
-            buckets=_ACK_BUCKETS,
-            registry=self.registry,
-        )
-        self.publish_seconds = Histogram(
-            "p95_webhook_publish_seconds", "Broker confirmation time", buckets=_ACK_BUCKETS, registry=self.registry
-        )
-
-    def observe(self, outcome: Outcome, source: str | None, seconds: float) -> None:
-        self.requests.labels(outcome, source or "-").inc()
-        self.ack_seconds.labels(outcome).observe(seconds)
-
-
-# -- the application ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -542,17 +317,3 @@ def _rate_limited(now: float) -> JSONResponse:
     response = _answer(429, "rate_limited", "too many alerts from this source; see Retry-After")
     response.headers["Retry-After"] = str(retry_after(now))
     return response
-
-
-__all__ = [
-    "IP_PRESETS",
-    "TRADINGVIEW_IPS",
-    "AlertGuard",
-    "SecretBook",
-    "WebhookMetrics",
-    "age_problem",
-    "client_address",
-    "create_app",
-    "parse_networks",
-    "retry_after",
-]
