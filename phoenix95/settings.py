@@ -109,6 +109,10 @@ class RiskSettings(BaseModel):
     signal_max_age_s: float = 300.0
     duplicate_window_s: float = 60.0
     monitoring_interval_s: float = 5.0
+    #: A position's mark-to-market tick is published (topic, time series) at most this often, in
+    #: event time; it is still evaluated on every price, and opens, closes, liquidations and funding
+    #: are always published. PostgreSQL and Redis keep its latest state either way.
+    mark_interval_s: float = Field(1.0, ge=0)
     max_hold_hours: float = 48.0
     starting_equity: Decimal = Decimal("10000")
     #: Reject new signals with SIGNAL_STALE while the analysis or risk stage lags more than this.

@@ -59,6 +59,9 @@ class OrderPlaced:
 class PositionChanged:
     event: PositionEvent
     position: Position
+    #: False for a mark-to-market tick kept from the topic and the time series (see mark_interval):
+    #: only the latest state is written.
+    published: bool = True
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal, Protocol
 
@@ -67,6 +67,7 @@ class PositionStage(Stage):
         clock: Literal["wall", "event"] = "wall",
         price_history: int = 5000,
         prices_topic: str = topics.MARKET_PRICES,
+        mark_interval: timedelta = timedelta(0),
     ):
         self.codec = codec
         self.config = config
@@ -80,8 +81,14 @@ class PositionStage(Stage):
         self.open: dict[str, Position] = {}
         self.prices: dict[str, deque[MarketTick]] = {}
         self.realized = Decimal(0)
+        self.mark_interval = mark_interval
+        #: Event time of each open position's last published tick.
+        self.last_mark: dict[str, datetime] = {}
+        self._unpublished: dict[str, tuple[Position, DomainEvent, str, Decimal, list[Fact]]] = {}
 
     def reset(self) -> None:
+        self.last_mark.clear()
+        self._unpublished.clear()
         self.open.clear()
         self.prices.clear()
         self.realized = Decimal(0)
@@ -127,6 +134,7 @@ class PositionStage(Stage):
                 outcomes.append(self._on_price(record, decoded_item))
             elif isinstance(decoded_item, Order):
                 outcomes.append(self._on_order(record, decoded_item, known))
+        self._flush()
         return outcomes
 
     async def on_clock(self, now: datetime) -> list[Outcome]:
@@ -143,7 +151,8 @@ class PositionStage(Stage):
                 funding_rate=self.funding,
             )
             self._apply(update, "clock:" + now.isoformat(), facts, produce)
-        if not produce:
+        self._flush()
+        if not produce and not facts:
             return []
         return [Outcome(_CLOCK_RECORD, produce=produce, persist=facts)]
 
@@ -226,6 +235,11 @@ class PositionStage(Stage):
         for event in update.events:
             if event.kind in ("closed", "liquidated", "expired"):
                 self.realized += position.realized_pnl
+            if event.kind == "tick" and not self._mark_due(position.position_id, event.time):
+                # not published: only the position's latest state in the batch is written (see _flush)
+                self._unpublished[position.position_id] = (position, event, cause, self.equity, facts)
+                continue
+            self._unpublished.pop(position.position_id, None)
             message = position_message(position, event, cause=cause, equity=self.equity)
             produce.append(message)
             facts.append(PositionChanged(message, position))
@@ -233,6 +247,22 @@ class PositionStage(Stage):
             self.open[position.position_id] = position
         else:
             self.open.pop(position.position_id, None)
+            self.last_mark.pop(position.position_id, None)
+
+    def _flush(self) -> None:
+        """Write the latest unpublished state of each position marked in the batch, with the input
+        that produced it (PostgreSQL and Redis keep only the latest state anyway)."""
+        for position, event, cause, equity, facts in self._unpublished.values():
+            message = position_message(position, event, cause=cause, equity=equity)
+            facts.append(PositionChanged(message, position, published=False))
+        self._unpublished.clear()
+
+    def _mark_due(self, position_id: str, time: datetime) -> bool:
+        last = self.last_mark.get(position_id)
+        if last is not None and time - last < self.mark_interval:
+            return False
+        self.last_mark[position_id] = time
+        return True
 
 
 def _domain_fill(order: Order) -> DomainFill:

@@ -7,13 +7,13 @@ No I/O: the stage feeds it from Kafka and PostgreSQL, the replay from files.
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
 from phoenix95.agents.execution import tick_of
 from phoenix95.domain import ids
+from phoenix95.domain.activity import RecentActivity
 from phoenix95.domain.book import BookEvent, PaperBook, PendingOrder
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
@@ -44,8 +44,7 @@ class RiskDesk:
         self.window = max(timedelta(minutes=1), config.duplicate_window)
         #: Returns of each symbol's prices before the decision time (volatility for the VaR).
         self.returns: dict[str, ReturnWindow] = {}
-        self.recent_approvals: deque[datetime] = deque()
-        self.recent_signals: deque[RecentSignal] = deque()
+        self.activity = RecentActivity()
         self.book = self.new_book()
         self.unapplied: dict[str, list[MarketTick]] = {}
         self.latest_tick: dict[str, datetime] = {}
@@ -55,15 +54,13 @@ class RiskDesk:
 
     def reset(self) -> None:
         self.returns.clear()
-        self.recent_approvals.clear()
-        self.recent_signals.clear()
+        self.activity = RecentActivity()
         self.book = self.new_book()
         self.unapplied.clear()
         self.latest_tick.clear()
 
     def restore_windows(self, approvals: list[datetime], signals: list[RecentSignal]) -> None:
-        self.recent_approvals = deque(approvals)
-        self.recent_signals = deque(signals)
+        self.activity = RecentActivity(approvals, signals)
 
     def apply_tick(self, tick: MarketTick) -> list[BookEvent]:
         """Replays (events already in time order): observe a price and apply it to the book at once."""
@@ -161,8 +158,7 @@ class RiskDesk:
             equity=equity,
             trading_state=state,
             exposures=tuple(exposures),
-            recent_approvals=tuple(self.recent_approvals),
-            recent_signals=tuple(self.recent_signals),
+            activity=self.activity,
             pipeline_lag_seconds=lag_seconds if self.clock == "wall" else 0.0,
         )
         window = self.returns.get(analysis.symbol)
@@ -180,7 +176,7 @@ class RiskDesk:
             max_pipeline_lag_seconds=self.max_lag_seconds,
         )
         message = verdict_message(analysis, verdict, decided_at=now)
-        self.recent_signals.append(
+        self.activity.add_signal(
             RecentSignal(
                 analysis.signal_id,
                 analysis.symbol,
@@ -191,7 +187,7 @@ class RiskDesk:
             )
         )
         if verdict.approved:
-            self.recent_approvals.append(now)
+            self.activity.add_approval(now)
             if verdict.intent == "open" and verdict.plan is not None:
                 plan = verdict.plan
                 exposures.append(
@@ -212,10 +208,7 @@ class RiskDesk:
 
     def _trim(self, now: datetime) -> None:
         horizon = now - self.window
-        while self.recent_approvals and self.recent_approvals[0] < horizon:
-            self.recent_approvals.popleft()
-        while self.recent_signals and self.recent_signals[0].time < horizon - self.window:
-            self.recent_signals.popleft()
+        self.activity.trim(horizon, horizon - self.window)
 
 
 def pending_order(verdict: RiskVerdict) -> PendingOrder:

@@ -42,14 +42,14 @@ TRADING_ENV = {
 }
 
 
-def _signal(symbol: str, price: Decimal, at: datetime, rng: random.Random) -> Signal:
+def _signal(symbol: str, price: Decimal, at: datetime, rng: random.Random, strategy: str = "bench") -> Signal:
     return build_signal(
         {
             "symbol": symbol,
             "action": rng.choice(["buy", "sell"]),
             "price": str(price),
             "confidence": rng.choice(["0.3", "0.85", "0.9", "0.95"]),
-            "strategy": "bench",
+            "strategy": strategy,
             "timeframe": "1m",
             "source_timestamp": at.isoformat(),
         },
@@ -170,17 +170,16 @@ def e2e_throughput(base: Settings, *, signals: int, timeout: float = 900.0) -> d
 
 
 async def _e2e_throughput(pipeline: BenchPipeline, signals: int, timeout: float) -> dict[str, Any]:
-    if True:
-        await pipeline.warm_up()
-        start = datetime(2022, 1, 1, tzinfo=UTC)
-        batch, prices = event_time_workload(signals, pipeline.settings.namespace, start=start)
-        timeline = sorted([*batch, *prices], key=lambda e: (e.ts_event, 0 if isinstance(e, Signal) else 1))
-        started = time.perf_counter()
-        await pipeline.publish(timeline)
-        published = time.perf_counter() - started
-        await pipeline.until_done(signals + 1, timeout)
-        elapsed = time.perf_counter() - started
-        _verdicts, approved, orders, _filled, positions = await pipeline.counts()
+    await pipeline.warm_up()
+    start = datetime(2022, 1, 1, tzinfo=UTC)
+    batch, prices = event_time_workload(signals, pipeline.settings.namespace, start=start)
+    timeline = sorted([*batch, *prices], key=lambda e: (e.ts_event, 0 if isinstance(e, Signal) else 1))
+    started = time.perf_counter()
+    await pipeline.publish(timeline)
+    published = time.perf_counter() - started
+    await pipeline.until_done(signals + 1, timeout)
+    elapsed = time.perf_counter() - started
+    _verdicts, approved, orders, _filled, positions = await pipeline.counts()
     return {
         "value": round(signals / elapsed, 1),
         "unit": "signals/s",
@@ -219,76 +218,77 @@ def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
 async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict[str, Any]:
     from phoenix95.streams.producer import EventProducer
 
-    if True:
-        producer = EventProducer(pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec())
-        await producer.start()
-        rng = random.Random(7)
-        prices = {s: first for s, (first, _) in SYMBOLS.items()}
-        ticks = {s: tick for s, (_, tick) in SYMBOLS.items()}
-        sent = 0
-        try:
-            # warm up: the workers join their groups and see prices
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
+    producer = EventProducer(pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec())
+    await producer.start()
+    rng = random.Random(7)
+    prices = {s: first for s, (first, _) in SYMBOLS.items()}
+    ticks = {s: tick for s, (_, tick) in SYMBOLS.items()}
+    sent = 0
+    try:
+        # warm up: the workers join their groups and see prices
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
+            await producer.publish(
+                [
+                    _signal("BTCUSDT", prices["BTCUSDT"], datetime.now(UTC), rng, "bench-warmup").model_copy(
+                        update={"confidence": Decimal("0.95")}
+                    )
+                ]
+            )
+            await asyncio.sleep(0.5)
+            if (await pipeline.counts())[4] >= 1:
+                break
+        started = time.perf_counter()
+        interval = 1.0 / rate
+        next_signal = started
+        next_price = started
+        while time.perf_counter() - started < seconds:
+            now = time.perf_counter()
+            if now >= next_price:
                 await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
-                await producer.publish(
-                    [
-                        _signal("BTCUSDT", prices["BTCUSDT"], datetime.now(UTC), rng).model_copy(
+                next_price += 0.05
+            due = int((now - next_signal) / interval) + 1 if now >= next_signal else 0
+            if due:
+                batch = []
+                for _ in range(due):
+                    symbol = rng.choice(list(SYMBOLS))
+                    batch.append(
+                        _signal(symbol, prices[symbol], datetime.now(UTC), rng).model_copy(
                             update={"confidence": Decimal("0.95")}
                         )
-                    ]
-                )
-                await asyncio.sleep(0.5)
-                if (await pipeline.counts())[4] >= 1:
-                    break
-            started = time.perf_counter()
-            interval = 1.0 / rate
-            next_signal = started
-            next_price = started
-            while time.perf_counter() - started < seconds:
-                now = time.perf_counter()
-                if now >= next_price:
-                    await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
-                    next_price += 0.05
-                due = int((now - next_signal) / interval) + 1 if now >= next_signal else 0
-                if due:
-                    batch = []
-                    for _ in range(due):
-                        symbol = rng.choice(list(SYMBOLS))
-                        batch.append(
-                            _signal(symbol, prices[symbol], datetime.now(UTC), rng).model_copy(
-                                update={"confidence": Decimal("0.95")}
-                            )
-                        )
-                    await producer.publish(batch)
-                    sent += len(batch)
-                    next_signal += due * interval
-                await asyncio.sleep(min(0.002, max(0.0, min(next_signal, next_price) - time.perf_counter())))
-            stop_publishing = time.perf_counter()
-            while time.perf_counter() - stop_publishing < 5:
-                await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
-                await asyncio.sleep(0.05)
-        finally:
-            await producer.stop()
-        await asyncio.sleep(3)
-        from phoenix95.storage.postgres import Database
+                    )
+                await producer.publish(batch)
+                sent += len(batch)
+                next_signal += due * interval
+            await asyncio.sleep(min(0.002, max(0.0, min(next_signal, next_price) - time.perf_counter())))
+        stop_publishing = time.perf_counter()
+        while time.perf_counter() - stop_publishing < 5:
+            await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
+            await asyncio.sleep(0.05)
+    finally:
+        await producer.stop()
+    await asyncio.sleep(3)
+    from phoenix95.storage.postgres import Database
 
-        async with Database(pipeline.settings.postgres_url(), schema=pipeline.settings.postgres.db_schema) as db:
-            to_order = await db.fetch(
-                """SELECT EXTRACT(EPOCH FROM ((o.order_data->>'ts_ingest')::timestamptz - s.received_at))
-                     FROM orders o JOIN signals s ON s.signal_id = o.signal_id WHERE o.status = 'filled'"""
-            )
-            to_position = await db.fetch(
-                """SELECT EXTRACT(EPOCH FROM (p.created_at - s.received_at))
-                     FROM positions p JOIN signals s ON s.signal_id = p.signal_id"""
-            )
-            to_verdict = await db.fetch(
-                """SELECT EXTRACT(EPOCH FROM ((v.verdict->>'ts_ingest')::timestamptz - s.received_at))
-                     FROM risk_verdicts v JOIN signals s ON s.signal_id = v.signal_id"""
-            )
-    orders = [float(r[0]) for r in to_order][1:]
-    positions = [float(r[0]) for r in to_position][1:]
-    verdicts = [float(r[0]) for r in to_verdict][1:]
+    async with Database(pipeline.settings.postgres_url(), schema=pipeline.settings.postgres.db_schema) as db:
+        to_order = await db.fetch(
+            """SELECT EXTRACT(EPOCH FROM ((o.order_data->>'ts_ingest')::timestamptz - s.received_at))
+                 FROM orders o JOIN signals s ON s.signal_id = o.signal_id
+                WHERE o.status = 'filled' AND s.strategy = 'bench'"""
+        )
+        to_position = await db.fetch(
+            """SELECT EXTRACT(EPOCH FROM (p.created_at - s.received_at))
+                 FROM positions p JOIN signals s ON s.signal_id = p.signal_id WHERE s.strategy = 'bench'"""
+        )
+        to_verdict = await db.fetch(
+            """SELECT EXTRACT(EPOCH FROM ((v.verdict->>'ts_ingest')::timestamptz - s.received_at))
+                 FROM risk_verdicts v JOIN signals s ON s.signal_id = v.signal_id WHERE s.strategy = 'bench'"""
+        )
+    # the warm-up signals (strategy bench-warmup) waited for the workers to join: not counted
+    orders = [float(r[0]) for r in to_order]
+    positions = [float(r[0]) for r in to_position]
+    verdicts = [float(r[0]) for r in to_verdict]
     order_figures = _percentiles(orders)
     return {
         "value": order_figures.get("p99"),

@@ -180,23 +180,29 @@ class Database:
                 by_statement[write.statement].append(write.params)
         async with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
             for statement in sorted(by_statement, key=lambda s: (s.order, s.name)):
-                rows = by_statement[statement]
+                rows = _latest_rows(statement, by_statement[statement])
                 if statement.copy_insert is not None and len(rows) >= COPY_THRESHOLD:
                     await _copy_upsert(cursor, statement, rows)
                 else:
                     await cursor.executemany(statement.sql, rows)
 
 
+def _latest_rows(statement: Statement, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Of several rows for one key in a batch (a position marked on every price), keep the latest:
+    one upsert per key, whichever path writes them."""
+    if statement.dedupe_key is None or statement.dedupe_rank is None or len(rows) < 2:
+        return rows
+    latest: dict[Any, tuple[Any, ...]] = {}
+    for row in rows:
+        key = row[statement.dedupe_key]
+        if key not in latest or statement.dedupe_rank(row) >= statement.dedupe_rank(latest[key]):
+            latest[key] = row
+    return list(latest.values())
+
+
 async def _copy_upsert(cursor: psycopg.AsyncCursor[Any], statement: Statement, rows: list[tuple[Any, ...]]) -> None:
     """COPY the rows into a session temp table (emptied at commit), then one INSERT .. SELECT."""
     assert statement.table is not None and statement.copy_insert is not None
-    if statement.dedupe_key is not None and statement.dedupe_rank is not None:
-        latest: dict[Any, tuple[Any, ...]] = {}
-        for row in rows:
-            key = row[statement.dedupe_key]
-            if key not in latest or statement.dedupe_rank(row) >= statement.dedupe_rank(latest[key]):
-                latest[key] = row
-        rows = list(latest.values())
     temp = f"p95_copy_{statement.table}"
     await cursor.execute(
         sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(

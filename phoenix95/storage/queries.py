@@ -40,7 +40,7 @@ async def set_trading_state(db: Database, state: TradingState, *, reason: str, a
 
 
 async def realized_pnl(db: Database) -> Decimal:
-    rows = await db.fetch("SELECT realized_pnl FROM paper_account_realized")
+    rows = await db.fetch("SELECT realized_pnl FROM paper_account")
     return Decimal(rows[0][0]) if rows else Decimal(0)
 
 
@@ -53,7 +53,8 @@ async def exposures(db: Database, *, pending_window: timedelta = timedelta(hours
            SELECT v.verdict_id::text, v.symbol, v.side, v.quantity, v.notional, v.initial_margin, v.decided_at, TRUE
              FROM risk_verdicts v
             WHERE v.decision = 'APPROVED' AND v.intent = 'open'
-              AND v.decided_at >= (SELECT COALESCE(MAX(decided_at), NOW()) FROM risk_verdicts) - %s
+              AND v.decided_at >= (SELECT COALESCE(MAX(decided_at), NOW()) FROM risk_verdicts
+                                    WHERE decision = 'APPROVED') - %s
               AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.verdict_id = v.verdict_id
                                 AND (o.status = 'rejected'
                                      OR EXISTS (SELECT 1 FROM positions p WHERE p.trade_id = o.order_id)))""",

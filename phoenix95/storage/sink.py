@@ -1,8 +1,9 @@
-"""The stage sink: PostgreSQL first (the system of record), then Redis hot state, then time-series
-points. Implements the `Sink` port the agents write through."""
+"""The stage sink: PostgreSQL first (the system of record), then Redis hot state and time-series
+points side by side. Implements the `Sink` port the agents write through."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -31,10 +32,18 @@ class StoreSink:
         failures = await self.database.write(groups)
         failed = {index for index, _ in failures}
         hot: list[Fact] = [fact for i, o in enumerate(outcomes) if i not in failed for fact in o.persist]
-        if self.redis is not None and hot:
-            await self.redis.apply(_latest_position_states(hot))
-        if self.timeseries is not None and hot:
-            await self.timeseries.write_facts(hot)
+        if not hot:
+            return failures
+        # Redis and the time-series store are independent of each other: write them side by side.
+        writes = []
+        if self.redis is not None:
+            writes.append(self.redis.apply(_latest_position_states(hot)))
+        if self.timeseries is not None:
+            writes.append(self.timeseries.write_facts(hot))
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return failures
 
 

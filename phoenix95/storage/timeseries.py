@@ -125,6 +125,8 @@ def lines_for(fact: Fact, namespace: str = "") -> list[str]:
             )
         )
     elif isinstance(fact, PositionChanged):
+        if not fact.published:
+            return []
         e = fact.event
         closing = e.kind in ("closed", "liquidated", "expired")
         produced.append(
@@ -238,8 +240,9 @@ class TimeseriesSink:
 
         async def run() -> None:
             api = await self._api()
-            for bucket, records in by_bucket.items():
-                await api.write(bucket=bucket, org=self.org, record=records)
+            await asyncio.gather(
+                *(api.write(bucket=bucket, org=self.org, record=records) for bucket, records in by_bucket.items())
+            )
 
         try:
             await retry_transient(run, what="time-series write", is_transient=is_transient)

@@ -109,7 +109,54 @@ async def exact_ends(
             if tp in reached and tp not in fresh:
                 pending.discard(tp)
         reached |= fresh
+    if pending - reached:
+        logger.warning(
+            "end offsets: could not read the last batch of %s within %.0fs; using the broker's answer, which may be low",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending - reached)),
+            timeout,
+        )
     return exact
+
+
+async def lost_partitions(
+    bootstrap: str, read: dict[TopicPartition, int], *, timeout: float = 2.0
+) -> list[TopicPartition]:
+    """The partitions whose log no longer holds the record at the offset given (the last one a
+    stage read): the broker lost its data (Tansu keeps topics in memory; a restart empties them).
+
+    A partition is suspect when the broker's end offset is not past that offset, and lost only if
+    the record cannot be fetched either: Tansu's end offsets can be low (see `end_offsets`), and a
+    fetch that returns the record settles it. A partition that neither answers nor looks short is
+    not reported.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        request_timeout_ms=15000,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    try:
+        known = set(await partitions_of(consumer, sorted({tp.topic for tp in read})))
+        reported = dict(await consumer.end_offsets([tp for tp in read if tp in known])) if known else {}
+        suspects = {tp for tp, offset in read.items() if tp not in known or reported.get(tp, 0) <= offset}
+        fetchable = sorted(tp for tp in suspects if tp in known)
+        if fetchable:
+            consumer.assign(fetchable)
+            for tp in fetchable:
+                consumer.seek(tp, read[tp])
+            deadline = time.monotonic() + timeout
+            waiting = set(fetchable)
+            while waiting and time.monotonic() < deadline:
+                batches = await consumer.getmany(*waiting, timeout_ms=200)
+                for tp, records in batches.items():
+                    if any(record.offset >= read[tp] for record in records):
+                        waiting.discard(tp)
+                        suspects.discard(tp)
+        return sorted(suspects)
+    finally:
+        await consumer.stop()
 
 
 async def message_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:

@@ -13,7 +13,7 @@ import faust
 from aiokafka import TopicPartition
 
 from phoenix95.settings import Settings
-from phoenix95.streams.admin import end_offsets, ensure_topics
+from phoenix95.streams.admin import ensure_topics, lost_partitions
 from phoenix95.streams.topics import Topics
 from phoenix95.streams.transport import TunedApp
 from phoenix95.streams.wiring import STAGE_CLASSES, StageRuntime
@@ -120,15 +120,14 @@ def create_app(
             )
             if runner is None or not runner.read_offsets:
                 return
-            ends = await end_offsets(kafka.bootstrap_servers, sorted({topic for topic, _ in runner.read_offsets}))
+            read = {
+                TopicPartition(topic, partition): offset for (topic, partition), offset in runner.read_offsets.items()
+            }
+            lost = await lost_partitions(kafka.bootstrap_servers, read)
         except Exception as error:  # the broker is down: Faust's own reconnects handle that
             logger.debug("stage %s: broker check failed: %s", stage, error)
             return
-        behind = [
-            f"{topic}[{partition}] end {ends.get(TopicPartition(topic, partition), 0)} <= read {offset}"
-            for (topic, partition), offset in runner.read_offsets.items()
-            if ends.get(TopicPartition(topic, partition), 0) <= offset
-        ]
+        behind = [f"{tp.topic}[{tp.partition}] no longer holds offset {read[tp]}" for tp in lost]
         # Twice in a row (3 s apart) before acting: one reading could race a write.
         suspicious, state["behind"] = state.get("behind", False), bool(behind)
         if behind and suspicious:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from phoenix95.agents.analysis import AnalysisStage
@@ -177,5 +178,6 @@ def build_stage(name: str, settings: Settings, codec: Codec, database: Database,
             clock=settings.risk.clock,
             price_history=settings.execution.price_history,
             prices_topic=topics.market_prices,
+            mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
         )
     raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")

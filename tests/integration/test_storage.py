@@ -29,7 +29,7 @@ from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.positions import Position
 from phoenix95.stack import services as stack_services
 from phoenix95.stack.processes import stop
-from phoenix95.storage.postgres import Database, migrate
+from phoenix95.storage.postgres import Database, bundled_migrations, migrate
 from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
@@ -158,7 +158,8 @@ def test_migrate_twice_changes_nothing_and_concurrent_migrations_do_not_fail(ser
 
     async def run() -> None:
         results = await asyncio.gather(*(migrate(services.postgres, namespace.schema) for _ in range(3)))
-        assert sorted(len(r) for r in results) == [0, 0, 1]
+        # one of them applied every migration, the others found nothing to do
+        assert sorted(len(r) for r in results) == [0, 0, len(bundled_migrations())]
         async with Database(services.postgres, schema=namespace.schema) as db:
             before = await objects(db)
             migrations = await db.fetch("SELECT version, applied_at FROM schema_migrations")
@@ -256,5 +257,50 @@ def test_large_batches_go_through_copy_and_keep_the_latest_state_of_each_positio
                     and rows[0][1] == position.last_event_time
                     and rows[0][2] == "open"
                 )
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("padding", [0, 40], ids=["row-by-row", "copy"])
+def test_the_paper_account_counts_a_closed_position_once_however_often_it_is_written(services, namespace, padding):
+    from datetime import timedelta
+
+    from phoenix95.agents.ports import InputRecord
+    from phoenix95.agents.positions import position_message
+    from phoenix95.domain.execution import MarketTick
+    from phoenix95.domain.positions import default_funding, on_price
+
+    record = InputRecord("t", 0, 0, None, None, b"")
+    base = sample_outcomes()
+    opened = _position_of(base[3].produce[0])
+    config = TradingConfig()
+    states = []
+    position = opened
+    for minute in range(1, padding + 2):
+        # drifting up below the take-profit, then a crash through the stop-loss
+        price = opened.entry_price + minute if minute <= padding else opened.stop_loss_price - 100
+        update = on_price(
+            position,
+            MarketTick("BTCUSDT", opened.opened_at + timedelta(minutes=minute), price),
+            config=config,
+            tick_size=Decimal("0.1"),
+            funding_rate=default_funding(config),
+        )
+        position = update.position
+        for event in update.events:
+            message = position_message(position, event, cause=str(minute), equity=None)
+            states.append(Outcome(record, produce=[message], persist=[PositionChanged(message, position)]))
+    assert not position.is_open and position.realized_pnl < 0
+
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            sink = StoreSink(db, None, None)
+            # opened in one batch, closed in the next, and everything re-delivered twice
+            for batch in (base[:4], [*base[:3], *states], base[:4], [*base[:3], *states]):
+                assert await sink.persist("test", batch) == []
+            account = await db.fetch("SELECT realized_pnl, closed_positions FROM paper_account")
+            view = await db.fetch("SELECT realized_pnl, closed_positions FROM paper_account_realized")
+            assert account == view == [(position.realized_pnl, 1)]
 
     asyncio.run(run())
