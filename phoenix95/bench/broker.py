@@ -52,7 +52,7 @@ async def aiokafka_rates(bootstrap: str, messages: int) -> dict[str, float]:
 
 def confluent_rates(bootstrap: str, messages: int) -> dict[str, float] | None:
     try:
-        from confluent_kafka import Consumer, Producer
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
     except ImportError:
         return None
     topic = "bench-raw-" + uuid.uuid4().hex[:8]
@@ -78,7 +78,8 @@ def confluent_rates(bootstrap: str, messages: int) -> dict[str, float] | None:
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([topic])
+    # assigned, not subscribed: a group join takes 10-30 s on Tansu and is not what is measured
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in range(4)])
     read = 0
     first_read: float | None = None
     deadline = time.monotonic() + 120

@@ -207,11 +207,21 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+LATENCY_MAX_OPEN = 100
+
+
 def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
     """Signal -> order and signal -> position opened, at a fixed offered load, on the wall clock; a
     price per symbol every 50 ms keeps "the next market price" close. Measured from the timestamps the
-    pipeline itself recorded (signal ts_ingest, the order's and the position's ts_ingest)."""
-    with BenchPipeline(base, {"P95_RISK__CLOCK": "wall", "P95_RISK__MAX_PIPELINE_LAG_S": "600"}) as pipeline:
+    pipeline itself recorded (signal ts_ingest, the order's and the position's ts_ingest). Every
+    signal is confident; the book holds at most LATENCY_MAX_OPEN positions, so the load is the
+    signals and not a book that grows by 200 positions a second."""
+    env = {
+        "P95_RISK__CLOCK": "wall",
+        "P95_RISK__MAX_PIPELINE_LAG_S": "600",
+        "P95_RISK__MAX_OPEN_POSITIONS": str(LATENCY_MAX_OPEN),
+    }
+    with BenchPipeline(base, env) as pipeline:
         return asyncio.run(_latency(pipeline, rate, seconds))
 
 
@@ -297,6 +307,7 @@ async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict
         "signal_to_position_opened_ms": _percentiles(positions),
         "signal_to_verdict_ms": _percentiles(verdicts),
         "offered_signals_per_s": rate,
+        "max_open_positions": LATENCY_MAX_OPEN,
         "seconds": seconds,
         "signals": sent,
         "orders": len(orders),

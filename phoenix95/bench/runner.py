@@ -89,7 +89,7 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
     if name == "signal_to_order_latency":
         from phoenix95.bench import pipeline
 
-        return pipeline.latency(settings, rate=200.0, seconds=10.0 if quick else 30.0)
+        return pipeline.latency(settings, rate=200.0, seconds=5.0 if quick else 30.0)
     if name == "replay_inprocess":
         from phoenix95.bench import replay
 
