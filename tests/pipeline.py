@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
+
+import pytest
 
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
@@ -96,3 +98,19 @@ class Pipeline:
             if any(committed.get(tp, 0) < end for tp, end in ends.items() if end > 0):
                 return False
         return True
+
+
+def run_pipeline(
+    ns: Namespace, monkeypatch: pytest.MonkeyPatch | None = None, *, clock: str | None = None
+) -> Iterator[Pipeline]:
+    """For a fixture: the four workers running for one test (on the given risk clock)."""
+    if clock is not None:
+        assert monkeypatch is not None
+        monkeypatch.setenv("P95_RISK__CLOCK", clock)
+        ns.env["P95_RISK__CLOCK"] = clock
+    running = Pipeline(ns)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -182,13 +182,7 @@ def _register_commands() -> None:
     import importlib
 
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"phoenix95.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"phoenix95.cli.{name}":
-                continue  # area not built yet
-            raise
-        module.register(app)
+        importlib.import_module(f"phoenix95.cli.{name}").register(app)
 
 
 _register_commands()

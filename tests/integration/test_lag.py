@@ -156,7 +156,6 @@ def test_json_rows_match_offsets_computed_by_the_test(services, namespace, topic
 
 def test_paused_consumer_shows_growing_lag_and_turns_warn_then_stall_then_stop(services, namespace, topic):
     group = f"{namespace.name}.pausing"
-    rules = StatusRules(window_s=3.0, min_samples=3)
     interval = 0.25
 
     async def scenario() -> tuple[list[LagSnapshot], list[LagSnapshot], float]:
@@ -184,6 +183,14 @@ def test_paused_consumer_shows_growing_lag_and_turns_warn_then_stall_then_stop(s
         tasks = [asyncio.create_task(keep_producing()), asyncio.create_task(consume_until_paused())]
         try:
             async with OffsetReader(services.kafka) as reader:
+                # The statuses are judged on wall time: size the window to how fast this machine
+                # samples right now, so WARN (3 samples) comes well before STALL (half the window).
+                calibration = LagMonitor(reader, [GroupTarget(group, (topic,))], rules=StatusRules())
+                started = time.monotonic()
+                for _ in range(4):
+                    await sample_after(calibration, interval)
+                step = (time.monotonic() - started) / 4
+                rules = StatusRules(window_s=max(3.0, 12 * step), min_samples=3)
                 monitor = LagMonitor(reader, [GroupTarget(group, (topic,))], rules=rules)
                 before = [await sample_after(monitor, interval) for _ in range(6)]
                 paused.set()

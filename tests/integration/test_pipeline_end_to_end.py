@@ -15,7 +15,7 @@ import redis
 from phoenix95.connectors.market_data import bundled_candle_events
 from phoenix95.streams.admin import message_counts
 from tests import factories
-from tests.pipeline import Pipeline
+from tests.pipeline import run_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +29,7 @@ MALFORMED = [
 
 @pytest.fixture
 def pipeline(namespace, monkeypatch):
-    monkeypatch.setenv("P95_RISK__CLOCK", "event")
-    namespace.env["P95_RISK__CLOCK"] = "event"
-    running = Pipeline(namespace)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from run_pipeline(namespace, monkeypatch, clock="event")
 
 
 def test_signals_flow_through_every_stage_into_every_store(pipeline, services):

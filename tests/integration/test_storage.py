@@ -86,6 +86,34 @@ def _position_of(tick) -> Position:
     return update.position
 
 
+def _marked(position: Position, prices: list[Decimal]) -> tuple[Position, list[Outcome]]:
+    """The position marked at each price, a minute apart: its last state and one outcome per event."""
+    from datetime import timedelta
+
+    from phoenix95.agents.ports import InputRecord
+    from phoenix95.agents.positions import position_message
+    from phoenix95.domain.execution import MarketTick
+    from phoenix95.domain.positions import default_funding, on_price
+
+    record = InputRecord("t", 0, 0, None, None, b"")
+    config = TradingConfig()
+    opened_at = position.opened_at
+    states = []
+    for minute, price in enumerate(prices, start=1):
+        update = on_price(
+            position,
+            MarketTick(position.symbol, opened_at + timedelta(minutes=minute), price),
+            config=config,
+            tick_size=Decimal("0.1"),
+            funding_rate=default_funding(config),
+        )
+        position = update.position
+        for event in update.events:
+            message = position_message(position, event, cause=str(minute), equity=None)
+            states.append(Outcome(record, produce=[message], persist=[PositionChanged(message, position)]))
+    return position, states
+
+
 async def _counts(db: Database) -> dict[str, int]:
     counts = {}
     for table in TABLES:
@@ -211,34 +239,15 @@ async def _write_positions(postgres: str, namespace, redis_url: str) -> None:
 
 
 def test_large_batches_go_through_copy_and_keep_the_latest_state_of_each_position(services, namespace):
-    from datetime import timedelta
-
     from phoenix95.agents.ports import InputRecord
-    from phoenix95.agents.positions import position_message
     from phoenix95.bench.sinks import signal_facts
-    from phoenix95.domain.execution import MarketTick
-    from phoenix95.domain.positions import default_funding, on_price
     from phoenix95.storage.postgres import COPY_THRESHOLD
 
     record = InputRecord("t", 0, 0, None, None, b"")
     base = sample_outcomes()
-    tick_message = base[3].produce[0]
-    position = _position_of(tick_message)
-    config = TradingConfig()
-    states = []
-    for minute in range(1, 3 * COPY_THRESHOLD):
-        price = position.entry_price + minute  # drifting up, below the take-profit
-        update = on_price(
-            position,
-            MarketTick("BTCUSDT", position.opened_at + timedelta(minutes=minute), price),
-            config=config,
-            tick_size=Decimal("0.1"),
-            funding_rate=default_funding(config),
-        )
-        position = update.position
-        for event in update.events:
-            message = position_message(position, event, cause=str(minute), equity=None)
-            states.append(Outcome(record, produce=[message], persist=[PositionChanged(message, position)]))
+    opened = _position_of(base[3].produce[0])
+    # drifting up, below the take-profit
+    position, states = _marked(opened, [opened.entry_price + minute for minute in range(1, 3 * COPY_THRESHOLD)])
     signals = [Outcome(record, persist=[fact]) for fact in signal_facts(2 * COPY_THRESHOLD)]
     batch = [*base[:3], *signals, *states]
 
@@ -263,33 +272,12 @@ def test_large_batches_go_through_copy_and_keep_the_latest_state_of_each_positio
 
 @pytest.mark.parametrize("padding", [0, 40], ids=["row-by-row", "copy"])
 def test_the_paper_account_counts_a_closed_position_once_however_often_it_is_written(services, namespace, padding):
-    from datetime import timedelta
 
-    from phoenix95.agents.ports import InputRecord
-    from phoenix95.agents.positions import position_message
-    from phoenix95.domain.execution import MarketTick
-    from phoenix95.domain.positions import default_funding, on_price
-
-    record = InputRecord("t", 0, 0, None, None, b"")
     base = sample_outcomes()
     opened = _position_of(base[3].produce[0])
-    config = TradingConfig()
-    states = []
-    position = opened
-    for minute in range(1, padding + 2):
-        # drifting up below the take-profit, then a crash through the stop-loss
-        price = opened.entry_price + minute if minute <= padding else opened.stop_loss_price - 100
-        update = on_price(
-            position,
-            MarketTick("BTCUSDT", opened.opened_at + timedelta(minutes=minute), price),
-            config=config,
-            tick_size=Decimal("0.1"),
-            funding_rate=default_funding(config),
-        )
-        position = update.position
-        for event in update.events:
-            message = position_message(position, event, cause=str(minute), equity=None)
-            states.append(Outcome(record, produce=[message], persist=[PositionChanged(message, position)]))
+    # drifting up below the take-profit, then a crash through the stop-loss
+    prices = [opened.entry_price + minute for minute in range(1, padding + 1)] + [opened.stop_loss_price - 100]
+    position, states = _marked(opened, prices)
     assert not position.is_open and position.realized_pnl < 0
 
     async def run() -> None:

@@ -28,6 +28,7 @@ from phoenix95.streams.admin import ensure_topics, list_groups
 from phoenix95.streams.producer import EventProducer
 from phoenix95.streams.topics import Topics
 from tests.conftest import Namespace, make_namespace
+from tests.pipeline import run_pipeline
 from tests.unit.samples import samples
 
 pytestmark = pytest.mark.integration
@@ -432,16 +433,7 @@ def test_reading_joins_no_consumer_group_and_commits_nothing(data, services):
 
 @pytest.fixture
 def pipeline(namespace, monkeypatch):
-    from tests.pipeline import Pipeline
-
-    monkeypatch.setenv("P95_RISK__CLOCK", "event")
-    namespace.env["P95_RISK__CLOCK"] = "event"
-    running = Pipeline(namespace)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from run_pipeline(namespace, monkeypatch, clock="event")
 
 
 async def every_stage_committed_everything(pipeline) -> bool:

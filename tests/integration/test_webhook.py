@@ -26,7 +26,7 @@ from phoenix95.settings import Settings
 from phoenix95.stack import services as stack_services
 from phoenix95.stack.processes import free_port, stop
 from phoenix95.streams.admin import end_offsets, ensure_topics
-from tests.pipeline import Pipeline
+from tests.pipeline import run_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -120,12 +120,7 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any] | str | bytes, **
 
 @pytest.fixture
 def pipeline(namespace):
-    running = Pipeline(namespace)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from run_pipeline(namespace)
 
 
 async def test_json_and_text_alerts_are_published_once_each_and_processed_by_the_pipeline(pipeline):
