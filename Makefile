@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit integration faults bench setup tsdb clean
+.PHONY: demo test lint typecheck unit integration faults bench setup tsdb browser clean
 
 setup: $(STAMP) tsdb
 
@@ -35,10 +35,23 @@ tsdb:
 	  fi; \
 	fi
 
+# Debian's chromium, for the test that screenshots a replay report headless (tests only; the test is
+# skipped with the manual command where it cannot be had).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian package, for the report screenshot test)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	      || echo "warning: could not install chromium"; \
+	  else \
+	    echo "warning: chromium not installed; the report screenshot test will be skipped"; \
+	  fi; \
+	fi
+
 demo: setup
 	$(BIN)/p95 demo
 
-test: setup lint typecheck
+test: setup browser lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

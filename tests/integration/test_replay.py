@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -66,3 +68,39 @@ def test_replay_writes_a_self_contained_html_report(tmp_path):
     assert summary["report"] == str(path)
     assert "<svg id='equity-curve'" in text and "<polyline" in text
     assert "http://" not in text and "https://" not in text and "<script" not in text
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium is not installed (`make test` installs Debian's chromium when run as root); "
+    "manual check: chromium --headless --no-sandbox --screenshot=report.png --window-size=1200,1400 file://$PWD/report.html",
+)
+def test_the_report_renders_its_equity_curve_in_headless_chromium(tmp_path):
+    from tests.png import pixels
+
+    report = tmp_path / "report.html"
+    replay("--report", str(report))
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1200,1400",
+            report.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    width, height, image = pixels(shot)
+    assert (width, height) == (1200, 1400)
+    # the equity curve is drawn in #1f77b4: count the pixels of that blue (anti-aliasing shades the rest)
+    blue = sum(1 for r, g, b in image if abs(r - 0x1F) < 24 and abs(g - 0x77) < 24 and abs(b - 0xB4) < 24)
+    assert blue > 400, f"only {blue} pixels of the equity curve's colour in the screenshot"
