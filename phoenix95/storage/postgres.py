@@ -37,6 +37,10 @@ class Statement:
     table: str | None = None
     columns: tuple[str, ...] = ()
     copy_insert: str | None = None
+    #: ON CONFLICT DO NOTHING: a batch of new rows can be COPYed straight into the table.
+    insert_only: bool = False
+    #: Constant columns (name, value) appended to every row on that direct path.
+    constant_values: tuple[tuple[str, str], ...] = ()
     dedupe_key: int | None = None
     dedupe_rank: Callable[[tuple[Any, ...]], Any] | None = field(default=None, compare=False, hash=False)
 
@@ -68,9 +72,15 @@ def upsert(
         table=table,
         columns=columns,
         copy_insert=f"INSERT INTO {table} ({names}) SELECT {selected} FROM {{temp}} {conflict}",
+        insert_only=conflict == "ON CONFLICT DO NOTHING" and all(_is_text_literal(v) for v in constants.values()),
+        constant_values=tuple((name, value[1:-1]) for name, value in constants.items() if _is_text_literal(value)),
         dedupe_key=dedupe_key,
         dedupe_rank=dedupe_rank,
     )
+
+
+def _is_text_literal(value: str) -> bool:
+    return len(value) >= 2 and value[0] == value[-1] == "'" and "'" not in value[1:-1]
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,38 @@ def _latest_rows(statement: Statement, rows: list[tuple[Any, ...]]) -> list[tupl
 
 
 async def _copy_upsert(cursor: psycopg.AsyncCursor[Any], statement: Statement, rows: list[tuple[Any, ...]]) -> None:
+    """An insert-only batch is COPYed straight into its table inside a savepoint: new rows, the
+    steady state, are written once. If any row is already there (a re-delivery), the savepoint is
+    rolled back and the batch takes the upsert path, which skips the rows already written."""
+    if statement.insert_only:
+        columns = statement.columns + tuple(name for name, _ in statement.constant_values)
+        constants = tuple(value for _, value in statement.constant_values)
+        try:
+            async with cursor.connection.transaction():
+                await _copy_rows(
+                    cursor, statement.table, columns, [row + constants for row in rows] if constants else rows
+                )
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+    await _copy_through_temp(cursor, statement, rows)
+
+
+async def _copy_rows(
+    cursor: psycopg.AsyncCursor[Any], table: str | None, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    assert table is not None
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    async with cursor.copy(copy_sql) as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
+async def _copy_through_temp(
+    cursor: psycopg.AsyncCursor[Any], statement: Statement, rows: list[tuple[Any, ...]]
+) -> None:
     """COPY the rows into a session temp table (emptied at commit), then one INSERT .. SELECT."""
     assert statement.table is not None and statement.copy_insert is not None
     temp = f"p95_copy_{statement.table}"
@@ -209,12 +251,7 @@ async def _copy_upsert(cursor: psycopg.AsyncCursor[Any], statement: Statement, r
             sql.Identifier(temp), sql.Identifier(statement.table)
         )
     )
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(temp), sql.SQL(", ").join(sql.Identifier(c) for c in statement.columns)
-    )
-    async with cursor.copy(copy_sql) as copy:
-        for row in rows:
-            await copy.write_row(row)
+    await _copy_rows(cursor, temp, statement.columns, rows)
     await cursor.execute(statement.copy_insert.format(temp=temp).encode())
 
 

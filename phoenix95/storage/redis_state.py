@@ -20,13 +20,13 @@ tick does not overwrite a newer state).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -65,11 +65,14 @@ for i = 2, #ARGV, 5 do
 end
 return written
 """
-# Many string keys with one TTL in one call: KEYS are the keys, ARGV[1] the TTL, ARGV[2..] the values.
+# Many string keys with one TTL in one call: ARGV[1] the TTL, ARGV[2] one JSON array of
+# [key, value] pairs. One argument instead of a thousand: the client's per-argument packing, not
+# Redis, is what limits a Python writer (a single-instance Redis; a cluster would need KEYS).
 _SET_MANY_SCRIPT = """
 local ttl = ARGV[1]
-for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl) end
-return #KEYS
+local entries = cjson.decode(ARGV[2])
+for i = 1, #entries do redis.call('SET', entries[i][1], entries[i][2], 'EX', ttl) end
+return #entries
 """
 
 
@@ -107,7 +110,8 @@ class Keys:
 
 
 def _json(value: dict[str, Any]) -> str:
-    return json.dumps(value, default=_default, separators=(",", ":"))
+    """Compact JSON (orjson: a few times faster than the standard library on this hot path)."""
+    return orjson.dumps(value, default=_default).decode()
 
 
 def _default(value: Any) -> Any:
@@ -175,8 +179,7 @@ class RedisState:
         for fact in facts:
             if isinstance(fact, PriceObserved):
                 p = fact.price
-                # plain strings only: json.dumps stays on its C fast path (no default hook)
-                prices[self.keys.price(p.symbol, p.exchange)] = json.dumps(
+                prices[self.keys.price(p.symbol, p.exchange)] = _json(
                     {
                         "symbol": p.symbol,
                         "price": _text(p.price),
@@ -185,8 +188,7 @@ class RedisState:
                         "source": p.source,
                         "cached_at": now,
                         "ttl": self.price_ttl,
-                    },
-                    separators=(",", ":"),
+                    }
                 )
                 count += 1
             elif isinstance(fact, SignalAnalyzed):
@@ -208,7 +210,7 @@ class RedisState:
         # EVAL (not EVALSHA): it keeps working after a Redis restart emptied the script cache.
         for values, ttl in ((prices, self.price_ttl), (analyses, self.analysis_ttl)):
             if values:
-                pipe.eval(_SET_MANY_SCRIPT, len(values), *values.keys(), ttl, *values.values())
+                pipe.eval(_SET_MANY_SCRIPT, 0, ttl, orjson.dumps(list(values.items())))
         if positions:
             pipe.eval(_POSITIONS_SCRIPT, 1, self.keys.active_positions(), CLOSED_POSITION_TTL_S, *positions)
         return count
@@ -245,7 +247,7 @@ class RedisState:
             int(fact.event.ts_event.timestamp() * 1_000_000),
             fact.position.position_id,
             "open" if fact.position.is_open else "closed",
-            json.dumps(self.position_fields(fact), separators=(",", ":")),
+            orjson.dumps(self.position_fields(fact)),
         ]
 
     async def set_trading_state(self, state: str, reason: str, updated_at: datetime) -> None:

@@ -3,10 +3,10 @@ leaves one row per event. Parameters are always bound, never formatted into SQL.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from psycopg.types.json import Jsonb
 
 from phoenix95.agents.ports import (
@@ -280,8 +280,33 @@ TRADE_CLOSE = Statement(
 )
 
 
+_JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+
+def _json_bytes(value: Any) -> bytes:
+    """Compact JSON; what is not JSON (Decimal, datetime) as its str(), as json.dumps(default=str)."""
+    return orjson.dumps(value, default=str, option=_JSON_OPTIONS)
+
+
 def _dumps(value: Any) -> Jsonb:
-    return Jsonb(value, dumps=lambda obj: json.dumps(obj, default=str, separators=(",", ":")))
+    return Jsonb(value, dumps=_json_bytes)
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def _raw_json(raw: str | None) -> Jsonb | None:
+    """A signal's `raw` copy as JSONB: JSON text goes through as it is (no parse and re-dump); text
+    that is not JSON (another producer's free-form payload) is kept, wrapped, instead of failing
+    the row."""
+    if not raw:
+        return None
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _dumps({"text": raw})
+    return Jsonb(raw, dumps=_as_is)
 
 
 def writes_for(fact: Fact) -> list[PgWrite]:
@@ -302,7 +327,6 @@ def writes_for(fact: Fact) -> list[PgWrite]:
 
 def _signal(fact: SignalAnalyzed) -> PgWrite:
     s, a = fact.signal, fact.analysis
-    raw = json.loads(s.raw) if s.raw else None
     analysis_data = {
         "event_id": a.event_id,
         "base_score": str(a.base_score),
@@ -329,7 +353,7 @@ def _signal(fact: SignalAnalyzed) -> PgWrite:
             a.final_confidence,
             a.quality_score,
             a.analysis_type,
-            _dumps(raw) if raw is not None else None,
+            _raw_json(s.raw),
             _dumps(analysis_data),
         ),
     )

@@ -292,3 +292,45 @@ def test_the_paper_account_counts_a_closed_position_once_however_often_it_is_wri
             assert account == view == [(position.realized_pnl, 1)]
 
     asyncio.run(run())
+
+
+def test_a_copy_batch_that_overlaps_rows_already_written_writes_only_the_new_ones(services, namespace):
+    """The direct COPY of an insert-only batch meets rows already there (a re-delivery that grew):
+    it rolls back to its savepoint and the upsert path writes just the missing rows, once."""
+    from phoenix95.agents.ports import InputRecord
+    from phoenix95.bench.sinks import signal_facts
+    from phoenix95.storage.postgres import COPY_THRESHOLD
+
+    record = InputRecord("t", 0, 0, None, None, b"")
+    facts = signal_facts(4 * COPY_THRESHOLD)
+    first, everything = facts[: 2 * COPY_THRESHOLD], facts
+
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            sink = StoreSink(db, None, None)
+            assert await sink.persist("test", [Outcome(record, persist=[f]) for f in first]) == []
+            assert await sink.persist("test", [Outcome(record, persist=[f]) for f in everything]) == []
+            rows = await db.fetch("SELECT signal_id, COUNT(*) FROM signals GROUP BY signal_id")
+            assert len(rows) == len(everything) and {count for _, count in rows} == {1}
+            assert {signal_id for signal_id, _ in rows} == {f.signal.signal_id for f in everything}
+
+    asyncio.run(run())
+
+
+def test_a_signal_whose_raw_copy_is_not_json_is_kept_wrapped_instead_of_failing(services, namespace):
+    from phoenix95.agents.ports import InputRecord
+
+    signal, analysis, *_ = samples()
+    odd = signal.model_copy(update={"raw": "close=65000 action=buy (not JSON)"})
+    record = InputRecord("t", 0, 0, None, None, b"")
+
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            outcome = Outcome(record, persist=[SignalAnalyzed(odd, analysis)])
+            assert await StoreSink(db, None, None).persist("test", [outcome]) == []
+            rows = await db.fetch("SELECT raw_data FROM signals WHERE signal_id = %s", (odd.signal_id,))
+            assert rows == [({"text": "close=65000 action=buy (not JSON)"},)]
+
+    asyncio.run(run())

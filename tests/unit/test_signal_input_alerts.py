@@ -221,3 +221,15 @@ def test_the_codec_still_reads_json_signals_from_the_topic():
         b'{"ticker": "BINANCE:ETHUSDT.P", "action": "SELL", "close": 3000.5}', fallback_id="x"
     )
     assert (signal.symbol, signal.action, signal.signal_id) == ("ETHUSDT", "sell", "x")
+
+
+def test_the_raw_copy_of_an_oversized_payload_stays_valid_json_within_the_contract():
+    from phoenix95.schemas.signal_input import RAW_MAX_CHARS, raw_copy
+
+    payload = {"symbol": "BTCUSDT", "action": "buy", "price": "65000", "comment": "가격 " * 30_000}
+    text = raw_copy(payload)
+    kept = json.loads(text)
+    assert len(text) <= RAW_MAX_CHARS
+    assert kept["truncated"] is True and kept["chars"] > RAW_MAX_CHARS and kept["head"].startswith('{"action"')
+    small = {"symbol": "BTCUSDT", "comment": "가격"}
+    assert json.loads(raw_copy(small)) == small
