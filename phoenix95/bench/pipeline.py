@@ -119,7 +119,7 @@ class BenchPipeline:
     async def publish(self, events: Sequence[Any], *, chunk: int = 1000) -> None:
         from phoenix95.streams.producer import EventProducer
 
-        producer = EventProducer(self.settings.kafka.bootstrap_servers, self.topics, Codec())
+        producer = EventProducer(self.settings.kafka.bootstrap_servers, self.topics, Codec.for_settings(self.settings))
         await producer.start()
         try:
             for index in range(0, len(events), chunk):
@@ -228,7 +228,7 @@ def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
 async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict[str, Any]:
     from phoenix95.streams.producer import EventProducer
 
-    producer = EventProducer(pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec())
+    producer = EventProducer(pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec.for_settings(pipeline.settings))
     await producer.start()
     rng = random.Random(7)
     prices = {s: first for s, (first, _) in SYMBOLS.items()}

@@ -182,7 +182,7 @@ async def _publish(settings: Settings, say: Any) -> dict[str, int]:
     from phoenix95.streams.producer import EventProducer
 
     topics = Topics(settings.namespace)
-    codec = Codec()
+    codec = Codec.for_settings(settings)
     producer = EventProducer(settings.kafka.bootstrap_servers, topics, codec)
     await producer.start()
     try:

@@ -95,6 +95,7 @@ class SignalPublisher:
             from phoenix95.settings import get_settings
 
             settings = get_settings()
+        options.setdefault("codec", Codec.for_settings(settings))
         return cls(settings.kafka.bootstrap_servers, namespace=settings.namespace, **options)
 
     @property

@@ -117,7 +117,7 @@ async def _publish(
     from phoenix95.streams.producer import EventProducer
 
     topics = Topics(settings.namespace)
-    producer = EventProducer(settings.kafka.bootstrap_servers, topics, Codec())
+    producer = EventProducer(settings.kafka.bootstrap_servers, topics, Codec.for_settings(settings))
     await producer.start()
     try:
         items: list[Signal | MarketTick] = [*signals, *ticks]

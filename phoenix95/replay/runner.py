@@ -21,6 +21,7 @@ from phoenix95.replay import sources
 from phoenix95.replay.digest import digest, lines_of
 from phoenix95.replay.engine import InProcessEngine, merged
 from phoenix95.replay.summary import summarize
+from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import Signal
 from phoenix95.settings import Settings
 
@@ -95,7 +96,11 @@ async def load_inputs(
         )
     elif request.signals_topic:
         signals = await sources.from_topic(
-            settings.kafka.bootstrap_servers, request.signals_topic, start=request.since, until=request.until
+            settings.kafka.bootstrap_servers,
+            request.signals_topic,
+            start=request.since,
+            until=request.until,
+            codec=Codec.for_settings(settings),
         )
     else:
         raise sources.SourceError(
@@ -114,7 +119,11 @@ async def load_inputs(
         ticks.extend(
             tick_of(p)
             for p in await sources.from_topic(
-                settings.kafka.bootstrap_servers, request.prices_topic, start=request.since, until=request.until
+                settings.kafka.bootstrap_servers,
+                request.prices_topic,
+                start=request.since,
+                until=request.until,
+                codec=Codec.for_settings(settings),
             )
         )
     if not request.prices_files and not request.prices_topic and not request.simulate:

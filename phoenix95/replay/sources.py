@@ -173,7 +173,9 @@ async def signals_from_table(url: str, schema: str, *, start: datetime | None, u
     return [signal_from_row(dict(zip(columns, row, strict=True))) for row in rows]
 
 
-async def from_topic(bootstrap: str, topic: str, *, start: datetime | None, until: datetime | None) -> list[Any]:
+async def from_topic(
+    bootstrap: str, topic: str, *, start: datetime | None, until: datetime | None, codec: Any = None
+) -> list[Any]:
     """Decoded messages of a topic's time range (offset-for-time per partition; no consumer group)."""
     from aiokafka import AIOKafkaConsumer
 
@@ -181,7 +183,7 @@ async def from_topic(bootstrap: str, topic: str, *, start: datetime | None, unti
     from phoenix95.schemas.messages import MarketPrice
     from phoenix95.streams.admin import end_offsets, partitions_of
 
-    codec = Codec()
+    codec = codec or Codec()
     ends = await end_offsets(bootstrap, [topic])
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20

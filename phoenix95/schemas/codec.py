@@ -69,6 +69,13 @@ class Codec:
         self._registry_ids: dict[str, int] = {}
         self._registry_versions: dict[int, SchemaVersion] = {}
 
+    @classmethod
+    def for_settings(cls, settings: Any) -> Codec:
+        """The codec every Phoenix95 writer uses: Confluent framing through the schema registry when
+        `kafka.schema_registry_url` is set, Avro single-object encoding otherwise."""
+        url = settings.kafka.schema_registry_url
+        return cls(registry=SchemaRegistryClient(url) if url else None)
+
     # -- encoding --------------------------------------------------------------------------------
 
     def header_for(self, schema: SchemaVersion) -> bytes:

@@ -19,7 +19,6 @@ from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
-from phoenix95.schemas.registry import SchemaRegistryClient
 from phoenix95.settings import Settings
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, SeenSignals
@@ -52,8 +51,7 @@ def trading_config(settings: Settings) -> TradingConfig:
 
 
 def codec_for(settings: Settings) -> Codec:
-    registry = SchemaRegistryClient(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
-    return Codec(registry=registry)
+    return Codec.for_settings(settings)
 
 
 @dataclass

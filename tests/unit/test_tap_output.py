@@ -193,45 +193,10 @@ def test_json_lines_keep_non_ascii_text_and_fall_back_for_huge_integers():
 
 @pytest.fixture
 def schema_registry():
-    """A minimal Confluent-compatible schema registry over real HTTP on 127.0.0.1."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from tests.registry import serve_registry
 
-    schemas: dict[int, str] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # POST /subjects/{subject}/versions
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            schema_id = next((i for i, text in schemas.items() if text == body["schema"]), len(schemas) + 1)
-            schemas[schema_id] = body["schema"]
-            self._answer(200, {"id": schema_id})
-
-        def do_GET(self):  # GET /schemas/ids/{id}
-            schema_id = int(self.path.rsplit("/", 1)[1])
-            if schema_id in schemas:
-                self._answer(200, {"schema": schemas[schema_id]})
-            else:
-                self._answer(404, {"error_code": 40403, "message": "Schema not found"})
-
-        def _answer(self, status, payload):
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_registry() as url:
+        yield url
 
 
 def test_confluent_framed_messages_are_decoded_through_the_schema_registry(schema_registry):
