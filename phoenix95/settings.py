@@ -180,6 +180,9 @@ class MetricsSettings(BaseModel):
     host: str = "127.0.0.1"
     #: Worker web/metrics ports: base + stage index (0 picks free ports).
     base_port: int = 0
+    #: Every worker reports its system metrics (Redis s4:metrics:{stage}, expiring after
+    #: redis.metrics_ttl_s, and s4_system_metrics points) this often.
+    system_interval_s: float = Field(5.0, gt=0)
 
 
 class Settings(BaseSettings):

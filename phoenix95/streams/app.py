@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 
 from phoenix95.settings import Settings
 from phoenix95.streams.admin import ensure_topics, lost_partitions
+from phoenix95.streams.system_metrics import SystemMetricsReporter
 from phoenix95.streams.topics import Topics
 from phoenix95.streams.transport import TunedApp
 from phoenix95.streams.wiring import STAGE_CLASSES, StageRuntime
@@ -103,6 +104,23 @@ def create_app(
         if runner is not None and runner.stats.batches != state.get("logged_batches"):
             state["logged_batches"] = runner.stats.batches
             logger.info("stage %s: %s", stage, runner.stats.summary(runner.held))
+
+    @app.timer(settings.metrics.system_interval_s, name=f"p95-{stage}-system-metrics")
+    async def system_metrics() -> None:
+        runner = state.get("runner")
+        if runner is None:
+            return
+        reporter = state.get("reporter")
+        if reporter is None:
+            reporter = state["reporter"] = SystemMetricsReporter(
+                stage,
+                lambda: (runner.stats, runner.held),
+                runtime.redis,
+                runtime.timeseries,
+                namespace=settings.namespace,
+                environment=settings.environment,
+            )
+        await reporter.report(timeout=settings.metrics.system_interval_s)
 
     @app.timer(BROKER_CHECK_INTERVAL_S, name=f"p95-{stage}-broker-check")
     async def broker_check() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.parse
 import urllib.request
 from datetime import timedelta
@@ -29,6 +30,8 @@ MALFORMED = [
 
 @pytest.fixture
 def pipeline(namespace, monkeypatch):
+    monkeypatch.setenv("P95_METRICS__SYSTEM_INTERVAL_S", "1")
+    namespace.env["P95_METRICS__SYSTEM_INTERVAL_S"] = "1"
     yield from run_pipeline(namespace, monkeypatch, clock="event")
 
 
@@ -102,21 +105,51 @@ def test_signals_flow_through_every_stage_into_every_store(pipeline, services):
             assert active == open_ids
             hashes = list(client.scan_iter(match=f"{prefix}position:*:realtime"))
             assert len(hashes) == approved
+            # every worker reports its system metrics, with a TTL (the key disappears when it stops)
+            for stage in ("analysis", "risk", "execution", "positions"):
+                deadline = time.monotonic() + 10  # reported every second: wait for one after the work
+                while True:
+                    reported = json.loads(client.get(f"{prefix}metrics:{stage}") or "{}")
+                    if reported.get("records_processed", 0) > 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                assert reported.get("service") == stage and reported["records_processed"] > 0, (stage, reported)
+                assert reported["memory_used_mb"] > 0 and 0 < client.ttl(f"{prefix}metrics:{stage}") <= 15
         finally:
             client.close()
 
         if services.influx:
-            base = services.influx.rstrip("/")
-            urllib.request.urlopen(base + "/internal/force_flush", timeout=10).read()
-            series = {}
-            query = urllib.parse.urlencode({"match[]": f'{{ns="{pipeline.ns.name}"}}'})
-            with urllib.request.urlopen(f"{base}/api/v1/export?{query}", timeout=30) as response:
-                for line in response:
-                    item = json.loads(line)
-                    series.setdefault(item["metric"]["__name__"], 0)
-                    series[item["metric"]["__name__"]] += len(item["values"])
+            # points stamped "now" (system metrics) take a few seconds to show in VictoriaMetrics' export
+            series: dict[str, int] = {}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                series = _exported_series(services.influx, pipeline.ns.name)
+                if series.get("s4_system_metrics_records_processed", 0) >= 4:
+                    break
+                time.sleep(1)
             assert series.get("s4_price_data_price") == len(prices)
             assert series.get("s4_trade_metrics_position_size", 0) > 0
             assert series.get("s4_risk_metrics_total_value", 0) > 0
+            # a system-metrics point from every worker at least
+            services_reporting = _exported_labels(services.influx, pipeline.ns.name, "s4_system_metrics_cpu_percent")
+            assert services_reporting >= {"analysis", "risk", "execution", "positions"}, series
 
     asyncio.run(run())
+
+
+def _exported_series(influx: str, namespace: str) -> dict[str, int]:
+    base = influx.rstrip("/")
+    urllib.request.urlopen(base + "/internal/force_flush", timeout=10).read()
+    series: dict[str, int] = {}
+    query = urllib.parse.urlencode({"match[]": f'{{ns="{namespace}"}}'})
+    with urllib.request.urlopen(f"{base}/api/v1/export?{query}", timeout=30) as response:
+        for line in response:
+            item = json.loads(line)
+            series[item["metric"]["__name__"]] = series.get(item["metric"]["__name__"], 0) + len(item["values"])
+    return series
+
+
+def _exported_labels(influx: str, namespace: str, metric: str, label: str = "service") -> set[str]:
+    query = urllib.parse.urlencode({"match[]": f'{metric}{{ns="{namespace}"}}'})
+    with urllib.request.urlopen(f"{influx.rstrip('/')}/api/v1/export?{query}", timeout=30) as response:
+        return {json.loads(line)["metric"].get(label, "") for line in response}

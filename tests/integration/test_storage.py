@@ -334,3 +334,84 @@ def test_a_signal_whose_raw_copy_is_not_json_is_kept_wrapped_instead_of_failing(
             assert rows == [({"text": "close=65000 action=buy (not JSON)"},)]
 
     asyncio.run(run())
+
+
+def test_signals_partitions_roll_ahead_and_the_statistics_views_answer(services, namespace):
+    """Partitions exist two months back to three ahead; a signal lands in its month's partition; the
+    seed's views signals_stats, active_positions and leverage_statistics report what was written."""
+    from datetime import UTC, datetime
+
+    from phoenix95.agents.analysis import analyze
+    from phoenix95.agents.ports import InputRecord
+    from tests import factories
+
+    record = InputRecord("t", 0, 0, None, None, b"")
+    now = datetime.now(UTC)
+    signal = factories.signal(confidence="0.9")  # received now
+    base = sample_outcomes()
+    opened = _position_of(base[3].produce[0])
+    _, closing = _marked(opened, [opened.take_profit_price])
+
+    def month(offset: int) -> str:
+        index = now.year * 12 + now.month - 1 + offset
+        return f"signals_y{index // 12}m{index % 12 + 1:02d}"
+
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            partitions = {
+                row[0]
+                for row in await db.fetch(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+                    (namespace.schema,),
+                )
+            }
+            assert {month(offset) for offset in range(-2, 4)} | {"signals_default"} <= partitions
+            sink = StoreSink(db, None, None)
+            fresh = Outcome(record, persist=[SignalAnalyzed(signal, analyze(signal))])
+            assert await sink.persist("test", [fresh, *base[:4]]) == []
+            where = await db.fetch("SELECT tableoid::regclass::text FROM signals WHERE signal_id = %s", (signal.signal_id,))
+            assert where[0][0].endswith(month(0))
+            stats = await db.fetch("SELECT SUM(total_signals), SUM(valid_signals) FROM signals_stats")
+            recent = await db.fetch(
+                "SELECT COUNT(*), COUNT(DISTINCT symbol) FROM signals WHERE received_at >= NOW() - INTERVAL '24 hours'"
+            )
+            assert stats == [(recent[0][0], recent[0][0])] and recent[0][0] >= 1  # the fresh signal at least
+            active = await db.fetch(
+                "SELECT position_id::text, liquidation_risk_level, distance_to_liquidation FROM active_positions"
+            )
+            assert [row[0] for row in active] == [opened.position_id]
+            distance = active[0][2]  # at 20x, ~4.6 % from entry: CRITICAL, as the seed's view says
+            expected = "CRITICAL" if distance < 5 else "HIGH" if distance < 10 else "MEDIUM" if distance < 20 else "LOW"
+            assert active[0][1] == expected
+            assert await db.fetch("SELECT COUNT(*) FROM leverage_statistics") == [(0,)]
+            assert await sink.persist("test", closing) == []
+            assert await db.fetch("SELECT COUNT(*) FROM active_positions") == [(0,)]
+            closed = await db.fetch("SELECT trade_count, win_rate, leverage FROM leverage_statistics")
+            assert closed == [(1, 1, opened.leverage)]
+
+    asyncio.run(run())
+
+
+def test_redis_keys_carry_the_seeds_ttls_and_the_active_set_follows_open_positions(services, namespace):
+    async def run() -> None:
+        redis = RedisState.from_url(services.redis, prefix=namespace.redis_prefix)
+        try:
+            base = sample_outcomes()
+            opened = _position_of(base[3].produce[0])
+            await redis.apply([fact for outcome in base for fact in outcome.persist])
+            analysis, price = base[0].persist[0].analysis, base[4].persist[0].price
+            client = redis.client
+            assert 0 < await client.ttl(redis.keys.price(price.symbol, price.exchange)) <= 60
+            assert 0 < await client.ttl(redis.keys.analysis(analysis.signal_id)) <= 180
+            assert await client.ttl(redis.keys.position(opened.position_id)) == -1  # open: no expiry
+            assert await redis.active_positions() == {opened.position_id}
+            _, closing = _marked(opened, [opened.take_profit_price])
+            await redis.apply([fact for outcome in closing for fact in outcome.persist])
+            assert await redis.active_positions() == set()
+            assert 86000 < await client.ttl(redis.keys.position(opened.position_id)) <= 86400
+        finally:
+            await redis.close()
+
+    asyncio.run(run())
