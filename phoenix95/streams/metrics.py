@@ -5,12 +5,19 @@ come from the facts a stage persisted (new decisions only: a re-delivered input 
 event again but persists nothing) and the events it produced. Money becomes float here, for telemetry
 only. End-to-end latencies are wall-clock figures: with the event clock (replays, the demo) the
 signal times are historical, so they are not observed then.
+
+Signal -> position: a position event carries the signal's id but not its time (each stage stamps its
+own `ts_ingest`, and an order carries its fill time), so the positions worker looks the signal's
+ingest time up in the `signals` row the analysis stage wrote (`received_at` is the signal's
+`ts_ingest`) with the lookup it is given (`resolve_signal_times_with`), off the hot path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -34,7 +41,11 @@ from phoenix95.streams import topics as topic_names
 if TYPE_CHECKING:
     from phoenix95.monitoring.monitor import LagMonitor
 
+logger = logging.getLogger(__name__)
+
 Clock = Literal["wall", "event"]
+#: signal ids -> each signal's ingest time (`ts_ingest`); ids it does not know are left out.
+SignalTimes = Callable[[Sequence[str]], Awaitable[Mapping[str, datetime]]]
 #: Prometheus text format 0.0.4.
 EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4"
 
@@ -58,6 +69,10 @@ class PipelineMetrics:
         self._position_metrics(registry)
         #: Open positions seen by this worker: id -> latest event (for the per-symbol PnL sums).
         self._open: dict[str, PositionEvent] = {}
+        self._signal_times: SignalTimes | None = None
+        #: Positions opened whose signal's ingest time is still to be looked up: (signal id, written at).
+        self._awaiting_signal: list[tuple[str, datetime]] = []
+        self._resolving: asyncio.Task[None] | None = None
 
     # -- definitions -------------------------------------------------------------------------------
 
@@ -124,6 +139,12 @@ class PipelineMetrics:
         self.order_to_position = Histogram(
             "p95_order_to_position_seconds",
             "Filled order written to the broker -> position opened and written",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.signal_to_position = Histogram(
+            "p95_signal_to_position_seconds",
+            "Signal ingested (its ts_ingest) -> position opened and written (wall clock only)",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
@@ -247,8 +268,12 @@ class PipelineMetrics:
 
     def _on_position(self, event: PositionEvent, record: InputRecord, now: datetime) -> None:
         self.position_events.labels(event.kind).inc()
-        if event.kind == "opened" and record.timestamp is not None:
-            self.order_to_position.observe(max(0.0, (now - record.timestamp).total_seconds()))
+        if event.kind == "opened":
+            if record.timestamp is not None:
+                self.order_to_position.observe(max(0.0, (now - record.timestamp).total_seconds()))
+            if self.clock == "wall" and self._signal_times is not None:
+                self._awaiting_signal.append((event.signal_id, now))
+                self._resolve_soon()
         labels = (event.symbol, event.side, event.position_id)
         if event.status == "open":
             self._open[event.position_id] = event
@@ -260,6 +285,36 @@ class PipelineMetrics:
         open_here = [p for p in self._open.values() if p.symbol == event.symbol]
         self.open_positions.labels(event.symbol).set(len(open_here))
         self.unrealized_pnl.labels(event.symbol).set(float(sum(p.unrealized_pnl for p in open_here)))
+
+    def resolve_signal_times_with(self, lookup: SignalTimes) -> None:
+        """Observe `p95_signal_to_position_seconds`, finding signals' ingest times with `lookup`."""
+        self._signal_times = lookup
+
+    def _resolve_soon(self) -> None:
+        if self._resolving is not None and not self._resolving.done():
+            return  # the running lookup takes the new ones too
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a synchronous caller): looked up with the next position opened in one
+        self._resolving = loop.create_task(self.resolve_signal_times(), name="p95-signal-times")
+
+    async def resolve_signal_times(self) -> None:
+        """Look up the ingest times of the signals of the positions opened so far and observe them.
+        Telemetry only: a failed lookup is logged and its positions are not observed."""
+        while self._awaiting_signal and self._signal_times is not None:
+            awaiting, self._awaiting_signal = self._awaiting_signal, []
+            try:
+                found = await self._signal_times(list(dict.fromkeys(signal_id for signal_id, _ in awaiting)))
+            except Exception as error:
+                logger.warning("metrics: signal ingest times not found for %d positions: %s", len(awaiting), error)
+                continue
+            for signal_id, written_at in awaiting:
+                ingested = found.get(signal_id)
+                if ingested is None:
+                    logger.info("metrics: signal %s of a new position is not in the signals table", signal_id)
+                    continue
+                self.signal_to_position.observe(max(0.0, (written_at - ingested).total_seconds()))
 
     # -- exposing ----------------------------------------------------------------------------------
 

@@ -96,6 +96,19 @@ async def _run(pipeline: Pipeline, services) -> dict[str, int]:
             await pipeline.publish_raw(pipeline.topics.signals, [value for value, _ in batch])
     for topic, values in other.items():
         await pipeline.publish_raw(topic, values)
+    # null keys: bad ones are dead-lettered like any other, a valid JSON one is processed
+    null_keyed = [cases[i] for i in (0, 1, 7, 13, 15)]
+    await pipeline.publish_raw(pipeline.topics.signals, [value for value, _ in null_keyed], key=None)
+    bad_signal_values = [*bad_signal_values, *null_keyed]
+    unkeyed = {"symbol": "XRPUSDT", "action": "buy", "price": str(prices[50].price), "confidence": "0.2"}
+    unkeyed["source_timestamp"] = (start + timedelta(minutes=250)).isoformat()
+    await pipeline.publish_raw(pipeline.topics.signals, [json.dumps(unkeyed).encode()], key=None)
+    # an exact re-delivery of a signal changes nothing; a different publication of a used id is DUPLICATE
+    await pipeline.publish([valid[6]])
+    reused = factories.signal(signal_id=valid[5].signal_id, price=valid[5].price, at=valid[5].ts_event)
+    await pipeline.publish([reused])
+    bad_signal_values.append((codec.encode(reused), "DUPLICATE"))
+    valid_count = len(valid) + 1
     total_bad = len(bad_signal_values) + expected_other
 
     async def settled(db) -> bool:
@@ -105,7 +118,7 @@ async def _run(pipeline: Pipeline, services) -> dict[str, int]:
         orders = await pipeline.count(db, "SELECT COUNT(*) FROM orders")
         filled = await pipeline.count(db, "SELECT COUNT(*) FROM orders WHERE status = 'filled' AND intent = 'open'")
         positions = await pipeline.count(db, "SELECT COUNT(*) FROM positions")
-        return verdicts == len(valid) and dead == total_bad and orders == approved and positions == filled
+        return verdicts == valid_count and dead == total_bad and orders == approved and positions == filled
 
     await pipeline.wait_for(settled, timeout=180, what="all valid signals decided and all bad ones dead-lettered")
     async with pipeline.database() as db:
@@ -125,11 +138,22 @@ async def _run(pipeline: Pipeline, services) -> dict[str, int]:
         expected_reasons[reason] = expected_reasons.get(reason, 0) + 1
     assert by_reason == expected_reasons
     assert by_stage == {"analysis": len(bad_signal_values), "risk": 3, "execution": 2, "positions": 4}
-    assert analysed == len(valid)
+    assert analysed == valid_count
     assert approved > 0 and positions == filled
-    assert sorted(bytes(row[0]) for row in originals) == sorted(value for value, _ in bad_signal_values)
+    # the original bytes of every bad one (the DUPLICATE's bytes carry its own ingest time: compare ids)
+    kept = sorted(bytes(row[0]) for row in originals)
+    sent = [value for value, reason in bad_signal_values if reason != "DUPLICATE"]
+    assert len(kept) == len(sent) + 1 and all(value in kept for value in sent)
     counts = await message_counts(services.kafka, [pipeline.topics.dlq])
     assert counts[pipeline.topics.dlq] == total_bad
+    async with pipeline.database() as db:
+        verdicts_of_reused = await pipeline.count(
+            db, "SELECT COUNT(*) FROM risk_verdicts WHERE signal_id = %s", (valid[5].signal_id,)
+        )
+        verdicts_of_redelivered = await pipeline.count(
+            db, "SELECT COUNT(*) FROM risk_verdicts WHERE signal_id = %s", (valid[6].signal_id,)
+        )
+    assert verdicts_of_reused == 1 and verdicts_of_redelivered == 1
     for stage in pipeline.workers.stages:
         assert pipeline.workers.alive(stage), f"{stage} worker died"
     return expected_reasons
@@ -142,12 +166,23 @@ def _replay_a_dead_letter(pipeline: Pipeline, expected_reasons: dict[str, int]) 
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
     assert len(rows) == expected_reasons["UNKNOWN_SYMBOL"]
+    # filters: by stage, by time
+    by_stage = json.loads(runner.invoke(app, ["dlq", "list", "--stage", "risk", "--json", "--limit", "1000"]).stdout)
+    assert len(by_stage) == 3 and {row["stage"] for row in by_stage} == {"risk"}
+    future = json.loads(runner.invoke(app, ["dlq", "list", "--since", "2100-01-01T00:00:00Z", "--json"]).stdout)
+    assert future == []
+    recent = runner.invoke(app, ["dlq", "list", "--since", "2000-01-01T00:00:00Z", "--json", "--limit", "10000"])
+    assert len(json.loads(recent.stdout)) == sum(expected_reasons.values()) + 9
     replayed = runner.invoke(app, ["dlq", "replay", "--id", rows[0]["id"]])
     assert replayed.exit_code == 0, replayed.output
+    # replay by reason: the DUPLICATE publication comes back as a DUPLICATE again
+    again = runner.invoke(app, ["dlq", "replay", "--reason", "DUPLICATE", "--stage", "analysis"])
+    assert again.exit_code == 0, again.output
 
     async def replay_dead_lettered_again(db) -> bool:
         count = await pipeline.count(db, "SELECT COUNT(*) FROM dead_letters WHERE reason = 'UNKNOWN_SYMBOL'")
         marked = await pipeline.count(db, "SELECT COUNT(*) FROM dead_letters WHERE replay_count = 1")
-        return count == expected_reasons["UNKNOWN_SYMBOL"] + 1 and marked == 1
+        duplicates = await pipeline.count(db, "SELECT COUNT(*) FROM dead_letters WHERE reason = 'DUPLICATE'")
+        return count == expected_reasons["UNKNOWN_SYMBOL"] + 1 and marked == 2 and duplicates == 2
 
     asyncio.run(pipeline.wait_for(replay_dead_lettered_again, what="the replayed original processed again"))

@@ -12,11 +12,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from phoenix95.agents.analysis import analyze
 from phoenix95.monitoring.monitor import GroupTarget, LagMonitor, LagSnapshot
 from phoenix95.monitoring.offsets import OffsetReader
 from phoenix95.monitoring.probe import PipelineLagProbe
@@ -24,6 +26,8 @@ from phoenix95.monitoring.status import Status, StatusRules
 from phoenix95.stack.processes import free_port, port_open, wait_until
 from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.topics import Topics
+from tests import factories
+from tests.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -319,6 +323,79 @@ def test_probe_reports_the_signal_path_lag_and_recovers_when_caught_up(services,
     assert lagging == pytest.approx(45, abs=3)  # the analysis group's oldest unconsumed signal
     assert partly == pytest.approx(20, abs=3)  # then the risk group's oldest unconsumed analysis
     assert recovered == 0.0
+
+
+def test_risk_worker_rejects_signals_as_stale_while_the_analysis_group_is_behind_then_recovers(
+    services, namespace, monkeypatch
+):
+    limit = 2.0
+    monkeypatch.setenv("P95_RISK__MAX_PIPELINE_LAG_S", str(limit))
+    port = free_port()
+    pipeline = Pipeline(namespace, stages=("risk",), web_ports={"risk": port})  # wall clock; no analysis worker
+    topics = pipeline.topics
+    analysis_group, risk_group = topics.group("analysis"), topics.group("risk")
+    pipeline.start()
+    try:
+        # Signals nobody consumes: the analysis group is genuinely behind, by the age of the oldest.
+        backlog = [now_ms() - 20_000, now_ms() - 19_000, now_ms() - 18_000]
+        asyncio.run(produce(services.kafka, topics.signals, {0: backlog}))
+        # The risk worker's /metrics exposes what its lag probe measured.
+        lagging = wait_for_group_lag(port, analysis_group, lambda seconds: seconds > limit)
+        stale = asyncio.run(decided_on(pipeline, fresh_analysis()))
+
+        asyncio.run(commit(services.kafka, analysis_group, topics.signals, {0: len(backlog)}))  # caught up
+        recovered = wait_for_group_lag(port, analysis_group, lambda seconds: seconds == 0)
+        wait_for_group_lag(port, risk_group, lambda seconds: seconds == 0)  # it consumed the stale analysis too
+        fresh = asyncio.run(decided_on(pipeline, fresh_analysis()))
+    finally:
+        pipeline.stop()
+
+    assert lagging == pytest.approx(20, abs=5) and recovered == 0.0
+    decision, reasons, details = stale
+    assert decision == "REJECTED" and "SIGNAL_STALE" in reasons
+    (lag_detail,) = [d for d in details if "pipeline lag" in d]
+    measured = float(lag_detail.split("pipeline lag ")[1].split("s >")[0])
+    assert measured > limit and measured == pytest.approx(20, abs=8), lag_detail
+    assert lag_detail.endswith(f"> {limit:.1f}s")
+    decision, reasons, details = fresh
+    assert "SIGNAL_STALE" not in reasons and not [d for d in details if "pipeline lag" in d]
+    assert decision == "APPROVED", details  # the same kind of signal the lagging pipeline refused
+
+
+def fresh_analysis():
+    return analyze(factories.signal(action="buy", confidence="0.92", price="1.1812", at=datetime.now(UTC)))
+
+
+async def decided_on(pipeline: Pipeline, analysis) -> tuple[str, list[str], list[str]]:
+    """Publish an analysis for the risk worker; its verdict as stored (decision, reasons, details)."""
+    await pipeline.publish([analysis])
+    found: list[tuple] = []
+
+    async def verdict(db) -> bool:
+        found[:] = await db.fetch(
+            "SELECT decision, reasons, details FROM risk_verdicts WHERE signal_id = %s", (analysis.signal_id,)
+        )
+        return bool(found)
+
+    await pipeline.wait_for(verdict, timeout=90, what=f"the verdict on {analysis.signal_id}")
+    decision, reasons, details = found[0]
+    return decision, list(reasons), list(details)
+
+
+def wait_for_group_lag(port: int, group: str, done: Callable[[float], bool], timeout: float = 90) -> float:
+    """The group's lag in seconds on a worker's /metrics, once `done` holds for it."""
+    key = ("p95_consumer_group_lag_seconds", group)
+    seen: dict[tuple[str, str], float] = {}
+
+    def check() -> bool:
+        seen.clear()
+        for (name, labels), value in scrape(f"http://127.0.0.1:{port}/metrics").items():
+            if name == key[0] and ("group", group) in labels:
+                seen[key] = value
+        return key in seen and done(seen[key])
+
+    wait_until(check, timeout=timeout, interval=0.3, what=f"lag of {group} on :{port}")
+    return seen[key]
 
 
 async def settle(probe: PipelineLagProbe, done: Callable[[float], bool], timeout: float = 10.0) -> float:

@@ -85,6 +85,19 @@ def test_signals_flow_through_every_stage_into_every_store(pipeline, services):
             reasons = await db.fetch("SELECT DISTINCT reason FROM dead_letters")
         assert approved >= 2 and rejected >= 1
         assert trades == approved
+        # one signal followed through every table by its id (= the correlation_id of every event it caused)
+        followed = signals[0].signal_id
+        async with pipeline.database() as db:
+            for table in ("signals", "risk_verdicts", "orders", "trades", "positions"):
+                found = await pipeline.count(db, f"SELECT COUNT(*) FROM {table} WHERE signal_id = %s", (followed,))
+                assert found == 1, (table, found)
+            chained = await db.fetch(
+                """SELECT v.analysis_id, o.verdict_id = v.verdict_id, t.order_id = o.order_id, p.trade_id = t.trade_id
+                     FROM risk_verdicts v JOIN orders o USING (signal_id) JOIN trades t USING (signal_id)
+                     JOIN positions p USING (signal_id) WHERE v.signal_id = %s""",
+                (followed,),
+            )
+        assert chained and all(chained[0][1:]), chained
         assert "CONFIDENCE_BELOW_MIN" in low_confidence[0][0]
         assert {r[0] for r in reasons} >= {"DECODE_ERROR", "VALIDATION_ERROR", "EMPTY_MESSAGE"}
         counts = await message_counts(
