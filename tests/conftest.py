@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from tests.services import ServiceSet, discover_services
+
+# A slow, shared machine must not fail a property for being slow: no per-example deadline.
+hypothesis_settings.register_profile("phoenix95", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "phoenix95"))
 
 
 @pytest.fixture(scope="session")

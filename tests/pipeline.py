@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -19,6 +20,9 @@ from phoenix95.streams.supervisor import WorkerSet
 from phoenix95.streams.topics import Topics
 from phoenix95.streams.wiring import STAGES
 from tests.conftest import Namespace
+
+#: Waits are for hangs, not speed: P95_TEST_TIMEOUT_SCALE=3 triples them on a slow machine.
+TIMEOUT_SCALE = float(os.environ.get("P95_TEST_TIMEOUT_SCALE", "1"))
 
 
 class Pipeline:
@@ -70,6 +74,7 @@ class Pipeline:
     async def wait_for(
         self, check: Callable[[Database], Awaitable[bool]], *, timeout: float = 90.0, what: str = "condition"
     ) -> None:
+        timeout *= TIMEOUT_SCALE
         deadline = time.monotonic() + timeout
         async with self.database() as db:
             while time.monotonic() < deadline:

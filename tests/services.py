@@ -132,6 +132,19 @@ def discover_services(workdir: Path) -> ServiceSet:
         cleanups.append(functools.partial(stop, endpoint.pid, expect=endpoint.expect))
         influx = endpoint.url
         origin["timeseries"] = "victoria-metrics (started by the tests)"
+    elif use_docker():
+        # VictoriaMetrics, not InfluxDB: the tests read points back through its export API (it takes
+        # InfluxDB's v2 writes, and InfluxDB 2 has no such API); the compose stack runs InfluxDB 2.
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+
+        vm = DockerContainer("victoriametrics/victoria-metrics:v1.102.1").with_exposed_ports(8428)
+        vm.with_command("-retentionPeriod=100y -dedup.minScrapeInterval=1ms")
+        vm.start()
+        wait_for_logs(vm, "started server", timeout=60)
+        cleanups.append(vm.stop)
+        influx = f"http://{vm.get_container_host_ip()}:{vm.get_exposed_port(8428)}"
+        origin["timeseries"] = "testcontainers (victoria-metrics)"
     else:
         influx = None
         origin["timeseries"] = "none (install victoria-metrics)"

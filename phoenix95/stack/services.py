@@ -196,7 +196,7 @@ def start_postgres(home: Path, preferred_port: int = 55432) -> Endpoint:
     )
     pid = _postmaster_pid(data)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    wait_until(lambda: port_open(port), timeout=30, what="postgres")
+    wait_until(lambda: port_open(port) and postgres_healthy(url), timeout=60, what="postgres")
     return Endpoint(
         "postgres",
         url,

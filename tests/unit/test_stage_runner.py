@@ -110,7 +110,7 @@ def _acker(log: list[str]) -> Any:
 
 
 def test_a_record_the_stage_chokes_on_is_dead_lettered_as_processing_error_and_the_rest_go_on():
-    runner, stage, sink, publisher, log = _runner()
+    runner, stage, _sink, publisher, log = _runner()
     asyncio.run(runner.run_batch(_events(b"a", b"boom", b"c"), _acker(log)))
     dead = [e for e in publisher.events if e.SCHEMA_NAME == "phoenix95.DeadLetter"]
     assert len(dead) == 1 and dead[0].reason == "PROCESSING_ERROR" and dead[0].source_offset == 1
