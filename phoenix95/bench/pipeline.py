@@ -195,15 +195,22 @@ async def _e2e_throughput(pipeline: BenchPipeline, signals: int, timeout: float)
     }
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    """p50/p99/max/mean in ms; an unfinished item (inf) makes the figures it reaches None."""
     ordered = sorted(values)
     if not ordered:
         return {}
+
+    def ms(value: float) -> float | None:
+        return round(value * 1000, 1) if value != float("inf") else None
+
+    finite = [v for v in ordered if v != float("inf")]
     return {
-        "p50": round(ordered[len(ordered) // 2] * 1000, 1),
-        "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1),
-        "max": round(ordered[-1] * 1000, 1),
-        "mean": round(statistics.fmean(ordered) * 1000, 1),
+        "p50": ms(ordered[len(ordered) // 2]),
+        "p99": ms(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]),
+        "max": ms(ordered[-1]),
+        "mean": round(statistics.fmean(finite) * 1000, 1) if len(finite) == len(ordered) else None,
+        "count": len(ordered),
     }
 
 
@@ -228,7 +235,9 @@ def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
 async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict[str, Any]:
     from phoenix95.streams.producer import EventProducer
 
-    producer = EventProducer(pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec.for_settings(pipeline.settings))
+    producer = EventProducer(
+        pipeline.settings.kafka.bootstrap_servers, pipeline.topics, Codec.for_settings(pipeline.settings)
+    )
     await producer.start()
     rng = random.Random(7)
     prices = {s: first for s, (first, _) in SYMBOLS.items()}
@@ -282,23 +291,27 @@ async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict
     from phoenix95.storage.postgres import Database
 
     async with Database(pipeline.settings.postgres_url(), schema=pipeline.settings.postgres.db_schema) as db:
-        to_order = await db.fetch(
-            """SELECT EXTRACT(EPOCH FROM ((o.order_data->>'ts_ingest')::timestamptz - s.received_at))
-                 FROM orders o JOIN signals s ON s.signal_id = o.signal_id
-                WHERE o.status = 'filled' AND s.strategy = 'bench'"""
-        )
-        to_position = await db.fetch(
-            """SELECT EXTRACT(EPOCH FROM (p.created_at - s.received_at))
-                 FROM positions p JOIN signals s ON s.signal_id = p.signal_id WHERE s.strategy = 'bench'"""
-        )
-        to_verdict = await db.fetch(
-            """SELECT EXTRACT(EPOCH FROM ((v.verdict->>'ts_ingest')::timestamptz - s.received_at))
+        # every measured signal (the warm-up ones waited for the workers to join: strategy bench-warmup)
+        signal_rows = await db.fetch("SELECT signal_id, received_at FROM signals WHERE strategy = 'bench'")
+        verdict_rows = await db.fetch(
+            """SELECT v.signal_id, (v.verdict->>'ts_ingest')::timestamptz, v.decision
                  FROM risk_verdicts v JOIN signals s ON s.signal_id = v.signal_id WHERE s.strategy = 'bench'"""
         )
-    # the warm-up signals (strategy bench-warmup) waited for the workers to join: not counted
-    orders = [float(r[0]) for r in to_order]
-    positions = [float(r[0]) for r in to_position]
-    verdicts = [float(r[0]) for r in to_verdict]
+        order_rows = await db.fetch(
+            """SELECT o.signal_id, (o.order_data->>'ts_ingest')::timestamptz
+                 FROM orders o JOIN signals s ON s.signal_id = o.signal_id
+                WHERE o.status = 'filled' AND o.intent = 'open' AND s.strategy = 'bench'"""
+        )
+    received = {row[0]: row[1] for row in signal_rows}
+    approved = {row[0] for row in verdict_rows if row[2] == "APPROVED"}
+    opened = await _position_opened_times(pipeline)
+    verdict_times = {row[0]: row[1] for row in verdict_rows}
+    order_times = {row[0]: row[1] for row in order_rows}
+    # Everything from envelope timestamps (ts_ingest: when each stage emitted its event). A signal still
+    # unfinished at the end counts as slower than every finished one, so the tail is not flattered.
+    verdicts = _latencies(received, verdict_times, set(received))
+    orders = _latencies(received, order_times, approved)
+    positions = _latencies(received, opened, approved)
     order_figures = _percentiles(orders)
     return {
         "value": order_figures.get("p99"),
@@ -310,10 +323,60 @@ async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict
         "max_open_positions": LATENCY_MAX_OPEN,
         "seconds": seconds,
         "signals": sent,
-        "orders": len(orders),
-        "note": "an order waits for the next market price (a price per symbol every 50 ms here)",
+        "signals_seen": len(received),
+        "approved": len(approved),
+        "orders": len(order_times.keys() & approved),
+        "unfinished": {
+            "verdicts": len(received.keys() - verdict_times.keys()),
+            "orders": len(approved - order_times.keys()),
+            "positions": len(approved - opened.keys()),
+        },
+        "note": "an order waits for the next market price (a price per symbol every 50 ms here); "
+        "unfinished signals count as the slowest",
         "run_id": pipeline.run_id,
     }
+
+
+def _latencies(start: dict[str, datetime], end: dict[str, datetime], population: set[str]) -> list[float]:
+    return [
+        (end[key] - start[key]).total_seconds() if key in end else float("inf") for key in population if key in start
+    ]
+
+
+async def _position_opened_times(pipeline: BenchPipeline) -> dict[str, datetime]:
+    """signal id -> ts_ingest of its position's `opened` event, read back from the positions topic."""
+    from aiokafka import AIOKafkaConsumer
+
+    from phoenix95.schemas.messages import PositionEvent
+    from phoenix95.streams.admin import end_offsets
+
+    bootstrap = pipeline.settings.kafka.bootstrap_servers
+    topic = pipeline.topics.position_ticks
+    codec = Codec.for_settings(pipeline.settings)
+    ends = await end_offsets(bootstrap, [topic])
+    found: dict[str, datetime] = {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [tp for tp, end in ends.items() if end > 0]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        remaining = set(partitions)
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=2000)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= ends[tp] - 1:
+                        remaining.discard(tp)
+                    event = codec.decode(record.value, PositionEvent)
+                    if event.kind == "opened":
+                        found.setdefault(event.signal_id, event.ts_ingest)
+    finally:
+        await consumer.stop()
+    return found
 
 
 def _prices(
