@@ -172,6 +172,7 @@ async def count(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
         dead = await pipeline.count(db, "SELECT COUNT(*) FROM dead_letters")
     published = {s.signal_id for s in work.signals}
     order_on_topics = await _order_kept(pipeline, work)
+    on_topics = await _distinct_effects_on_topics(pipeline)
     return {
         "signals": len(published),
         "signals_missing": len(published - analysed),
@@ -189,6 +190,7 @@ async def count(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
         "duplicate_positions": sum(n - 1 for n in positions_per_trade.values() if n > 1),
         "dead_letters": dead,
         **order_on_topics,
+        **on_topics,
     }
 
 
@@ -240,6 +242,61 @@ async def _order_kept(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
     return {**violations, **counts}
 
 
+async def _read_topic(pipeline: Pipeline, topic: str, model: Any) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    from phoenix95.streams.admin import end_offsets
+
+    codec = Codec()
+    ends = await end_offsets(pipeline.settings.kafka.bootstrap_servers, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    messages: list[Any] = []
+    try:
+        partitions = [tp for tp in ends if ends[tp] > 0]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        remaining = set(partitions)
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=2000)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= ends[tp] - 1:
+                        remaining.discard(tp)
+                    messages.append(codec.decode(record.value, model))
+    finally:
+        await consumer.stop()
+    return messages
+
+
+async def _distinct_effects_on_topics(pipeline: Pipeline) -> dict[str, int]:
+    """Effects counted on the topics, which have no unique constraints (unlike the tables): a
+    re-delivered input may repeat an event, but a second *distinct* verdict for a signal, order for a
+    verdict or position for an order would be a duplicate effect."""
+    from phoenix95.schemas.messages import PositionEvent, RiskVerdict
+
+    verdicts: dict[str, set[str]] = {}
+    for verdict in await _read_topic(pipeline, pipeline.topics.risk_verdicts, RiskVerdict):
+        verdicts.setdefault(verdict.signal_id, set()).add(verdict.verdict_id)
+    orders: dict[str, set[str]] = {}
+    for order in await _read_topic(pipeline, pipeline.topics.orders, Order):
+        orders.setdefault(order.verdict_id, set()).add(order.order_id)
+    positions: dict[str, set[str]] = {}
+    for event in await _read_topic(pipeline, pipeline.topics.position_ticks, PositionEvent):
+        if event.kind == "opened":
+            positions.setdefault(event.order_id, set()).add(event.position_id)
+    return {
+        "topic_signals_with_distinct_verdicts": sum(1 for ids_ in verdicts.values() if len(ids_) > 1),
+        "topic_verdicts_with_distinct_orders": sum(1 for ids_ in orders.values() if len(ids_) > 1),
+        "topic_orders_with_distinct_positions": sum(1 for ids_ in positions.values() if len(ids_) > 1),
+        "topic_orders": sum(len(ids_) for ids_ in orders.values()),
+        "topic_positions_opened": sum(len(ids_) for ids_ in positions.values()),
+    }
+
+
 def assert_nothing_lost_or_doubled(counts: dict[str, Any]) -> None:
     assert counts["signals_missing"] == 0, counts
     assert counts["signals_with_more_than_one_verdict"] == 0, counts
@@ -253,6 +310,11 @@ def assert_nothing_lost_or_doubled(counts: dict[str, Any]) -> None:
     assert counts["dead_letters"] == 0, counts
     assert counts["symbols_out_of_order_on_analysis"] == 0, counts
     assert counts["symbols_out_of_order_on_orders"] == 0, counts
+    # the same, counted on the topics (no unique constraint there to hide a second distinct effect)
+    assert counts["topic_signals_with_distinct_verdicts"] == 0, counts
+    assert counts["topic_verdicts_with_distinct_orders"] == 0, counts
+    assert counts["topic_orders_with_distinct_positions"] == 0, counts
+    assert counts["topic_orders"] == counts["orders"] and counts["topic_positions_opened"] == counts["positions"], counts
 
 
 def run_scenario(
