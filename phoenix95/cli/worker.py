@@ -11,10 +11,13 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phoenix95.settings import get_settings
 from phoenix95.streams.wiring import STAGES
+
+if TYPE_CHECKING:
+    from phoenix95.streams.metrics import SignalTimes
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +36,17 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
     settings = get_settings()
     settings.check_production()
     chosen = list(dict.fromkeys(stages)) or list(STAGES)
+    ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
+    if ports and max(ports.values()) > 65535:
+        from phoenix95.cli.main import UserError
+
+        raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
     prepare(settings)
     if len(chosen) == 1:
         run_stage(chosen[0], web_port=web_port, log_level=log_level)
         return
     from phoenix95.streams.supervisor import WorkerSet
 
-    ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
-    if ports and max(ports.values()) > 65535:
-        from phoenix95.cli.main import UserError
-
-        raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
     workers = WorkerSet(chosen, log_dir=settings.home / "logs", web_ports=ports, log_level=log_level)
     logger.info("supervising %s", ", ".join(chosen))
     announce_ports(ports, settings.metrics.host)
@@ -105,7 +108,7 @@ def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
     worker.execute_from_commandline()
 
 
-def signal_ingest_times(runtime: Any) -> Any:
+def signal_ingest_times(runtime: Any) -> SignalTimes:
     """Looks signals' ingest times up in the `signals` rows, through the stage runtime's database
     (`received_at` is the signal's `ts_ingest`): for `p95_signal_to_position_seconds`."""
     from phoenix95.storage.readers import SeenSignals

@@ -38,7 +38,7 @@ class WorkerSet:
         web_ports: dict[str, int] | None = None,
         log_level: str = "info",
     ):
-        self.stages = list(stages)
+        self.stages = list(dict.fromkeys(stages))  # a stage named twice runs once
         self.env = {**os.environ, **(env or {})}
         self.log_dir = Path(log_dir)
         self.web_ports = web_ports or {}

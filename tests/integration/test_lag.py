@@ -32,6 +32,12 @@ from tests.pipeline import Pipeline
 pytestmark = pytest.mark.integration
 
 
+#: The fields the issue asks of every `p95 lag --json` row.
+ROW_KEYS = frozenset({"group", "topic", "partition", "committed", "end", "lag", "lag_seconds", "status"})
+#: A group's summary row: the same fields (no topic, partition or offsets), its worst partition and count.
+SUMMARY_KEYS = ROW_KEYS | {"kind", "stage", "worst", "partitions"}
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -133,6 +139,10 @@ def test_json_rows_match_offsets_computed_by_the_test(services, namespace, topic
 
     assert result.returncode == 1, "groups with stuck partitions are not OK"
     rows = json.loads(result.stdout)
+    # the issue's fields on every row, plus what tells the rows apart (kind) and the pipeline stage
+    assert all(set(row) == ROW_KEYS | {"kind", "stage"} for row in rows if row["kind"] == "partition")
+    assert all(set(row) == SUMMARY_KEYS for row in rows if row["kind"] == "group")
+    assert {row["kind"] for row in rows} == {"partition", "group"}
     for group, offsets in committed.items():
         partitions = {row["partition"]: row for row in rows if row["kind"] == "partition" and row["group"] == group}
         assert set(partitions) == {0, 1, 2}
@@ -156,6 +166,27 @@ def test_json_rows_match_offsets_computed_by_the_test(services, namespace, topic
         assert summary["lag_seconds"] == max(ages)
         assert (summary["status"], summary["worst"], summary["partitions"]) == ("ERR", "STALL", 3)
     assert [row["group"] for row in rows if row["kind"] == "group"] == [behind, further]
+
+
+def test_lag_exits_non_zero_when_one_of_several_groups_is_not_ok(services, namespace, topic, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the table's group names unfolded
+    ok, lagging = f"{namespace.name}.all-read", f"{namespace.name}.one-stuck"
+    asyncio.run(produce(services.kafka, topic, {0: [now_ms() - 10_000] * 3}))
+    asyncio.run(commit(services.kafka, ok, topic, {0: 3}))
+    asyncio.run(commit(services.kafka, lagging, topic, {0: 1}))
+    options = ["--group", ok, "--group", lagging, "--topic", topic, "--window", "1", "--interval", "0.25"]
+
+    as_json, as_table = p95_lag(*options, "--json"), p95_lag(*options)
+    only_ok = p95_lag("--group", ok, "--topic", topic, "--json", "--window", "1", "--interval", "0.25")
+
+    summaries = {row["group"]: row for row in json.loads(as_json.stdout) if row["kind"] == "group"}
+    assert {group: row["status"] for group, row in summaries.items()} == {ok: "OK", lagging: "ERR"}
+    assert summaries[lagging]["lag"] == 2 and summaries[ok]["lag"] == 0
+    assert as_json.returncode == 1, as_json.stderr
+    assert as_table.returncode == 1, as_table.stderr
+    assert [line.count("ERR") for line in as_table.stdout.splitlines() if lagging in line] == [1]
+    assert [line.count(" OK") for line in as_table.stdout.splitlines() if ok in line] == [1]
+    assert only_ok.returncode == 0, only_ok.stderr
 
 
 def test_paused_consumer_shows_growing_lag_and_turns_warn_then_stall_then_stop(services, namespace, topic):

@@ -4,15 +4,17 @@ same code against the real broker is in tests/integration/test_lag.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from phoenix95.monitoring.exporter import LagCollector
-from phoenix95.monitoring.monitor import GroupTarget, LagMonitor, pipeline_targets
+from phoenix95.monitoring.monitor import GroupTarget, LagMonitor, LagSnapshot, pipeline_targets
 from phoenix95.monitoring.offsets import PartitionOffsets
 from phoenix95.monitoring.probe import PipelineLagProbe
 from phoenix95.monitoring.status import Status, StatusRules
@@ -131,6 +133,37 @@ def test_group_turns_err_when_a_partition_stalls_and_the_snapshot_is_not_ok():
     assert seen[-1] == (Status.STALL, Status.ERR)
     assert not snapshot.ok
     assert snapshot.groups[0].worst == Status.STALL
+
+
+def falling_behind_snapshot() -> LagSnapshot:
+    """A group whose commits still move while its lag grows: WARN, nothing worse."""
+    clock = Clock()
+    script = [{"g-analysis": [PartitionOffsets("signals", 0, 5 + i, 0, 10 + 3 * i, ms(NOW))]} for i in range(3)]
+    monitor = monitor_over(ScriptedReader(script), TARGETS[:1], clock)
+    for _ in script:
+        snapshot = asyncio.run(monitor.sample())
+        clock.at += 1.0
+    return snapshot
+
+
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "table"])
+def test_lag_command_exits_non_zero_when_a_group_is_only_warn(monkeypatch, output):
+    from phoenix95.cli import lag as lag_command
+    from phoenix95.cli.main import app
+
+    snapshot = falling_behind_snapshot()
+    assert [g.status for g in snapshot.groups] == [Status.WARN]
+
+    async def report(*args: object) -> LagSnapshot:
+        return snapshot
+
+    monkeypatch.setattr(lag_command, "_report", report)
+    result = CliRunner().invoke(app, ["lag", *output])
+
+    assert result.exit_code == 1, result.output
+    if output:
+        (summary,) = [row for row in json.loads(result.stdout) if row["kind"] == "group"]
+        assert (summary["status"], summary["lag"]) == ("WARN", 9)
 
 
 def test_collector_exposes_the_latest_snapshot():
