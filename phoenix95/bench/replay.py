@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from phoenix95.bench.pipeline import SYMBOLS
@@ -90,19 +91,51 @@ def inprocess(*, quick: bool) -> dict[str, Any]:
     }
 
 
-def kafka(base: Any) -> dict[str, Any]:
+#: The quick run's share of the bundled sample: its first signals, with the candles from an hour
+#: before the first to a day after the last (so their positions can close).
+QUICK_SIGNALS = 60
+
+
+def quick_inputs(directory: Path, signals: int = QUICK_SIGNALS) -> tuple[Path, Path]:
+    """A signals file and a candle file with the first `signals` signals of the bundled sample and
+    the candles around them."""
+    from phoenix95.connectors.market_data import read_candles
+    from phoenix95.replay import runner, sources
+
+    lines = [line for line in runner.sample_signals_path().read_text().splitlines() if line.strip()][:signals]
+    signals_path = directory / "quick-signals.jsonl"
+    signals_path.write_text("\n".join(lines) + "\n")
+    chosen, _bad = sources.read_signals_file(signals_path)
+    first, last = chosen[0].ts_event - timedelta(hours=1), chosen[-1].ts_event + timedelta(days=1)
+    prices_path = directory / "XRPUSDT-5m-quick.csv"
+    with prices_path.open("w") as out:
+        out.write("date,open,high,low,close,volume\n")
+        for c in read_candles(runner.DEFAULT_PRICES):
+            if first <= c.time <= last:
+                out.write(
+                    f"{c.time.isoformat()},{c.open},{c.high},{c.low},{c.close},{c.volume if c.volume is not None else ''}\n"
+                )
+    return signals_path, prices_path
+
+
+def kafka(base: Any, *, quick: bool = False) -> dict[str, Any]:
+    """The bundled sample through the real workers, next to the same input in-process (quick: its
+    first signals and the candles around them)."""
+    import asyncio
+    import tempfile
+
     from phoenix95.replay import runner
+    from phoenix95.replay.kafka_mode import clean
 
-    request = runner.ReplayRequest(mode="kafka", signals_file=runner.SAMPLE_SIGNALS)
-    kafka_summary = runner.run(request, base=base)
-    inprocess_summary = runner.run(
-        runner.ReplayRequest(mode="inprocess", signals_file=runner.SAMPLE_SIGNALS), base=base
-    )
+    with tempfile.TemporaryDirectory(prefix="p95-bench-replay-") as directory:
+        if quick:
+            signals_path, prices_path = quick_inputs(Path(directory))
+            inputs: dict[str, Any] = {"signals_file": str(signals_path), "prices_files": [str(prices_path)]}
+        else:
+            inputs = {"signals_file": runner.SAMPLE_SIGNALS}
+        kafka_summary = runner.run(runner.ReplayRequest(mode="kafka", **inputs), base=base)
+        inprocess_summary = runner.run(runner.ReplayRequest(mode="inprocess", **inputs), base=base)
     try:
-        import asyncio
-
-        from phoenix95.replay.kafka_mode import clean
-
         asyncio.run(clean(base, kafka_summary["run_id"]))
     except Exception:
         pass
@@ -112,6 +145,7 @@ def kafka(base: Any) -> dict[str, Any]:
         "baseline": {"inprocess_events_per_s": inprocess_summary["events_per_s"]},
         "ratio": round(kafka_summary["events_per_s"] / inprocess_summary["events_per_s"], 4),
         "events": kafka_summary["events"],
+        "signals": kafka_summary["signals"],
         "same_digest_as_inprocess": kafka_summary["digest"] == inprocess_summary["digest"],
         "elapsed_s": kafka_summary["elapsed_s"],
     }

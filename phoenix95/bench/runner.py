@@ -97,7 +97,7 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
     if name == "replay_kafka":
         from phoenix95.bench import replay
 
-        return replay.kafka(settings)
+        return replay.kafka(settings, quick=quick)
     if name in ("tap", "webhook_ack_latency"):
         from phoenix95.bench import external
 

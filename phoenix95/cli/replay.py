@@ -126,6 +126,7 @@ def _print(summary: dict[str, Any]) -> None:
         "sharpe",
         "sortino",
         "exposure",
+        "average_open_positions",
         "events_per_s",
         "elapsed_s",
         "digest",

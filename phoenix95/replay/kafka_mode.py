@@ -42,6 +42,8 @@ class KafkaRun:
     verdicts: list[VerdictRow]
     orders: list[Any]
     elapsed_s: float
+    #: Seconds from the first event sent to the last one acknowledged (the pacing, at --speed > 0).
+    publish_s: float = 0.0
 
 
 def new_run_id() -> str:
@@ -91,7 +93,7 @@ async def run_kafka(
         workers.start()
         try:
             started = time.perf_counter()
-            await _publish(run_settings, signals, ticks, speed=speed, on_progress=on_progress)
+            publish_s = await _publish(run_settings, signals, ticks, speed=speed, on_progress=on_progress)
             await _wait(run_settings, len(signals), timeout=timeout, workers=workers)
             elapsed = time.perf_counter() - started
         finally:
@@ -103,7 +105,7 @@ async def run_kafka(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return KafkaRun(run_id, lines, closed, open_, verdicts, orders, elapsed)
+    return KafkaRun(run_id, lines, closed, open_, verdicts, orders, elapsed, publish_s)
 
 
 async def _publish(
@@ -113,7 +115,10 @@ async def _publish(
     *,
     speed: float,
     on_progress: Callable[[int, int], None] | None,
-) -> None:
+) -> float:
+    """Publish the events in event-time order; at `speed` > 0 each is sent when its event time,
+    scaled by 1/speed, has passed since the first (`speed` 1: real time). Returns the seconds
+    from the first send to the last acknowledgement."""
     from phoenix95.streams.producer import EventProducer
 
     topics = Topics(settings.namespace)
@@ -128,16 +133,18 @@ async def _publish(
         first_wall = time.perf_counter()
         for index, item in enumerate(timeline, start=1):
             message: Event = tick_event(item, namespace=settings.namespace) if isinstance(item, MarketTick) else item
-            chunk.append(message)
             when = message.ts_event
             if speed > 0:
+                # what is due goes out now; this event waits until its own time has come
                 first_event = first_event or when
                 due = (when - first_event).total_seconds() / speed
                 wait = due - (time.perf_counter() - first_wall)
                 if wait > 0.005:
-                    await producer.publish(chunk)
-                    chunk = []
+                    if chunk:
+                        await producer.publish(chunk)
+                        chunk = []
                     await asyncio.sleep(wait)
+            chunk.append(message)
             if len(chunk) >= CHUNK:
                 await producer.publish(chunk)
                 chunk = []
@@ -145,10 +152,12 @@ async def _publish(
                     on_progress(index, total)
         if chunk:
             await producer.publish(chunk)
+        published_s = time.perf_counter() - first_wall
         if on_progress is not None:
             on_progress(total, total)
     finally:
         await producer.stop()
+    return published_s
 
 
 async def _wait(settings: Settings, signal_count: int, *, timeout: float, workers: Any) -> None:
@@ -210,8 +219,58 @@ async def _collect(settings: Settings) -> tuple[list[str], list[Position], list[
     )
 
 
+#: DeleteGroups error codes: the group is gone already; its members have not left it yet.
+GROUP_ID_NOT_FOUND = 69
+NON_EMPTY_GROUP = 68
+
+
+def run_groups(run_id: str) -> list[str]:
+    from phoenix95.streams.wiring import STAGES
+
+    topics = Topics(run_id)
+    return [topics.group(stage) for stage in STAGES]
+
+
+async def delete_groups(bootstrap: str, groups: Sequence[str], *, timeout: float = 20.0) -> dict[str, str]:
+    """Delete consumer groups (DeleteGroups, sent to each group's coordinator): group -> "deleted",
+    "absent" or the error. aiokafka's admin client has no call for it. A group whose members have
+    not left yet (a worker just stopped) is retried until `timeout`."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.protocol.admin import DeleteGroupsRequest
+
+    results: dict[str, str] = {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = {group for group, _protocol in await admin.list_consumer_groups()}
+        waiting = [group for group in groups if group in existing]
+        results.update({group: "absent" for group in groups if group not in existing})
+        deadline = time.monotonic() + timeout
+        while waiting:
+            retry = []
+            for group in waiting:
+                coordinator = await admin.find_coordinator(group)
+                response = await admin._send_request(DeleteGroupsRequest([group]), coordinator)
+                for name, code in response.results:
+                    if code == 0:
+                        results[name] = "deleted"
+                    elif code == GROUP_ID_NOT_FOUND:
+                        results[name] = "absent"
+                    elif code == NON_EMPTY_GROUP and time.monotonic() < deadline:
+                        retry.append(name)
+                    else:
+                        results[name] = f"not deleted: error code {code}"
+            waiting = retry
+            if waiting:
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    return results
+
+
 async def clean(settings: Settings, run_id: str) -> dict[str, Any]:
-    """Delete a kafka-mode run: its topics, consumer groups, schema and Redis keys."""
+    """Delete a kafka-mode run: its topics (the pipeline's and the ones Faust made for the run's
+    apps), consumer groups, PostgreSQL schema and Redis keys."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     from phoenix95.storage.postgres import drop_schema
@@ -220,19 +279,15 @@ async def clean(settings: Settings, run_id: str) -> dict[str, Any]:
 
     if not run_id.startswith("r") or not run_id[1:].isalnum():
         raise ValueError(f"{run_id!r} is not a replay run id")
-    topics = Topics(run_id)
-    await delete_topics(settings.kafka.bootstrap_servers, topics.all())
-    groups_deleted: Any = []
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    bootstrap = settings.kafka.bootstrap_servers
+    groups = await delete_groups(bootstrap, run_groups(run_id))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
     try:
-        groups = [topics.group(stage) for stage in ("analysis", "risk", "execution", "positions")]
-        try:
-            groups_deleted = await admin.delete_consumer_groups(groups)
-        except Exception as error:  # a broker without DeleteGroups support
-            groups_deleted = f"not deleted: {error}"
+        run_topics = sorted(topic for topic in await admin.list_topics() if topic.startswith(f"{run_id}."))
     finally:
         await admin.close()
+    await delete_topics(bootstrap, run_topics)
     await drop_schema(settings.postgres_url(), run_id)
     redis = RedisState.from_url(settings.redis_url(), prefix=f"{run_id}:s4:")
     try:
@@ -243,8 +298,8 @@ async def clean(settings: Settings, run_id: str) -> dict[str, Any]:
         await redis.close()
     return {
         "run_id": run_id,
-        "topics": list(topics.all()),
-        "groups": groups_deleted,
+        "topics": run_topics,
+        "groups": groups,
         "schema": run_id,
         "redis_keys": len(keys),
     }

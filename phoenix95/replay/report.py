@@ -86,6 +86,7 @@ def render(
             "sharpe",
             "sortino",
             "exposure",
+            "average_open_positions",
             "digest",
             "mode",
             "events_per_s",

@@ -82,26 +82,39 @@ def sample_signals_path() -> Path:
     return Path(str(resources.files("phoenix95.data.samples").joinpath("xrpusdt-signals.jsonl")))
 
 
-async def load_inputs(
-    settings: Settings, request: ReplayRequest
-) -> tuple[list[Signal], list[MarketTick], list[sources.BadLine]]:
+@dataclass
+class Inputs:
+    signals: list[Signal]
+    ticks: list[MarketTick]
+    bad: list[sources.BadLine] = field(default_factory=list)
+    #: Where the events came from (for the summary): "signals" and "prices" descriptions.
+    described: dict[str, Any] = field(default_factory=dict)
+
+
+async def load_inputs(settings: Settings, request: ReplayRequest) -> Inputs:
     bad: list[sources.BadLine] = []
     signals: list[Signal]
+    codec = Codec.for_settings(settings)
+    described: dict[str, Any] = {}
     if request.signals_file:
         path = sample_signals_path() if request.signals_file == SAMPLE_SIGNALS else Path(request.signals_file)
         signals, bad = sources.read_signals_file(path)
+        described["signals"] = {"kind": "file", "path": str(path)}
     elif request.signals_table:
         signals = await sources.signals_from_table(
             settings.postgres_url(), settings.postgres.db_schema, start=request.since, until=request.until
         )
+        described["signals"] = {"kind": "table", "schema": settings.postgres.db_schema, "table": "signals"}
     elif request.signals_topic:
-        signals = await sources.from_topic(
+        read = await sources.read_topic(
             settings.kafka.bootstrap_servers,
             request.signals_topic,
             start=request.since,
             until=request.until,
-            codec=Codec.for_settings(settings),
+            codec=codec,
         )
+        signals = read.events
+        described["signals"] = {"kind": "topic", **read.stats()}
     else:
         raise sources.SourceError(
             "no signals: give --signals FILE (or 'sample'), --signals-table or --signals-topic TOPIC"
@@ -111,43 +124,55 @@ async def load_inputs(
     if request.until is not None:
         signals = [s for s in signals if s.ts_event < request.until]
     ticks: list[MarketTick] = []
+    prices: list[dict[str, Any]] = []
     for name in request.prices_files:
-        ticks.extend(sources.read_price_file(name))
+        found = sources.read_price_file(name)
+        ticks.extend(found)
+        prices.append({"kind": "file", "name": name, "ticks": len(found)})
     if request.prices_topic:
         from phoenix95.agents.execution import tick_of
 
-        ticks.extend(
-            tick_of(p)
-            for p in await sources.from_topic(
-                settings.kafka.bootstrap_servers,
-                request.prices_topic,
-                start=request.since,
-                until=request.until,
-                codec=Codec.for_settings(settings),
-            )
+        read = await sources.read_topic(
+            settings.kafka.bootstrap_servers,
+            request.prices_topic,
+            start=request.since,
+            until=request.until,
+            codec=codec,
         )
+        ticks.extend(tick_of(p) for p in read.events)
+        prices.append({"kind": "topic", "ticks": len(read.events), **read.stats()})
     if not request.prices_files and not request.prices_topic and not request.simulate:
-        ticks.extend(sources.read_price_file(DEFAULT_PRICES))
+        found = sources.read_price_file(DEFAULT_PRICES)
+        ticks.extend(found)
+        prices.append({"kind": "file", "name": DEFAULT_PRICES, "ticks": len(found)})
     if request.simulate:
         start, end = sources.span(signals, ticks)
         for spec in request.simulate:
-            ticks.extend(sources.simulated_prices(spec, start=start, end=end))
+            found = sources.simulated_prices(spec, start=start, end=end)
+            ticks.extend(found)
+            prices.append({"kind": "simulated", "spec": spec, "ticks": len(found)})
     priced = {t.symbol for t in ticks}
     missing = sorted({s.symbol for s in signals} - priced)
     if missing:
         start, end = sources.span(signals, ticks)
         for symbol in missing:
             first = next(s.price for s in signals if s.symbol == symbol)
-            ticks.extend(sources.simulated_prices(f"{symbol}:{first}", start=start, end=end))
+            found = sources.simulated_prices(f"{symbol}:{first}", start=start, end=end)
+            ticks.extend(found)
+            prices.append(
+                {"kind": "simulated", "spec": f"{symbol}:{first}", "ticks": len(found), "why": "no prices given"}
+            )
     ticks.sort(key=lambda t: (t.time, t.symbol))
-    return signals, ticks, bad
+    described["prices"] = prices
+    return Inputs(signals, ticks, bad, described)
 
 
 def run(
     request: ReplayRequest, *, base: Settings, on_progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     settings = settings_with(request.overrides) if request.overrides else base
-    signals, ticks, bad = asyncio.run(load_inputs(settings, request))
+    inputs = asyncio.run(load_inputs(settings, request))
+    signals, ticks, bad = inputs.signals, inputs.ticks, inputs.bad
     config = settings.risk.trading_config()
     from phoenix95.streams.wiring import brackets_for
 
@@ -181,7 +206,7 @@ def run(
         lines = kafka.lines
         first = min([s.ts_event for s in signals] + ([ticks[0].time] if ticks else []), default=None)
         curve = equity_curve(closed, config.starting_equity, first)
-        extra = {"run_id": kafka.run_id}
+        extra = {"run_id": kafka.run_id, "speed": request.speed, "publish_s": round(kafka.publish_s, 3)}
     summary = summarize(
         closed=closed,
         open_positions=open_positions,
@@ -204,6 +229,7 @@ def run(
             "events_per_s": round(total / elapsed, 1) if elapsed > 0 else None,
             "settings": {key: value for key, value in request.overrides.items()},
             "wall_s": round(time.perf_counter() - started, 3),
+            "sources": inputs.described,
             **extra,
         }
     )

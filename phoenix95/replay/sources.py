@@ -7,8 +7,9 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -173,65 +174,161 @@ async def signals_from_table(url: str, schema: str, *, start: datetime | None, u
     return [signal_from_row(dict(zip(columns, row, strict=True))) for row in rows]
 
 
-async def from_topic(
-    bootstrap: str, topic: str, *, start: datetime | None, until: datetime | None, codec: Any = None
-) -> list[Any]:
-    """Decoded messages of a topic's time range (offset-for-time per partition; no consumer group)."""
+@dataclass
+class TopicRead:
+    """A time range of a topic: the decoded events in it, and what reading it took (the offset each
+    partition started at, the records read from each, the fetches the time lookup made)."""
+
+    topic: str
+    events: list[Any] = field(default_factory=list)
+    start_offsets: dict[int, int] = field(default_factory=dict)
+    end_offsets: dict[int, int] = field(default_factory=dict)
+    records_read: dict[int, int] = field(default_factory=dict)
+    undecodable: int = 0
+    lookup_fetches: int = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "events": len(self.events),
+            "records_read": sum(self.records_read.values()),
+            "undecodable": self.undecodable,
+            "start_offsets": {str(p): o for p, o in sorted(self.start_offsets.items())},
+            "end_offsets": {str(p): o for p, o in sorted(self.end_offsets.items())},
+            "records_read_by_partition": {str(p): n for p, n in sorted(self.records_read.items())},
+            "lookup_fetches": self.lookup_fetches,
+        }
+
+
+def in_range(event_time: datetime, start: datetime | None, until: datetime | None) -> bool:
+    return (start is None or event_time >= start) and (until is None or event_time < until)
+
+
+def past_until(record_timestamp_ms: int, event_time: datetime, until: datetime | None) -> bool:
+    """Whether a partition is read past `until` at this record: both its timestamp (when it was
+    written) and its event time are at or after it. A record written late (event before `until`,
+    timestamp after) does not stop the read; the next one that happened after `until` does."""
+    if until is None:
+        return False
+    return record_timestamp_ms >= int(until.timestamp() * 1000) and event_time >= until
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    start: datetime | None,
+    until: datetime | None,
+    codec: Any = None,
+    stall_timeout: float = 30.0,
+) -> TopicRead:
+    """The decoded events of a topic whose event time is in [start, until), without a consumer group.
+
+    Each partition is read from the first record whose timestamp is at or after `start`, found by
+    the tap's time search (the broker's offset-for-time answer, checked with a fetch and otherwise
+    binary-searched: Tansu's answer is wrong, see `tap.positions`); a record is written at or after
+    the time of its event, so nothing in the range comes before that offset. A partition is read
+    up to its end, or until the first record past `until` (see `past_until`)."""
     from aiokafka import AIOKafkaConsumer
 
-    from phoenix95.schemas.codec import Codec, DecodeError
-    from phoenix95.schemas.messages import MarketPrice
-    from phoenix95.streams.admin import end_offsets, partitions_of
+    from phoenix95.schemas.codec import Codec
+    from phoenix95.tap.plan import OffsetLookup
+    from phoenix95.tap.positions import to_ms
 
     codec = codec or Codec()
-    ends = await end_offsets(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
-    )
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        partitions = await partitions_of(consumer, [topic])
+    decode = _decoder(topic, codec)
+    read = TopicRead(topic)
+    async with OffsetLookup(bootstrap) as lookup:
+        partitions = await lookup.partitions([topic])
         if not partitions:
             raise SourceError(f"topic {topic} does not exist")
-        consumer.assign(partitions)
+        bounds = await lookup.bounds(partitions)
         for tp in partitions:
-            offset = 0
-            if start is not None:
-                looked_up = await consumer.offsets_for_times({tp: int(start.timestamp() * 1000)})
-                offset = looked_up[tp].offset if looked_up.get(tp) is not None else ends.get(tp, 0)
-            consumer.seek(tp, offset)
-        remaining = {tp for tp in partitions if ends.get(tp, 0) > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000)
-            if not batches:
-                break
+            bound = bounds[tp]
+            offset = bound.beginning if start is None else await lookup.offset_for_time(tp, to_ms(start), bound)
+            read.start_offsets[tp.partition] = offset
+            read.end_offsets[tp.partition] = bound.end
+            read.records_read[tp.partition] = 0
+        read.lookup_fetches = lookup.fetches
+    pending = {tp for tp in partitions if read.start_offsets[tp.partition] < read.end_offsets[tp.partition]}
+    if not pending:
+        return read
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="p95-replay-source",
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=8 << 20,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(sorted(pending))
+        for tp in pending:
+            consumer.seek(tp, read.start_offsets[tp.partition])
+        deadline = time.monotonic() + stall_timeout
+        while pending:
+            if time.monotonic() > deadline:
+                left = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending))
+                raise SourceError(f"reading {left} made no progress for {stall_timeout:.0f}s")
+            batches = await consumer.getmany(*pending, timeout_ms=500)
+            done = []
             for tp, records in batches.items():
+                if tp not in pending or not records:
+                    continue
+                deadline = time.monotonic() + stall_timeout
+                first, end = read.start_offsets[tp.partition], read.end_offsets[tp.partition]
                 for record in records:
-                    if record.offset >= ends[tp] - 1:
-                        remaining.discard(tp)
-                    if record.value is None:
+                    if record.offset < first:
                         continue
-                    try:
-                        if topic.endswith("p95.market.prices"):
-                            item: Any = codec.decode(record.value, MarketPrice)
-                        else:
-                            item = codec.decode_signal(
-                                record.value,
-                                headers=record.headers,
-                                fallback_id=ids.derive("json-signal", record.topic, record.partition, record.offset),
-                            )
-                    except DecodeError:
-                        continue
-                    if until is not None and item.ts_event >= until:
-                        continue
-                    if start is not None and item.ts_event < start:
-                        continue
-                    found.append(item)
+                    if record.offset >= end:
+                        done.append(tp)
+                        break
+                    read.records_read[tp.partition] += 1
+                    item = decode(record)
+                    if item is None:
+                        read.undecodable += 1
+                    elif past_until(record.timestamp, item.ts_event, until):
+                        done.append(tp)
+                        break
+                    elif in_range(item.ts_event, start, until):
+                        read.events.append(item)
+                    if record.offset >= end - 1:
+                        done.append(tp)
+                        break
+            if done:
+                pending.difference_update(done)
+                consumer.pause(*done)
     finally:
         await consumer.stop()
-    found.sort(key=lambda e: (e.ts_event, e.event_id))
-    return found
+    read.events.sort(key=lambda e: (e.ts_event, e.event_id))
+    return read
+
+
+def _decoder(topic: str, codec: Any) -> Callable[[Any], Any]:
+    """Record -> event (None when it cannot be decoded): prices on a prices topic, else signals
+    (Avro in either framing, or JSON)."""
+    from phoenix95.schemas.codec import DecodeError
+    from phoenix95.schemas.messages import MarketPrice
+    from phoenix95.streams.topics import MARKET_PRICES
+
+    prices = topic.endswith(MARKET_PRICES)
+
+    def decode(record: Any) -> Any:
+        if record.value is None:
+            return None
+        try:
+            if prices:
+                return codec.decode(record.value, MarketPrice, headers=record.headers)
+            return codec.decode_signal(
+                record.value,
+                headers=record.headers,
+                fallback_id=ids.derive("json-signal", record.topic, record.partition, record.offset),
+            )
+        except DecodeError:
+            return None
+
+    return decode
 
 
 def span(signals: list[Signal], prices: list[MarketTick]) -> tuple[datetime, datetime]:

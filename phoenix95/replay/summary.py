@@ -62,6 +62,22 @@ def sortino(returns: Sequence[float]) -> float | None:
     return round(mean / deviation * math.sqrt(365), 4) if deviation > 0 else None
 
 
+def time_in_market(intervals: Sequence[tuple[datetime, datetime]]) -> float:
+    """Seconds during which at least one of the (start, end) intervals was open (their union)."""
+    total = 0.0
+    current: tuple[datetime, datetime] | None = None
+    for start, end in sorted(intervals):
+        if current is None or start > current[1]:
+            if current is not None:
+                total += (current[1] - current[0]).total_seconds()
+            current = (start, end)
+        elif end > current[1]:
+            current = (current[0], end)
+    if current is not None:
+        total += (current[1] - current[0]).total_seconds()
+    return total
+
+
 def summarize(
     *,
     closed: Sequence[Position],
@@ -92,14 +108,7 @@ def summarize(
             rejected += 1
             reasons.update(verdict.reasons)
     span = (last_time - first_time).total_seconds() if first_time and last_time and last_time > first_time else 0.0
-    held = (
-        sum(
-            ((p.closed_at or last_time or p.opened_at) - p.opened_at).total_seconds()
-            for p in [*closed, *open_positions]
-        )
-        if span
-        else 0.0
-    )
+    held = [(p.opened_at, p.closed_at or last_time or p.opened_at) for p in [*closed, *open_positions]] if span else []
     returns = daily_returns(list(curve))
     return {
         "signals": len(verdicts),
@@ -123,5 +132,6 @@ def summarize(
         "max_drawdown": round(float(max_drawdown(curve)), 6),
         "sharpe": sharpe(returns),
         "sortino": sortino(returns),
-        "exposure": round(held / span, 4) if span else 0.0,
+        "exposure": round(time_in_market(held) / span, 4) if span else 0.0,
+        "average_open_positions": round(sum((b - a).total_seconds() for a, b in held) / span, 4) if span else 0.0,
     }
