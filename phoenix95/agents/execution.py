@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,7 @@ from phoenix95.agents.base import Stage, dead_letter, record_key
 from phoenix95.agents.ports import InputRecord, OrderPlaced, Outcome
 from phoenix95.connectors.exchange.base import ExchangeConnector, ExchangeOrder, OrderRequest
 from phoenix95.domain import ids
-from phoenix95.domain.execution import MarketTick, next_price_at_or_after
+from phoenix95.domain.execution import MarketTick, PriceHistory, next_price_at_or_after
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.values import entry_order_side, opposite
 from phoenix95.schemas.codec import Codec, DecodeError
@@ -86,7 +85,7 @@ class ExecutionStage(Stage):
         self.quiet_fill_after = quiet_fill_after
         self.price_history = price_history
         self.prices_topic = prices_topic
-        self.prices: dict[str, deque[MarketTick]] = {}
+        self.prices: dict[str, PriceHistory] = {}
         self.pending: dict[tuple[str, int, int], _Pending] = {}
         self._monotonic = monotonic
 
@@ -98,9 +97,10 @@ class ExecutionStage(Stage):
         """Nothing of this stage's memory is in the stores, and it is kept consistent: keep it."""
 
     def observe(self, tick: MarketTick) -> None:
-        history = self.prices.setdefault(tick.symbol, deque(maxlen=self.price_history))
-        if not history or tick.time > history[-1].time:
-            history.append(tick)
+        history = self.prices.get(tick.symbol)
+        if history is None:
+            history = self.prices[tick.symbol] = PriceHistory(self.price_history)
+        history.append(tick)
 
     def fill_tick(self, verdict: RiskVerdict) -> MarketTick | None:
         history = self.prices.get(verdict.symbol)
@@ -109,7 +109,7 @@ class ExecutionStage(Stage):
         tick = next_price_at_or_after(history, verdict.ts_event)
         if tick is None:
             return None
-        if tick is history[0] and len(history) == history.maxlen and tick.time > verdict.ts_event:
+        if tick is history[0] and history.trimmed and tick.time > verdict.ts_event:
             logger.warning(
                 "execution: price history of %s too short to find the price after %s", verdict.symbol, verdict.ts_event
             )

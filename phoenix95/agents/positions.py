@@ -10,7 +10,6 @@ it dead-letters undecodable price messages and writes the price cache and price 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -23,7 +22,7 @@ from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import Fill as DomainFill
-from phoenix95.domain.execution import MarketTick, prices_after
+from phoenix95.domain.execution import PriceHistory, prices_after
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.positions import (
     Position,
@@ -79,7 +78,7 @@ class PositionStage(Stage):
         self.price_history = price_history
         self.prices_topic = prices_topic
         self.open: dict[str, Position] = {}
-        self.prices: dict[str, deque[MarketTick]] = {}
+        self.prices: dict[str, PriceHistory] = {}
         self.realized = Decimal(0)
         self.mark_interval = mark_interval
         #: Event time of each open position's last published tick.
@@ -160,9 +159,10 @@ class PositionStage(Stage):
         tick = tick_of(price)
         if price.funding_rate is not None:
             self.funding.add(price.symbol, [(price.ts_event, price.funding_rate)])
-        history = self.prices.setdefault(price.symbol, deque(maxlen=self.price_history))
-        if not history or tick.time > history[-1].time:
-            history.append(tick)
+        history = self.prices.get(price.symbol)
+        if history is None:
+            history = self.prices[price.symbol] = PriceHistory(self.price_history)
+        history.append(tick)
         facts: list = [PriceObserved(price)]
         produce: list = []
         for position in [p for p in self.open.values() if p.symbol == price.symbol]:

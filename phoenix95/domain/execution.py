@@ -12,7 +12,8 @@ tick against the trader. The taker fee is charged on the filled notional, on ent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -101,9 +102,57 @@ def fill_market_order(
     )
 
 
-def next_price_at_or_after(prices: Sequence[MarketTick], time: datetime) -> MarketTick | None:
-    """The first price event at or after `time` (prices in event-time order). Searched from the
-    newest end: the price a fill wants is nearly always among the last few."""
+class PriceHistory:
+    """The recent prices of one symbol in event-time order (a later tick only), at most about
+    `maxlen` of them, found by time in O(log n): a stage reading the prices topic runs ahead of the
+    orders two hops behind it, so the tick an order wants can be thousands back."""
+
+    __slots__ = ("_ticks", "_times", "maxlen", "trimmed")
+
+    def __init__(self, maxlen: int = 5000):
+        self.maxlen = max(1, maxlen)
+        self._ticks: list[MarketTick] = []
+        self._times: list[datetime] = []
+        #: Older ticks were dropped: a time before the first one may have had a price.
+        self.trimmed = False
+
+    def append(self, tick: MarketTick) -> bool:
+        """Keep `tick` if it is later than the last one; returns whether it was kept."""
+        if self._times and tick.time <= self._times[-1]:
+            return False
+        self._ticks.append(tick)
+        self._times.append(tick.time)
+        if len(self._ticks) > self.maxlen + self.maxlen // 2:  # trim in steps: amortized O(1)
+            drop = len(self._ticks) - self.maxlen
+            del self._ticks[:drop]
+            del self._times[:drop]
+            self.trimmed = True
+        return True
+
+    def __len__(self) -> int:
+        return len(self._ticks)
+
+    def __iter__(self) -> Iterator[MarketTick]:
+        return iter(self._ticks)
+
+    def __reversed__(self) -> Iterator[MarketTick]:
+        return reversed(self._ticks)
+
+    def __getitem__(self, index: int) -> MarketTick:
+        return self._ticks[index]
+
+    def at_or_after(self, time: datetime) -> MarketTick | None:
+        index = bisect.bisect_left(self._times, time)
+        return self._ticks[index] if index < len(self._ticks) else None
+
+    def after(self, time: datetime) -> list[MarketTick]:
+        return self._ticks[bisect.bisect_right(self._times, time) :]
+
+
+def next_price_at_or_after(prices: Sequence[MarketTick] | PriceHistory, time: datetime) -> MarketTick | None:
+    """The first price event at or after `time` (prices in event-time order)."""
+    if isinstance(prices, PriceHistory):
+        return prices.at_or_after(time)
     found = None
     for tick in reversed(prices):
         if tick.time < time:
@@ -112,8 +161,10 @@ def next_price_at_or_after(prices: Sequence[MarketTick], time: datetime) -> Mark
     return found
 
 
-def prices_after(prices: Sequence[MarketTick], time: datetime) -> list[MarketTick]:
+def prices_after(prices: Sequence[MarketTick] | PriceHistory, time: datetime) -> list[MarketTick]:
     """The price events later than `time`, oldest first (prices in event-time order)."""
+    if isinstance(prices, PriceHistory):
+        return prices.after(time)
     later = []
     for tick in reversed(prices):
         if tick.time <= time:
