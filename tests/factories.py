@@ -9,6 +9,14 @@ from decimal import Decimal
 from typing import Any
 
 from phoenix95.connectors.market_data import price_event
+from phoenix95.domain import ids
+from phoenix95.domain.book import PendingOrder
+from phoenix95.domain.brackets import BracketTable
+from phoenix95.domain.config import TradingConfig
+from phoenix95.domain.execution import Fill
+from phoenix95.domain.positions import Position, open_position
+from phoenix95.domain.risk import Exposure, RecentSignal, RiskRequest
+from phoenix95.domain.values import OrderSide, Side, entry_order_side, money
 from phoenix95.schemas.messages import MarketPrice, Signal
 from phoenix95.schemas.signal_input import build_signal
 
@@ -77,3 +85,153 @@ def price_path(
     namespace: str = "",
 ) -> list[MarketPrice]:
     return [price(symbol=symbol, value=v, at=start + step * (i + 1), namespace=namespace) for i, v in enumerate(values)]
+
+
+# -- domain values: risk requests, exposures, positions, paper-book orders ---------------------------------
+
+
+def risk_request(
+    *,
+    symbol: str = "BTCUSDT",
+    side: Side = "long",
+    price: str | Decimal = "60000",
+    confidence: str | Decimal = "0.9",
+    phoenix95_score: str | Decimal = "1",
+    final_confidence: str | Decimal = "0.8",
+    strategy: str = "test",
+    timeframe: str = "5m",
+    at: datetime | None = None,
+    signal_id: str | None = None,
+) -> RiskRequest:
+    """A scored signal as the risk stage sees it. With the default config and 10,000 USDT equity it
+    is approved: Kelly 0.6 x 0.2 = 12 % of equity as margin, 0.4 BTC (24,000 USDT at 20x)."""
+    return RiskRequest(
+        signal_id=signal_id or str(uuid.uuid4()),
+        symbol=symbol,
+        side=side,
+        price=Decimal(str(price)),
+        confidence=Decimal(str(confidence)),
+        phoenix95_score=Decimal(str(phoenix95_score)),
+        final_confidence=Decimal(str(final_confidence)),
+        strategy=strategy,
+        timeframe=timeframe,
+        signal_time=at or T0,
+    )
+
+
+def exposure(
+    *,
+    symbol: str = "ETHUSDT",
+    side: Side = "long",
+    quantity: str | Decimal = "0.1",
+    notional: str | Decimal = "300",
+    margin: str | Decimal = "15",
+    opened_at: datetime | None = None,
+    reference_id: str | None = None,
+    pending: bool = False,
+) -> Exposure:
+    return Exposure(
+        reference_id=reference_id or str(uuid.uuid4()),
+        symbol=symbol,
+        side=side,
+        quantity=Decimal(str(quantity)),
+        notional=Decimal(str(notional)),
+        margin=Decimal(str(margin)),
+        opened_at=opened_at or T0 - timedelta(hours=1),
+        pending=pending,
+    )
+
+
+def recent_signal(request: RiskRequest, *, seconds_before: float = 30, **changes: Any) -> RecentSignal:
+    """Another signal like `request` (same symbol, side, strategy, timeframe unless changed)."""
+    fields_ = {
+        "signal_id": str(uuid.uuid4()),
+        "symbol": request.symbol,
+        "side": request.side,
+        "strategy": request.strategy,
+        "timeframe": request.timeframe,
+        "time": request.signal_time - timedelta(seconds=seconds_before),
+        **changes,
+    }
+    return RecentSignal(**fields_)
+
+
+def exact_fill(
+    *,
+    side: OrderSide = "buy",
+    price: str | Decimal = "60000",
+    quantity: str | Decimal = "0.1",
+    at: datetime | None = None,
+    config: TradingConfig | None = None,
+) -> Fill:
+    """A fill at exactly `price` (no slippage), paying the taker fee."""
+    price, quantity = Decimal(str(price)), Decimal(str(quantity))
+    notional = price * quantity
+    return Fill(
+        side=side,
+        price=price,
+        quantity=quantity,
+        notional=notional,
+        fee=money(notional * (config or TradingConfig()).taker_fee_rate),
+        slippage_rate=Decimal(0),
+        reference_price=price,
+        time=at or T0,
+    )
+
+
+def position(
+    *,
+    symbol: str = "BTCUSDT",
+    side: Side = "long",
+    price: str | Decimal = "60000",
+    quantity: str | Decimal = "0.1",
+    at: datetime | None = None,
+    leverage: int = 20,
+    config: TradingConfig | None = None,
+    brackets: BracketTable | None = None,
+) -> Position:
+    """An isolated position opened by the domain from an exact fill. The defaults are the worked
+    example: BTCUSDT long 0.1 at 60,000 with 300 USDT margin, liquidation at 57,228.92."""
+    config = config or TradingConfig()
+    fill = exact_fill(side=entry_order_side(side), price=price, quantity=quantity, at=at, config=config)
+    return open_position(
+        position_id=str(uuid.uuid4()),
+        order_id=str(uuid.uuid4()),
+        signal_id=str(uuid.uuid4()),
+        symbol=symbol,
+        side=side,
+        fill=fill,
+        leverage=leverage,
+        margin_mode="ISOLATED",
+        brackets=(brackets or BracketTable.bundled()).for_symbol(symbol),
+        config=config,
+        tick_size=config.rules(symbol).tick_size,
+    ).position
+
+
+def pending_order(
+    *,
+    symbol: str = "BTCUSDT",
+    side: Side = "long",
+    quantity: str | Decimal = "0.1",
+    at: datetime | None = None,
+    verdict_id: str | None = None,
+    leverage: int = 20,
+) -> PendingOrder:
+    """An approved opening verdict's market order as the paper book holds it (derived ids)."""
+    verdict_id = verdict_id or str(uuid.uuid4())
+    quantity = Decimal(str(quantity))
+    return PendingOrder(
+        order_id=ids.order_id(verdict_id),
+        verdict_id=verdict_id,
+        signal_id=str(uuid.uuid4()),
+        symbol=symbol,
+        side=side,
+        intent="open",
+        quantity=quantity,
+        decision_time=at or T0,
+        leverage=leverage,
+        margin_mode="ISOLATED",
+        planned_margin=Decimal(0),
+        planned_notional=Decimal(0),
+    )

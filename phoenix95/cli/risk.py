@@ -1,14 +1,35 @@
-"""`p95 risk quote`: the verdict the risk stage would give right now, without publishing anything."""
+"""`p95 risk quote`: the verdict the risk stage would give right now, without publishing anything.
+
+The quote sees what the risk stage sees: the live portfolio (PostgreSQL) and the recent prices of
+the symbol, read from the tail of p95.market.prices without a consumer group (nothing is joined or
+committed), so the plan has the same one-day VaR. With `--offline`, or when the broker has no
+prices for the symbol, the bundled candles of the symbol stand in when there are any.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from phoenix95.domain.execution import MarketTick
+    from phoenix95.domain.risk import MarketView
+    from phoenix95.schemas.codec import Codec
+    from phoenix95.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Records read from the end of each partition of the prices topic to find the symbol's last prices.
+PRICE_TAIL = 20_000
+#: The largest price the stores hold (NUMERIC(20, 8): 12 digits before the point).
+MAX_PRICE = Decimal(10) ** 12
 
 risk_app = typer.Typer(help="Risk checks and sizing.", no_args_is_help=True)
 
@@ -28,16 +49,43 @@ def quote(
     volume: str = typer.Option(None, help="Volume at signal time."),
     strategy: str = typer.Option("quote", help="Strategy name (duplicate detection)."),
     offline: bool = typer.Option(
-        False, "--offline", help="Quote against a fresh paper account instead of the live state."
+        False,
+        "--offline",
+        help="Quote against a fresh paper account and the bundled candles, without PostgreSQL or the broker.",
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score, size and check a hypothetical signal: sizing, stop-loss, take-profit, liquidation price,
-    margins and every reason it would be rejected."""
-    from phoenix95.cli.main import UserError, print_json
+    margins, the one-day VaR from the symbol's recent prices and every reason it would be rejected."""
+    from phoenix95.cli.main import UserError, print_json, stderr
+
+    try:
+        result = _run(symbol, side, price, confidence, rsi, macd, volume, strategy, offline=offline)
+    except UserError as error:
+        stderr.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        print_json(result)
+    else:
+        _print(result)
+
+
+def _run(
+    symbol: str,
+    side: str,
+    price: str,
+    confidence: str,
+    rsi: str | None,
+    macd: str | None,
+    volume: str | None,
+    strategy: str,
+    *,
+    offline: bool,
+) -> dict[str, Any]:
+    from phoenix95.cli.main import UserError
 
     if side not in ("long", "short"):
-        raise UserError("--side must be long or short")
+        raise UserError(f"--side must be long or short, not {side!r}")
     from phoenix95.schemas.signal_input import InvalidSignal, build_signal
 
     payload: dict[str, Any] = {
@@ -53,18 +101,16 @@ def quote(
     try:
         signal = build_signal(payload, producer="quote", signal_id=str(uuid.uuid4()), default_source="api")
     except InvalidSignal as error:
-        raise UserError(str(error)) from None
-    result = asyncio.run(_quote(signal, offline=offline))
-    if as_json:
-        print_json(result)
-    else:
-        _print(result)
+        raise UserError(f"cannot quote this signal: {error}") from None
+    if signal.price >= MAX_PRICE:
+        raise UserError(f"--price {price!r} is too large: prices must be below {MAX_PRICE:,}")
+    return asyncio.run(_quote(signal, offline=offline))
 
 
 async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
     from phoenix95.agents.analysis import analyze
     from phoenix95.agents.risk_desk import verdict_message
-    from phoenix95.domain.risk import MarketView, PortfolioView, RiskRequest, evaluate
+    from phoenix95.domain.risk import PortfolioView, RiskRequest, evaluate
     from phoenix95.settings import get_settings
     from phoenix95.streams.wiring import brackets_for, trading_config
 
@@ -74,7 +120,8 @@ async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
     if signal.symbol not in brackets:
         from phoenix95.cli.main import UserError
 
-        raise UserError(f"{signal.symbol} has no leverage brackets (known: {', '.join(sorted(brackets.symbols()))})")
+        known = ", ".join(sorted(brackets.symbols()))
+        raise UserError(f"unknown symbol {signal.symbol}: it has no leverage brackets (known: {known})")
     analysis = analyze(signal, producer="quote")
     now = datetime.now(UTC)
     portfolio = PortfolioView(equity=config.starting_equity)
@@ -107,7 +154,8 @@ async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
         analysis.timeframe,
         analysis.ts_event,
     )
-    verdict = evaluate(request, portfolio=portfolio, market=MarketView(), config=config, brackets=brackets, now=now)
+    market, market_info = await _market_view(settings, signal.symbol, offline=offline)
+    verdict = evaluate(request, portfolio=portfolio, market=market, config=config, brackets=brackets, now=now)
     message = verdict_message(analysis, verdict, decided_at=now, producer="quote")
     plan = message.plan.model_dump(mode="json") if message.plan is not None else None
     return {
@@ -123,6 +171,7 @@ async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
         "open_positions": sum(1 for e in portfolio.exposures if not e.pending),
         "equity": str(portfolio.equity),
         "plan": plan,
+        "market": market_info,
         "state_from": source,
         "note": "stop-loss and take-profit are a move in price from entry; at the plan's leverage a 2 % move is "
         f"{Decimal(2) * (plan['leverage'] if plan else config.leverage)} % of the margin",
@@ -161,4 +210,107 @@ def _print(result: dict[str, Any]) -> None:
         ):
             table.add_row(key, str(plan.get(key)))
         console.print(table)
-    console.print(f"[dim]{result['state_from']}; {result['note']}[/dim]")
+    market = result["market"]
+    console.print(f"[dim]{market['prices']} recent prices ({market['from']}); {result['state_from']}[/dim]")
+    console.print(f"[dim]{result['note']}[/dim]")
+
+
+async def _market_view(settings: Settings, symbol: str, *, offline: bool) -> tuple[MarketView, dict[str, Any]]:
+    """What the risk stage knows of the symbol's market: its last price and the daily volatility
+    of its recent returns (the same window of prices, hence the same VaR)."""
+    from phoenix95.domain.risk import MarketView
+    from phoenix95.domain.volatility import WINDOW, ReturnWindow
+    from phoenix95.streams.topics import Topics
+    from phoenix95.streams.wiring import codec_for
+
+    ticks: list[MarketTick] = []
+    origin = "offline"
+    if not offline:
+        topic = Topics(settings.namespace).market_prices
+        try:
+            ticks = await asyncio.wait_for(
+                recent_ticks(settings.kafka.bootstrap_servers, topic, symbol, codec_for(settings), count=WINDOW + 1),
+                timeout=30,
+            )
+            origin = f"the broker, {topic}" if ticks else f"no {symbol} prices on {topic}"
+        except Exception as error:  # an unreachable broker must not stop a quote: use the bundled data
+            logger.warning("risk quote: cannot read %s from the broker: %s", topic, error)
+            origin = f"broker unreachable ({type(error).__name__})"
+    if not ticks:
+        from phoenix95.connectors.market_data import CandleReplay, bundled_candle_file
+
+        name = bundled_candle_file(symbol)
+        if name is not None:
+            ticks = CandleReplay.bundled(symbol, None).ticks()[-(WINDOW + 1) :]
+            origin = f"{origin}; bundled candles {name}"
+        else:
+            origin = f"{origin}; no bundled candles for {symbol}"
+    window = ReturnWindow()
+    for tick in ticks:
+        window.append(tick.time, tick.price)
+    volatility = window.daily_volatility()
+    info = {
+        "prices": len(ticks),
+        "from": origin,
+        "first_time": ticks[0].time.isoformat() if ticks else None,
+        "last_time": ticks[-1].time.isoformat() if ticks else None,
+        "last_price": str(window.last_price) if window.last_price is not None else None,
+        "daily_volatility": str(volatility) if volatility is not None else None,
+    }
+    return MarketView(last_price=window.last_price, daily_volatility=volatility), info
+
+
+async def recent_ticks(
+    bootstrap: str, topic: str, symbol: str, codec: Codec, *, count: int, tail: int = PRICE_TAIL
+) -> list[MarketTick]:
+    """The last `count` prices of `symbol` on the prices topic, oldest first.
+
+    Reads the last `tail` records of every partition with manual assignment and no consumer group
+    (nothing joined, nothing committed), keeps the records keyed by the symbol and decodes those;
+    undecodable ones are skipped (the positions stage dead-letters them)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from phoenix95.agents.execution import tick_of
+    from phoenix95.schemas.codec import DecodeError
+    from phoenix95.schemas.messages import MarketPrice
+    from phoenix95.streams.admin import end_offsets
+
+    ends = {tp: end for tp, end in (await end_offsets(bootstrap, [topic])).items() if end > 0}
+    if not ends:
+        return []
+    key = symbol.encode()
+    found: dict[str, MarketTick] = {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="p95-risk-quote",
+        fetch_max_wait_ms=50,
+        request_timeout_ms=15000,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(sorted(ends))
+        for tp, end in ends.items():
+            consumer.seek(tp, max(0, end - tail))
+        waiting = dict(ends)
+        deadline = time.monotonic() + 20
+        while waiting and time.monotonic() < deadline:
+            batches = await consumer.getmany(*waiting, timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.key != key or record.value is None or record.offset >= ends[tp]:
+                        continue
+                    try:
+                        price = codec.decode(record.value, MarketPrice, headers=record.headers)
+                    except DecodeError:
+                        continue
+                    if price.symbol == symbol:
+                        found[price.event_id] = tick_of(price)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    waiting.pop(tp, None)
+        if waiting:
+            logger.warning("risk quote: read %s only partly within 20 s", topic)
+    finally:
+        await consumer.stop()
+    return sorted(found.values(), key=lambda tick: tick.time)[-count:]

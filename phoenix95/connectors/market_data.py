@@ -1,6 +1,6 @@
 """Market data: replay of recorded Binance candles and a simulated feed (seeded geometric Brownian
-motion) for symbols with no data. Both yield `MarketPrice` events with event time; a live feed can be
-added behind the same shape (an async iterator of MarketPrice).
+motion) for symbols with no data. Both are a `MarketDataFeed`: they yield `MarketPrice` events with
+event time, and a live exchange feed can be added behind the same protocol.
 
 A candle becomes one price event at its *close* time (open time + interval): its close is only known
 then, so a replay never trades on a price before it existed. High and low travel with it, so
@@ -12,15 +12,17 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import math
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from phoenix95.domain import ids
 from phoenix95.domain.execution import MarketTick
@@ -29,6 +31,27 @@ from phoenix95.schemas.messages import MarketPrice
 
 _BUNDLED = "phoenix95.data.market"
 _FILE = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[mhd])-(?P<market>[a-z_]+)\.csv(\.gz)?$")
+
+
+@runtime_checkable
+class MarketDataFeed(Protocol):
+    """Where the prices of one symbol come from: recorded candles (`CandleReplay`), a simulation
+    (`GbmFeed`), later a live exchange stream.
+
+    `prices` yields `MarketPrice` events in event-time order, each stamped with its event time and
+    ready for p95.market.prices. It ends when a finite feed runs out or after `limit` events; an
+    endless feed (simulated, live) runs until then or until the consumer stops iterating.
+    """
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def source(self) -> str:
+        """The `source` field of its events: candles, simulated, or the exchange's name."""
+        ...
+
+    def prices(self, *, limit: int | None = None, namespace: str = "") -> AsyncIterator[MarketPrice]: ...
 
 
 @dataclass(frozen=True)
@@ -200,11 +223,51 @@ def candle_events(
 def bundled_candle_events(
     symbol: str = "XRPUSDT", interval: str = "5m", *, shift: timedelta = timedelta(0), namespace: str = ""
 ) -> list[MarketPrice]:
-    return list(
-        candle_events(
-            symbol, read_candles(f"{symbol}-{interval}-futures_last.csv.gz"), interval, shift=shift, namespace=namespace
+    return list(CandleReplay.bundled(symbol, interval, shift=shift).events(namespace=namespace))
+
+
+def bundled_candle_file(symbol: str, interval: str | None = None) -> str | None:
+    """The bundled last-price candle file of a symbol (of `interval`, else the shortest), if any."""
+    found = []
+    for name in bundled_files():
+        match = _FILE.match(name)
+        if not match or match["symbol"] != symbol or match["market"] != "futures_last":
+            continue
+        if interval is None or match["interval"] == interval:
+            found.append((parse_interval(match["interval"]), name))
+    return min(found)[1] if found else None
+
+
+@dataclass(frozen=True)
+class CandleReplay:
+    """Recorded candles of one symbol, replayed as price events at their close time."""
+
+    symbol: str
+    candles: tuple[Candle, ...]
+    interval: str = "5m"
+    shift: timedelta = timedelta(0)
+    source: str = "candles"
+
+    @classmethod
+    def bundled(cls, symbol: str, interval: str | None = "5m", *, shift: timedelta = timedelta(0)) -> CandleReplay:
+        """The bundled candles of the symbol (of `interval`; None: the shortest interval there is)."""
+        name = bundled_candle_file(symbol, interval)
+        match = _FILE.match(name) if name is not None else None
+        if name is None or match is None:
+            raise FileNotFoundError(f"no bundled {interval + ' ' if interval else ''}candles for {symbol}")
+        return cls(symbol, tuple(read_candles(name)), match["interval"], shift)
+
+    def events(self, *, namespace: str = "") -> Iterator[MarketPrice]:
+        return candle_events(
+            self.symbol, self.candles, self.interval, shift=self.shift, source=self.source, namespace=namespace
         )
-    )
+
+    def ticks(self) -> list[MarketTick]:
+        return candle_ticks(self.symbol, self.candles, self.interval, shift=self.shift)
+
+    async def prices(self, *, limit: int | None = None, namespace: str = "") -> AsyncIterator[MarketPrice]:
+        for event in itertools.islice(self.events(namespace=namespace), limit):
+            yield event
 
 
 @dataclass(frozen=True)
@@ -249,14 +312,27 @@ class GbmFeed:
 
     def events(self, count: int, *, namespace: str = "") -> Iterator[MarketPrice]:
         return candle_events(
-            self.symbol, self.candles(count), self.interval_text, source="simulated", namespace=namespace
+            self.symbol, self.candles(count), self.interval_text, source=self.source, namespace=namespace
         )
 
     def ticks(self, count: int) -> list[MarketTick]:
         return candle_ticks(self.symbol, self.candles(count), self.interval_text)
 
+    @property
+    def source(self) -> str:
+        return "simulated"
+
+    async def prices(self, *, limit: int | None = None, namespace: str = "") -> AsyncIterator[MarketPrice]:
+        """Endless unless `limit` is given."""
+        for event in self.events(limit if limit is not None else _ENDLESS, namespace=namespace):
+            yield event
+
     def _dec(self, value: float) -> Decimal:
-        return (Decimal(repr(value)) / self.tick_size).to_integral_value() * self.tick_size
+        # on the tick grid, and never below one tick: a price must stay positive
+        return max((Decimal(repr(value)) / self.tick_size).to_integral_value(), Decimal(1)) * self.tick_size
+
+
+_ENDLESS = 2**62
 
 
 def merge_by_time(*streams: Iterable[MarketPrice]) -> list[MarketPrice]:

@@ -73,13 +73,22 @@ class PaperBook:
     _by_symbol: dict[str, list[str]] = field(default_factory=dict)
     _guards: dict[str, _Guard | None] = field(default_factory=dict)
     _skipped: dict[str, _Skipped] = field(default_factory=dict)
+    #: Ids of the orders submitted, and of those that opened the positions held or restored.
+    _orders: set[str] = field(default_factory=set)
 
     @property
     def equity(self) -> Decimal:
         return self.config.starting_equity + self.realized
 
-    def submit(self, order: PendingOrder) -> None:
+    def submit(self, order: PendingOrder) -> bool:
+        """Queue a market order for the next price of its symbol. Idempotent: an order the book
+        already holds (waiting, or filled) is not queued again, so a verdict processed twice never
+        fills twice nor re-opens its position. Returns whether the order was queued."""
+        if order.order_id in self._orders or any(o.order_id == order.order_id for o in self.pending):
+            return False
+        self._orders.add(order.order_id)
         self.pending.append(order)
+        return True
 
     def exposures(self) -> tuple[Exposure, ...]:
         """Open positions and orders waiting for their fill (the risk checks' view)."""
@@ -222,6 +231,7 @@ class PaperBook:
         if position.is_open:
             if position.position_id not in self.open:
                 self._by_symbol.setdefault(position.symbol, []).append(position.position_id)
+                self._orders.add(position.order_id)
             self.open[position.position_id] = position
             self._guard(position.symbol)
         elif position.position_id in self.open:
