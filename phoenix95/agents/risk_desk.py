@@ -19,7 +19,16 @@ from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import MarketTick
 from phoenix95.domain.funding import FundingSchedule
-from phoenix95.domain.risk import Exposure, MarketView, PortfolioView, RecentSignal, RiskRequest, Verdict, evaluate
+from phoenix95.domain.risk import (
+    Exposure,
+    ExposureSummary,
+    MarketView,
+    PortfolioView,
+    RecentSignal,
+    RiskRequest,
+    Verdict,
+    evaluate,
+)
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.volatility import ReturnWindow
 from phoenix95.schemas.envelope import utc_now
@@ -73,7 +82,9 @@ class RiskDesk:
     def decide_on_book(self, analysis: Analysis, state: TradingState) -> RiskVerdict:
         """Event clock: advance the book to the signal's time, decide on it, submit what is approved."""
         self.advance_book(analysis.ts_event)
-        message = self.decide(analysis, self.book.equity, state, list(self.book.exposures()))
+        # the book keeps the sums the checks need; the exposures themselves only while REDUCING
+        exposures = list(self.book.exposures()) if state is TradingState.REDUCING else []
+        message = self.decide(analysis, self.book.equity, state, exposures, summary=self.book.exposure_summary())
         if message.approved and (message.plan is not None or message.intent == "close"):
             self.book.submit(pending_order(message))
         return message
@@ -139,6 +150,7 @@ class RiskDesk:
         exposures: list[Exposure],
         *,
         lag_seconds: float = 0.0,
+        summary: ExposureSummary | None = None,
     ) -> RiskVerdict:
         now = self.now(analysis.ts_event)
         self._trim(now)
@@ -158,6 +170,7 @@ class RiskDesk:
             equity=equity,
             trading_state=state,
             exposures=tuple(exposures),
+            summary=summary,
             activity=self.activity,
             pipeline_lag_seconds=lag_seconds if self.clock == "wall" else 0.0,
         )

@@ -21,7 +21,7 @@ from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import Fill, MarketTick, fill_market_order
 from phoenix95.domain.positions import Position, Update, close_by_order, evolve, on_price, open_position, roe_at
-from phoenix95.domain.risk import Exposure
+from phoenix95.domain.risk import Exposure, ExposureSummary
 from phoenix95.domain.values import ZERO, Side, entry_order_side
 
 FundingRate = Callable[[str, datetime], Decimal]
@@ -75,6 +75,10 @@ class PaperBook:
     _skipped: dict[str, _Skipped] = field(default_factory=dict)
     #: Ids of the orders submitted, and of those that opened the positions held or restored.
     _orders: set[str] = field(default_factory=set)
+    #: The open positions' margin and notional per symbol, kept as positions open and close (they
+    #: are fixed at the open), so a risk check does not sum the whole book for every decision.
+    _open_margin: Decimal = ZERO
+    _open_notional: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def equity(self) -> Decimal:
@@ -111,6 +115,18 @@ class PaperBook:
             if o.intent == "open"
         ]
         return (*opened, *waiting)
+
+    def exposure_summary(self) -> ExposureSummary:
+        """`exposures()` summed, in O(symbols + pending orders)."""
+        count = len(self.open)
+        margin = self._open_margin
+        notional = dict(self._open_notional)
+        for o in self.pending:
+            if o.intent == "open":
+                count += 1
+                margin += o.planned_margin
+                notional[o.symbol] = notional.get(o.symbol, ZERO) + o.planned_notional
+        return ExposureSummary(count, margin, notional)
 
     def on_price(self, tick: MarketTick) -> list[BookEvent]:
         """Apply one price event: fill the symbol's orders waiting for it, then mark its positions.
@@ -232,10 +248,16 @@ class PaperBook:
             if position.position_id not in self.open:
                 self._by_symbol.setdefault(position.symbol, []).append(position.position_id)
                 self._orders.add(position.order_id)
+                self._open_margin += position.margin
+                self._open_notional[position.symbol] = (
+                    self._open_notional.get(position.symbol, ZERO) + position.notional
+                )
             self.open[position.position_id] = position
             self._guard(position.symbol)
         elif position.position_id in self.open:
-            del self.open[position.position_id]
+            held = self.open.pop(position.position_id)
+            self._open_margin -= held.margin
+            self._open_notional[held.symbol] -= held.notional
             self._by_symbol[position.symbol].remove(position.position_id)
             self.closed.append(position)
             self.realized += position.realized_pnl

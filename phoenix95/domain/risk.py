@@ -8,7 +8,7 @@ replayed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -91,16 +91,40 @@ class Activity(Protocol):
 
 
 @dataclass(frozen=True)
+class ExposureSummary:
+    """What the checks need of the exposures: how many, the margin they use, the notional per symbol."""
+
+    count: int = 0
+    used_margin: Decimal = ZERO
+    notional_by_symbol: Mapping[str, Decimal] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exposures: Sequence[Exposure]) -> ExposureSummary:
+        margin = ZERO
+        notional: dict[str, Decimal] = {}
+        for e in exposures:
+            margin += e.margin
+            notional[e.symbol] = notional.get(e.symbol, ZERO) + e.notional
+        return cls(len(exposures), margin, notional)
+
+
+@dataclass(frozen=True)
 class PortfolioView:
     equity: Decimal
     trading_state: TradingState = TradingState.ACTIVE
     exposures: tuple[Exposure, ...] = ()
+    #: When given, the checks use it instead of summing `exposures` (the paper book keeps one up
+    #: to date); `exposures` is then needed only while REDUCING (to find a position to close).
+    summary: ExposureSummary | None = None
     recent_approvals: tuple[datetime, ...] = ()
     recent_signals: tuple[RecentSignal, ...] = ()
     pipeline_lag_seconds: float = 0.0
     #: When given, the rate and duplicate checks ask it instead of scanning the two tuples above
     #: (a live desk sees thousands of recent signals a minute).
     activity: Activity | None = None
+
+    def exposure_summary(self) -> ExposureSummary:
+        return self.summary if self.summary is not None else ExposureSummary.of(self.exposures)
 
 
 @dataclass(frozen=True)
@@ -241,13 +265,14 @@ def evaluate(
         found.add(
             Reason.SUBMIT_RATE_EXCEEDED, f"{submitted} approvals in the last minute >= {cfg.max_orders_per_minute}"
         )
-    open_count = len(portfolio.exposures)
+    summary = portfolio.exposure_summary()
+    open_count = summary.count
     if open_count >= cfg.max_open_positions:
         found.add(Reason.MAX_OPEN_POSITIONS, f"{open_count} open positions >= {cfg.max_open_positions}")
 
     plan = None
     if request.symbol in brackets and request.price > 0:
-        plan = _plan(request, portfolio, market, cfg, brackets.for_symbol(request.symbol), found)
+        plan = _plan(request, portfolio, summary, market, cfg, brackets.for_symbol(request.symbol), found)
     return Verdict(
         approved=not found.reasons,
         reasons=tuple(found.reasons),
@@ -260,6 +285,7 @@ def evaluate(
 def _plan(
     request: RiskRequest,
     portfolio: PortfolioView,
+    summary: ExposureSummary,
     market: MarketView,
     cfg: TradingConfig,
     symbol_brackets: Sequence[Bracket],
@@ -268,8 +294,7 @@ def _plan(
     rules = cfg.rules(request.symbol)
     entry = request.price
     stop, target = protective_prices(request.side, entry, cfg, rules.tick_size)
-    used_margin = sum((e.margin for e in portfolio.exposures), ZERO)
-    free_margin = portfolio.equity - used_margin
+    free_margin = portfolio.equity - summary.used_margin
     sizing: Sizing = size_position(
         win_probability=request.final_confidence,
         stop_distance=cfg.stop_loss_pct,
@@ -313,7 +338,7 @@ def _plan(
         )
     if notional > cfg.max_notional_per_order:
         found.add(Reason.NOTIONAL_EXCEEDS_MAX_PER_ORDER, f"notional {notional} > {cfg.max_notional_per_order}")
-    symbol_exposure = sum((e.notional for e in portfolio.exposures if e.symbol == request.symbol), ZERO)
+    symbol_exposure = summary.notional_by_symbol.get(request.symbol, ZERO)
     if notional > 0 and symbol_exposure + notional > cfg.max_exposure_per_symbol:
         found.add(
             Reason.EXPOSURE_EXCEEDS_MAX_PER_SYMBOL,

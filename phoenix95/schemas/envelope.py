@@ -26,6 +26,12 @@ def _to_utc(value: datetime) -> datetime:
 #: A finite Decimal that travels as a string ("0.1", never a float).
 DecimalStr = Annotated[Decimal, Field(allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)]
 PositiveDecimal = Annotated[Decimal, Field(gt=0, allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)]
+#: A market price: positive and below 10^12, the most the NUMERIC(20, 8) price columns hold (a
+#: larger one is refused here, with its field named, rather than failing deep in a stage).
+MAX_PRICE = Decimal(10) ** 12
+Price = Annotated[
+    Decimal, Field(gt=0, lt=MAX_PRICE, allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)
+]
 NonNegativeDecimal = Annotated[
     Decimal, Field(ge=0, allow_inf_nan=False), PlainSerializer(_decimal_text, return_type=str)
 ]

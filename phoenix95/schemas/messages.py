@@ -14,6 +14,7 @@ from phoenix95.schemas.envelope import (
     Message,
     NonNegativeDecimal,
     PositiveDecimal,
+    Price,
     ShortText,
     Symbol,
     UnitDecimal,
@@ -35,7 +36,7 @@ class Signal(Event):
     signal_id: Identifier
     symbol: Symbol
     action: Action
-    price: PositiveDecimal
+    price: Price
     confidence: UnitDecimal = Decimal("0.8")
     strategy: Annotated[str, Field(max_length=50)] = "unknown"
     timeframe: Timeframe = "1h"
@@ -66,7 +67,7 @@ class Analysis(Event):
     symbol: Symbol
     action: Action
     side: Side
-    price: PositiveDecimal
+    price: Price
     confidence: UnitDecimal
     strategy: ShortText
     timeframe: Timeframe
@@ -117,7 +118,7 @@ class RiskVerdict(Event):
     details: tuple[DetailText, ...] = ()
     trading_state: Literal["ACTIVE", "REDUCING", "HALTED"]
     signal_time: UtcDatetime
-    price: PositiveDecimal
+    price: Price
     confidence: UnitDecimal
     phoenix95_score: UnitDecimal
     final_confidence: UnitDecimal
@@ -211,13 +212,13 @@ class MarketPrice(Event):
     symbol: Symbol
     exchange: ShortText = "binance"
     market_type: ShortText = "futures"
-    price: PositiveDecimal
-    mark_price: PositiveDecimal | None = None
-    bid: PositiveDecimal | None = None
-    ask: PositiveDecimal | None = None
-    open: PositiveDecimal | None = None
-    high: PositiveDecimal | None = None
-    low: PositiveDecimal | None = None
+    price: Price
+    mark_price: Price | None = None
+    bid: Price | None = None
+    ask: Price | None = None
+    open: Price | None = None
+    high: Price | None = None
+    low: Price | None = None
     volume: NonNegativeDecimal | None = None
     interval: ShortText | None = None
     funding_rate: DecimalStr | None = None

@@ -58,7 +58,7 @@ def test_postgres_restart_mid_run_loses_and_duplicates_nothing(namespace, monkey
     endpoint = stack_services.start_postgres(tmp_path / "pg", preferred_port=0)
     port = int((endpoint.url or "").rsplit(":", 1)[1].split("/")[0])
     pipeline = _prepare(namespace, monkeypatch, {"P95_POSTGRES__URL": endpoint.url or ""})
-    work = workload(namespace.name, max(500, SIGNALS // 2))
+    work = workload(namespace.name, SIGNALS)
     pipeline.start()
     restart = PostgresRestart(endpoint, tmp_path / "pg", port, after=SECONDS * 0.4, down_for=4.0)
     try:

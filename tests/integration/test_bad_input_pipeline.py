@@ -42,6 +42,7 @@ def bad_signals(codec: Codec) -> list[tuple[bytes, str]]:
         (json.dumps({**good, "price": "NaN"}).encode(), "VALIDATION_ERROR"),
         (json.dumps({**good, "price": "Infinity"}).encode(), "VALIDATION_ERROR"),
         (json.dumps({**good, "price": "-3"}).encode(), "VALIDATION_ERROR"),
+        (json.dumps({**good, "price": "1e30"}).encode(), "VALIDATION_ERROR"),  # beyond NUMERIC(20, 8)
         (json.dumps({**good, "action": "hodl"}).encode(), "VALIDATION_ERROR"),
         (json.dumps({**good, "strategy": "x" * 100_000}).encode(), "VALIDATION_ERROR"),
         (json.dumps({**good, "symbol": "NOTASYMBOLUSDT"}).encode(), "UNKNOWN_SYMBOL"),
