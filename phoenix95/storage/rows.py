@@ -330,7 +330,9 @@ def _signal(fact: SignalAnalyzed) -> PgWrite:
     analysis_data = {
         "event_id": a.event_id,
         "base_score": str(a.base_score),
-        "adjustments": [adj.model_dump(mode="json") for adj in a.adjustments],
+        "adjustments": [
+            {"code": adj.code, "delta": format(adj.delta, "f"), "detail": adj.detail} for adj in a.adjustments
+        ],
     }
     return PgWrite(
         SIGNAL,

@@ -137,6 +137,11 @@ async def _run(pipeline: Pipeline, services) -> dict[str, int]:
     expected_reasons: dict[str, int] = {}
     for _, reason in bad_signal_values:
         expected_reasons[reason] = expected_reasons.get(reason, 0) + 1
+    print(
+        f"\nbad input: {len(bad_signal_values)} bad signals + {expected_other} bad messages on other topics, "
+        f"{valid_count} valid signals; dead letters by stage {by_stage}, analysis reasons {by_reason}; "
+        f"{approved} approved, {positions} positions"
+    )
     assert by_reason == expected_reasons
     assert by_stage == {"analysis": len(bad_signal_values), "risk": 3, "execution": 2, "positions": 4}
     assert analysed == valid_count

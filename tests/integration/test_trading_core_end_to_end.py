@@ -66,6 +66,13 @@ def test_pipeline_closes_by_stop_take_profit_and_expiry_exactly_as_the_domain_co
     finally:
         pipeline.stop()
     expected_lines = lines_of(expected.orders, expected.closed)
+    closes: dict[str, int] = {}
+    for position in expected.closed:
+        closes[str(position.close_reason)] = closes.get(str(position.close_reason), 0) + 1
+    print(
+        f"\ntrading core: {len(signals)} signals over {len(prices)} XRPUSDT candles -> "
+        f"{len(expected.orders)} orders, {len(expected.closed)} closes {closes}; pipeline lines {len(found)}"
+    )
     assert sorted(found) == sorted(expected_lines)
     assert digest(found) == digest(expected_lines)
 
