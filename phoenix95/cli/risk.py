@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Records read from the end of each partition of the prices topic to find the symbol's last prices.
 PRICE_TAIL = 20_000
-#: The largest price the stores hold (NUMERIC(20, 8): 12 digits before the point).
-MAX_PRICE = Decimal(10) ** 12
 
 risk_app = typer.Typer(help="Risk checks and sizing.", no_args_is_help=True)
 
@@ -102,8 +100,6 @@ def _run(
         signal = build_signal(payload, producer="quote", signal_id=str(uuid.uuid4()), default_source="api")
     except InvalidSignal as error:
         raise UserError(f"cannot quote this signal: {error}") from None
-    if signal.price >= MAX_PRICE:
-        raise UserError(f"--price {price!r} is too large: prices must be below {MAX_PRICE:,}")
     return asyncio.run(_quote(signal, offline=offline))
 
 
