@@ -34,8 +34,12 @@ class Pipeline:
         self.codec = Codec()
 
     async def prepare(self) -> None:
+        kafka = self.settings.kafka
         await ensure_topics(
-            self.settings.kafka.bootstrap_servers, self.topics.all(), partitions=self.settings.kafka.partitions
+            kafka.bootstrap_servers,
+            self.topics.all(),
+            partitions=kafka.partitions,
+            counts=self.topics.partition_counts(kafka.partitions, self.settings.risk.clock),
         )
         await migrate(self.settings.postgres_url(), self.settings.postgres.db_schema)
 

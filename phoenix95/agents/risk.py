@@ -189,8 +189,9 @@ class RiskStage(Stage):
         # A decision only ever adds its own symbol to the book (positions close only as prices are
         # applied), so the set found once, grown by each decision, stays a superset: cheap and safe.
         symbols = self.desk.symbols_in_use()
+        # event-time order, ties by signal id: the order of the in-process replay (replay.engine)
         for key, held in sorted(
-            self.held.items(), key=lambda item: (item[1].analysis.ts_event, item[1].analysis.event_id)
+            self.held.items(), key=lambda item: (item[1].analysis.ts_event, item[1].analysis.signal_id)
         ):
             at = held.analysis.ts_event
             waited = self._monotonic() - held.since

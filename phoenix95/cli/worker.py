@@ -73,11 +73,13 @@ def prepare(settings: object) -> None:
     assert isinstance(settings, Settings)
 
     async def run() -> None:
+        topics = Topics(settings.namespace)
         await ensure_topics(
             settings.kafka.bootstrap_servers,
-            Topics(settings.namespace).all(),
+            topics.all(),
             partitions=settings.kafka.partitions,
             replication_factor=settings.kafka.replication_factor,
+            counts=topics.partition_counts(settings.kafka.partitions, settings.risk.clock),
         )
         await migrate(settings.postgres_url(), settings.postgres.db_schema, wait=True)
 

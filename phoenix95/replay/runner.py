@@ -123,6 +123,8 @@ async def load_inputs(settings: Settings, request: ReplayRequest) -> Inputs:
         signals = [s for s in signals if s.ts_event >= request.since]
     if request.until is not None:
         signals = [s for s in signals if s.ts_event < request.until]
+    # event-time order, ties by signal id: the order the risk stage decides them in (risk.py)
+    signals = sorted(signals, key=lambda s: (s.ts_event, s.signal_id))
     ticks: list[MarketTick] = []
     prices: list[dict[str, Any]] = []
     for name in request.prices_files:

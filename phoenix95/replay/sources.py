@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from phoenix95.connectors.market_data import GbmFeed, candle_ticks, parse_interval, read_candles
+from phoenix95.connectors.market_data import GbmFeed, bundled_candle_file, candle_ticks, parse_interval, read_candles
 from phoenix95.domain import ids
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES
 from phoenix95.domain.execution import MarketTick
@@ -80,7 +80,13 @@ def _json_lines(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def read_price_file(path: Path | str, *, symbol: str | None = None, interval: str | None = None) -> list[MarketTick]:
     """Candles (`date,open,high,low,close,volume`) as ticks; symbol and interval from the file name
-    (e.g. XRPUSDT-5m-futures_last.csv.gz) unless given. A bare name reads the bundled data."""
+    (e.g. XRPUSDT-5m-futures_last.csv.gz) unless given. A bare name reads the bundled data, and
+    `SYMBOL-INTERVAL` (XRPUSDT-5m) names the bundled last-price candles of that symbol."""
+    if isinstance(path, str) and "/" not in path and not Path(path).exists():
+        short = re.fullmatch(r"([A-Z0-9]+)-(\d+[mhdw])", path)
+        bundled = bundled_candle_file(short[1], short[2]) if short else None
+        if bundled is not None:
+            path = bundled
     name = Path(path).name
     match = _CANDLE_FILE.match(name)
     symbol = symbol or (match["symbol"] if match else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -15,9 +15,16 @@ logger = logging.getLogger(__name__)
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], *, partitions: int, replication_factor: int = 1
+    bootstrap: str,
+    names: Iterable[str],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    counts: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
+    """Create the topics that do not exist yet (with `counts[name]` partitions when given, else
+    `partitions`); returns the ones created."""
+    counts = counts or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
     try:
@@ -25,7 +32,9 @@ async def ensure_topics(
         missing = [name for name in names if name not in existing]
         if missing:
             try:
-                await admin.create_topics([NewTopic(name, partitions, replication_factor) for name in missing])
+                await admin.create_topics(
+                    [NewTopic(name, counts.get(name, partitions), replication_factor) for name in missing]
+                )
             except TopicAlreadyExistsError:
                 pass
             logger.info("created topics %s", ", ".join(missing))

@@ -135,6 +135,7 @@ def create_app(
                 topics.all(),
                 partitions=kafka.partitions,
                 replication_factor=kafka.replication_factor,
+                counts=topics.partition_counts(kafka.partitions, settings.risk.clock),
             )
             if runner is None or not runner.read_offsets:
                 return

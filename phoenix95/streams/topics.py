@@ -14,6 +14,14 @@ DLQ = "p95.dlq"
 
 ALL = (SIGNALS, ANALYSIS, RISK_VERDICTS, ORDERS, POSITION_TICKS, MARKET_PRICES, DLQ)
 
+#: On the event clock (replays, the demo) the risk stage decides each signal at its own time on a
+#: paper book; it must see the analyses in event-time order across *all* symbols, not only per
+#: symbol, or a signal decided before an earlier one of another symbol has arrived sees another
+#: book (another equity, other exposures). One partition for the signals and the analyses gives
+#: that order (signals published in time order, as replays and the demo do); the prices keep their
+#: partitions (the risk stage waits for each symbol's prices up to the signal).
+ORDERED_ON_EVENT_CLOCK = (SIGNALS, ANALYSIS)
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -58,6 +66,14 @@ class Topics:
 
     def all(self) -> tuple[str, ...]:
         return tuple(self.name(base) for base in ALL)
+
+    def partition_counts(self, partitions: int, clock: str) -> dict[str, int]:
+        """Partitions of each topic: `partitions`, but one for the signals and the analyses on the
+        event clock (see ORDERED_ON_EVENT_CLOCK)."""
+        ordered = clock == "event"
+        return {
+            self.name(base): 1 if ordered and base in ORDERED_ON_EVENT_CLOCK else partitions for base in ALL
+        }
 
     def group(self, stage: str) -> str:
         """Consumer group (= Faust app id) of a stage."""

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from phoenix95.cli.main import app
 from phoenix95.connectors.market_data import tick_event
 from phoenix95.domain.execution import MarketTick
+from phoenix95.replay.runner import sample_signals_path
 from phoenix95.settings import Settings
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.streams.admin import ensure_topics, list_groups, message_counts, partitions_of
@@ -235,6 +236,54 @@ def test_replay_is_deterministic_and_kafka_mode_matches_inprocess(namespace, ser
     assert (kafka["orders"], kafka["trades"], kafka["pnl"]) == (first["orders"], first["trades"], first["pnl"])
     assert asyncio.run(table_counts(services.postgres, kafka["run_id"]))["orders"] == first["orders"]
     assert live_stores.snapshot() == live_before
+
+
+def test_kafka_mode_matches_inprocess_with_several_symbols_interleaved(tmp_path, kafka_runs):
+    """Three symbols, their signals interleaved in time: on the event clock the risk stage must see
+    the analyses in event-time order across symbols (one partition for signals and analyses), or a
+    signal decided before an earlier one of another symbol arrived would be sized on another book."""
+    import random
+
+    sample = [json.loads(line) for line in sample_signals_path().read_text().splitlines() if line.strip()]
+    rng = random.Random(17)
+    lines = []
+    for index, item in enumerate(sample):
+        lines.append(item)
+        if index % 2 == 0:
+            symbol, price = rng.choice([("BTCUSDT", "60000"), ("ETHUSDT", "3000")])
+            lines.append(
+                {
+                    "time": item["time"],
+                    "ticker": f"BINANCE:{symbol}.P",
+                    "action": rng.choice(["buy", "sell"]),
+                    "close": price,
+                    "confidence": rng.choice([0.6, 0.8, 0.9, 0.95]),
+                    "strategy": f"multi-{index % 3}",
+                    "interval": "5",
+                }
+            )
+    signals = tmp_path / "multi.jsonl"
+    signals.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    args = [
+        "--signals",
+        str(signals),
+        "--prices",
+        "XRPUSDT-5m",
+        "--simulate",
+        "BTCUSDT:60000",
+        "--simulate",
+        "ETHUSDT:3000",
+    ]
+    inprocess = replay_cli(*args)
+    assert set(inprocess["pnl_by_symbol"]) == {"XRPUSDT", "BTCUSDT", "ETHUSDT"} and inprocess["trades"] > 40
+    kafka = replay_cli(*args, "--mode", "kafka")
+    kafka_runs.append(kafka["run_id"])
+    assert kafka["digest"] == inprocess["digest"]
+    assert (kafka["orders"], kafka["trades"], kafka["pnl"]) == (
+        inprocess["orders"],
+        inprocess["trades"],
+        inprocess["pnl"],
+    )
 
 
 def test_a_leverage_what_if_alone_changes_the_results_and_leaves_the_live_stores_untouched(live_stores):
