@@ -345,37 +345,16 @@ def _latencies(start: dict[str, datetime], end: dict[str, datetime], population:
 
 async def _position_opened_times(pipeline: BenchPipeline) -> dict[str, datetime]:
     """signal id -> ts_ingest of its position's `opened` event, read back from the positions topic."""
-    from aiokafka import AIOKafkaConsumer
-
     from phoenix95.schemas.messages import PositionEvent
-    from phoenix95.streams.admin import end_offsets
+    from phoenix95.streams.admin import read_records
 
-    bootstrap = pipeline.settings.kafka.bootstrap_servers
-    topic = pipeline.topics.position_ticks
     codec = Codec.for_settings(pipeline.settings)
-    ends = await end_offsets(bootstrap, [topic])
     found: dict[str, datetime] = {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [tp for tp, end in ends.items() if end > 0]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, 0)
-        remaining = set(partitions)
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=2000)
-            if not batches:
-                break
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= ends[tp] - 1:
-                        remaining.discard(tp)
-                    event = codec.decode(record.value, PositionEvent)
-                    if event.kind == "opened":
-                        found.setdefault(event.signal_id, event.ts_ingest)
-    finally:
-        await consumer.stop()
+    bootstrap = pipeline.settings.kafka.bootstrap_servers
+    async for record in read_records(bootstrap, [pipeline.topics.position_ticks]):
+        event = codec.decode(record.value, PositionEvent)
+        if event.kind == "opened":
+            found.setdefault(event.signal_id, event.ts_ingest)
     return found
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -77,6 +78,34 @@ async def end_offsets(bootstrap: str, topics: Iterable[str], *, exact: bool = Tr
             return {}
         reported = dict(await consumer.end_offsets(partitions))
         return await exact_ends(consumer, reported) if exact else reported
+    finally:
+        await consumer.stop()
+
+
+async def read_records(bootstrap: str, topics: Iterable[str], *, idle_ms: int = 2000) -> AsyncIterator[Any]:
+    """Every record of the topics from the beginning to their end as of now (no consumer group,
+    nothing committed), partition by partition in offset order; stops early if the broker has
+    nothing more for `idle_ms`."""
+    topics = list(topics)
+    ends = await end_offsets(bootstrap, topics)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [tp for tp, end in ends.items() if end > 0]
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        remaining = set(partitions)
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=idle_ms)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= ends[tp] - 1:
+                        remaining.discard(tp)
+                    if record.offset < ends[tp]:
+                        yield record
     finally:
         await consumer.stop()
 

@@ -197,41 +197,15 @@ async def count(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
 async def _order_kept(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
     """Per symbol, the first appearance of each signal on the analysis and orders topics follows the
     published sequence (re-deliveries may repeat a message, never reorder the first ones)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from phoenix95.streams.admin import end_offsets
-
-    codec = Codec()
     violations: dict[str, int] = {}
     counts: dict[str, int] = {}
     for topic, model in ((pipeline.topics.analysis, Analysis), (pipeline.topics.orders, Order)):
-        ends = await end_offsets(pipeline.settings.kafka.bootstrap_servers, [topic])
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=pipeline.settings.kafka.bootstrap_servers, enable_auto_commit=False
-        )
-        await consumer.start()
         first_seen: dict[str, list[str]] = {}
         seen: set[str] = set()
-        try:
-            partitions = [tp for tp in ends if ends[tp] > 0]
-            consumer.assign(partitions)
-            for tp in partitions:
-                consumer.seek(tp, 0)
-            remaining = set(partitions)
-            while remaining:
-                batches = await consumer.getmany(*remaining, timeout_ms=2000)
-                if not batches:
-                    break
-                for tp, records in batches.items():
-                    for record in records:
-                        if record.offset >= ends[TopicPartition(tp.topic, tp.partition)] - 1:
-                            remaining.discard(tp)
-                        message = codec.decode(record.value, model)
-                        if message.signal_id not in seen:
-                            seen.add(message.signal_id)
-                            first_seen.setdefault(message.symbol, []).append(message.signal_id)
-        finally:
-            await consumer.stop()
+        for message in await _read_topic(pipeline, topic, model):
+            if message.signal_id not in seen:
+                seen.add(message.signal_id)
+                first_seen.setdefault(message.symbol, []).append(message.signal_id)
         broken = 0
         for symbol, ids_ in first_seen.items():
             expected = [sid for sid in work.by_symbol[symbol] if sid in set(ids_)]
@@ -243,33 +217,13 @@ async def _order_kept(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
 
 
 async def _read_topic(pipeline: Pipeline, topic: str, model: Any) -> list[Any]:
-    from aiokafka import AIOKafkaConsumer
-
-    from phoenix95.streams.admin import end_offsets
+    from phoenix95.streams.admin import read_records
 
     codec = Codec()
-    ends = await end_offsets(pipeline.settings.kafka.bootstrap_servers, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.settings.kafka.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    messages: list[Any] = []
-    try:
-        partitions = [tp for tp in ends if ends[tp] > 0]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, 0)
-        remaining = set(partitions)
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=2000)
-            if not batches:
-                break
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= ends[tp] - 1:
-                        remaining.discard(tp)
-                    messages.append(codec.decode(record.value, model))
-    finally:
-        await consumer.stop()
-    return messages
+    return [
+        codec.decode(record.value, model)
+        async for record in read_records(pipeline.settings.kafka.bootstrap_servers, [topic])
+    ]
 
 
 async def _distinct_effects_on_topics(pipeline: Pipeline) -> dict[str, int]:
@@ -314,7 +268,9 @@ def assert_nothing_lost_or_doubled(counts: dict[str, Any]) -> None:
     assert counts["topic_signals_with_distinct_verdicts"] == 0, counts
     assert counts["topic_verdicts_with_distinct_orders"] == 0, counts
     assert counts["topic_orders_with_distinct_positions"] == 0, counts
-    assert counts["topic_orders"] == counts["orders"] and counts["topic_positions_opened"] == counts["positions"], counts
+    assert counts["topic_orders"] == counts["orders"] and counts["topic_positions_opened"] == counts["positions"], (
+        counts
+    )
 
 
 def run_scenario(

@@ -14,7 +14,7 @@ from phoenix95.connectors.publisher import SignalPublisher
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.registry import SchemaRegistryClient
 from phoenix95.settings import Settings
-from phoenix95.streams.admin import end_offsets
+from phoenix95.streams.admin import read_records
 from phoenix95.streams.producer import EventProducer
 from tests import factories
 from tests.pipeline import Pipeline
@@ -24,29 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 async def _raw_values(bootstrap: str, topics: list[str]) -> dict[str, list[bytes]]:
-    from aiokafka import AIOKafkaConsumer
-
-    ends = await end_offsets(bootstrap, topics)
     found: dict[str, list[bytes]] = {topic: [] for topic in topics}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [tp for tp, end in ends.items() if end > 0]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, 0)
-        remaining = set(partitions)
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=2000)
-            if not batches:
-                break
-            for tp, records in batches.items():
-                for record in records:
-                    found[tp.topic].append(record.value)
-                    if record.offset >= ends[tp] - 1:
-                        remaining.discard(tp)
-    finally:
-        await consumer.stop()
+    async for record in read_records(bootstrap, topics):
+        found[record.topic].append(record.value)
     return found
 
 
