@@ -36,6 +36,9 @@ def run_app(bootstrap: str, namespace: str) -> None:
         consumer_group=f"{namespace}-quix",
         auto_offset_reset="earliest",
         producer_extra_config={"enable.idempotence": False, "linger.ms": 5},
+        # Tansu holds a new group's first JoinGroup for half the session timeout (README): 6 s, as
+        # our own workers use, instead of librdkafka's 45 s
+        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
         commit_interval=0.5,
     )
     topics = {
