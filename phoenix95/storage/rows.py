@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from psycopg.types.json import Jsonb
 
 from phoenix95.agents.ports import (
     DeadLettered,
@@ -288,25 +287,23 @@ def _json_bytes(value: Any) -> bytes:
     return orjson.dumps(value, default=str, option=_JSON_OPTIONS)
 
 
-def _dumps(value: Any) -> Jsonb:
-    return Jsonb(value, dumps=_json_bytes)
+def _dumps(value: Any) -> str:
+    """JSON for a JSONB column, as text: psycopg sends a str with no type, so PostgreSQL parses it
+    as the column's jsonb (cheaper than psycopg's Python-level Jsonb dumper on every row)."""
+    return _json_bytes(value).decode()
 
 
-def _as_is(text: str) -> str:
-    return text
-
-
-def _raw_json(raw: str | None) -> Jsonb | None:
-    """A signal's `raw` copy as JSONB: JSON text goes through as it is (no parse and re-dump); text
-    that is not JSON (another producer's free-form payload) is kept, wrapped, instead of failing
-    the row."""
+def _raw_json(raw: str | None) -> str | None:
+    """A signal's `raw` copy for its JSONB column: JSON text goes through as it is (no parse and
+    re-dump); text that is not JSON (another producer's free-form payload) is kept, wrapped,
+    instead of failing the row."""
     if not raw:
         return None
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _dumps({"text": raw})
-    return Jsonb(raw, dumps=_as_is)
+    return raw
 
 
 def writes_for(fact: Fact) -> list[PgWrite]:
