@@ -3,17 +3,15 @@ that speaks the part of its API influxdb-client uses), and a no-op that says so 
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from phoenix95.cli.main import app
+from tests.http_stub import serve_json
 
 pytestmark = pytest.mark.integration
 
@@ -22,43 +20,22 @@ pytestmark = pytest.mark.integration
 def fake_influxdb2(created: list[dict[str, Any]]) -> Iterator[str]:
     buckets: list[dict[str, Any]] = [{"id": "0", "name": "_monitoring", "orgID": "o1", "retentionRules": []}]
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.startswith("/ping"):
-                self._answer(204, None)
-            elif self.path.startswith("/api/v2/buckets"):
-                self._answer(200, {"buckets": buckets})
-            elif self.path.startswith("/api/v2/orgs"):
-                self._answer(200, {"orgs": [{"id": "o1", "name": "phoenix95"}]})
-            else:
-                self._answer(404, {"code": "not found", "message": self.path})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def respond(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "POST":
             bucket = {"id": str(len(buckets)), **body}
             buckets.append(bucket)
             created.append(body)
-            self._answer(201, bucket)
+            return 201, bucket
+        if path.startswith("/ping"):
+            return 204, None
+        if path.startswith("/api/v2/buckets"):
+            return 200, {"buckets": buckets}
+        if path.startswith("/api/v2/orgs"):
+            return 200, {"orgs": [{"id": "o1", "name": "phoenix95"}]}
+        return 404, {"code": "not found", "message": path}
 
-        def _answer(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode() if payload is not None else b""
-            self.send_response(status)
-            self.send_header("X-Influxdb-Version", "v2.7.10")
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_json(respond, headers={"X-Influxdb-Version": "v2.7.10"}) as url:
+        yield url
 
 
 def test_influx_setup_creates_the_seeds_buckets_with_their_retention_once(monkeypatch):
