@@ -50,7 +50,11 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
 
         return asyncio.run(
             sinks.postgres(
-                settings.postgres_url(), rows=10_000 if quick else 50_000, naive_rows=1_000 if quick else 3_000
+                settings.postgres_url(),
+                rows=10_000 if quick else 60_000,
+                naive_rows=1_000 if quick else 3_000,
+                batch=settings.kafka.batch_max_records,
+                rounds=1 if quick else 3,
             )
         )
     if name == "sink_redis":

@@ -152,7 +152,9 @@ async def _replay(where: str, params: list[Any], dry_run: bool) -> int:
         )
         if dry_run or not rows:
             return len(rows)
-        producer = EventProducer(settings.kafka.bootstrap_servers, Topics(settings.namespace), Codec.for_settings(settings))
+        producer = EventProducer(
+            settings.kafka.bootstrap_servers, Topics(settings.namespace), Codec.for_settings(settings)
+        )
         await producer.start()
         try:
             records = []

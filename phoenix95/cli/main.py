@@ -148,7 +148,11 @@ def worker(
     stage: list[str] = typer.Option(
         None, "--stage", "-s", help="Stage(s) to run: analysis, risk, execution, positions. Default: all."
     ),
-    web_port: int = typer.Option(None, "--web-port", help="Serve /metrics on this port; with several stages the first gets it, the next ones consecutive ports."),
+    web_port: int = typer.Option(
+        None,
+        "--web-port",
+        help="Serve /metrics on this port; with several stages the first gets it, the next ones consecutive ports.",
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Run pipeline stages. One stage runs in this process; several run as supervised processes."""

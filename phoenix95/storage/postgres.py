@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -27,8 +27,12 @@ logger = logging.getLogger(__name__)
 _MIGRATIONS_PACKAGE = "phoenix95.storage.migrations"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Statement:
+    """One SQL statement the sinks write through. Statements are module-level constants compared by
+    identity (a batch groups its rows by statement: hashing every field for every row cost more than
+    a microsecond a row)."""
+
     name: str
     sql: str
     #: Statements run in this order inside a batch (parents before children for foreign keys).
@@ -83,10 +87,41 @@ def _is_text_literal(value: str) -> bool:
     return len(value) >= 2 and value[0] == value[-1] == "'" and "'" not in value[1:-1]
 
 
-@dataclass(frozen=True)
 class PgWrite:
-    statement: Statement
-    params: tuple[Any, ...]
+    """One row for one statement: its parameters, or the fact they are built from.
+
+    A write built from a fact (`PgWrite.of`) builds its row on first use. The sink then builds a
+    batch's rows while it streams them to PostgreSQL (COPY sends every 32 KiB), so Python's row
+    building runs while the server is inserting the rows already sent, instead of before any are.
+    """
+
+    __slots__ = ("_build", "_params", "_source", "statement")
+
+    def __init__(self, statement: Statement, params: tuple[Any, ...]):
+        self.statement = statement
+        self._params: tuple[Any, ...] | None = params
+        self._build: Callable[[Any], tuple[Any, ...]] | None = None
+        self._source: Any = None
+
+    @classmethod
+    def of(cls, statement: Statement, build: Callable[[Any], tuple[Any, ...]], source: Any) -> PgWrite:
+        write = cls.__new__(cls)
+        write.statement = statement
+        write._params = None
+        write._build = build
+        write._source = source
+        return write
+
+    @property
+    def params(self) -> tuple[Any, ...]:
+        if self._params is None:
+            assert self._build is not None
+            self._params = self._build(self._source)
+            self._source = None
+        return self._params
+
+    def __repr__(self) -> str:
+        return f"PgWrite({self.statement.name}, {self.params!r})"
 
 
 def is_transient(error: BaseException) -> bool:
@@ -184,52 +219,63 @@ class Database:
         await retry_transient(lambda: self._write_all([group]), what="postgres write", is_transient=is_transient)
 
     async def _write_all(self, groups: Sequence[Sequence[PgWrite]]) -> None:
-        by_statement: dict[Statement, list[tuple[Any, ...]]] = defaultdict(list)
+        by_statement: dict[Statement, list[PgWrite]] = defaultdict(list)
         for group in groups:
             for write in group:
-                by_statement[write.statement].append(write.params)
+                by_statement[write.statement].append(write)
+        statements = sorted(by_statement, key=lambda s: (s.order, s.name))
+        try:
+            await self._write_statements(statements, by_statement, direct=True)
+        except psycopg.errors.UniqueViolation:
+            # A row COPYed straight into its table was there already (a re-delivered batch): the
+            # transaction is rolled back and the batch written again through the upsert path, which
+            # skips the rows already written.
+            await self._write_statements(statements, by_statement, direct=False)
+
+    async def _write_statements(
+        self, statements: list[Statement], by_statement: dict[Statement, list[PgWrite]], *, direct: bool
+    ) -> None:
         async with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
-            for statement in sorted(by_statement, key=lambda s: (s.order, s.name)):
-                rows = _latest_rows(statement, by_statement[statement])
-                if statement.copy_insert is not None and len(rows) >= COPY_THRESHOLD:
-                    await _copy_upsert(cursor, statement, rows)
+            for statement in statements:
+                writes = _latest_writes(statement, by_statement[statement])
+                if statement.copy_insert is not None and len(writes) >= COPY_THRESHOLD:
+                    if direct and statement.insert_only:
+                        await _copy_direct(cursor, statement, writes)
+                    else:
+                        await _copy_through_temp(cursor, statement, writes)
                 else:
-                    await cursor.executemany(statement.sql, rows)
+                    await cursor.executemany(statement.sql, [write.params for write in writes])
 
 
-def _latest_rows(statement: Statement, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def _latest_writes(statement: Statement, writes: list[PgWrite]) -> list[PgWrite]:
     """Of several rows for one key in a batch (a position marked on every price), keep the latest:
     one upsert per key, whichever path writes them."""
-    if statement.dedupe_key is None or statement.dedupe_rank is None or len(rows) < 2:
-        return rows
-    latest: dict[Any, tuple[Any, ...]] = {}
-    for row in rows:
-        key = row[statement.dedupe_key]
-        if key not in latest or statement.dedupe_rank(row) >= statement.dedupe_rank(latest[key]):
-            latest[key] = row
+    if statement.dedupe_key is None or statement.dedupe_rank is None or len(writes) < 2:
+        return writes
+    key, rank = statement.dedupe_key, statement.dedupe_rank
+    latest: dict[Any, PgWrite] = {}
+    for write in writes:
+        row = write.params
+        seen = latest.get(row[key])
+        if seen is None or rank(row) >= rank(seen.params):
+            latest[row[key]] = write
     return list(latest.values())
 
 
-async def _copy_upsert(cursor: psycopg.AsyncCursor[Any], statement: Statement, rows: list[tuple[Any, ...]]) -> None:
-    """An insert-only batch is COPYed straight into its table inside a savepoint: new rows, the
-    steady state, are written once. If any row is already there (a re-delivery), the savepoint is
-    rolled back and the batch takes the upsert path, which skips the rows already written."""
-    if statement.insert_only:
-        columns = statement.columns + tuple(name for name, _ in statement.constant_values)
-        constants = tuple(value for _, value in statement.constant_values)
-        try:
-            async with cursor.connection.transaction():
-                await _copy_rows(
-                    cursor, statement.table, columns, [row + constants for row in rows] if constants else rows
-                )
-            return
-        except psycopg.errors.UniqueViolation:
-            pass
-    await _copy_through_temp(cursor, statement, rows)
+async def _copy_direct(cursor: psycopg.AsyncCursor[Any], statement: Statement, writes: list[PgWrite]) -> None:
+    """An insert-only batch is COPYed straight into its table: new rows, the steady state, are
+    written once, with no temporary table and no savepoint. A row already there (a re-delivery)
+    fails the COPY with a unique violation, and the caller writes the batch again the upsert way."""
+    columns = statement.columns + tuple(name for name, _ in statement.constant_values)
+    constants = tuple(value for _, value in statement.constant_values)
+    if constants:
+        await _copy_rows(cursor, statement.table, columns, (write.params + constants for write in writes))
+    else:
+        await _copy_rows(cursor, statement.table, columns, (write.params for write in writes))
 
 
 async def _copy_rows(
-    cursor: psycopg.AsyncCursor[Any], table: str | None, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    cursor: psycopg.AsyncCursor[Any], table: str | None, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
 ) -> None:
     assert table is not None
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -240,9 +286,7 @@ async def _copy_rows(
             await copy.write_row(row)
 
 
-async def _copy_through_temp(
-    cursor: psycopg.AsyncCursor[Any], statement: Statement, rows: list[tuple[Any, ...]]
-) -> None:
+async def _copy_through_temp(cursor: psycopg.AsyncCursor[Any], statement: Statement, writes: list[PgWrite]) -> None:
     """COPY the rows into a session temp table (emptied at commit), then one INSERT .. SELECT."""
     assert statement.table is not None and statement.copy_insert is not None
     temp = f"p95_copy_{statement.table}"
@@ -251,7 +295,7 @@ async def _copy_through_temp(
             sql.Identifier(temp), sql.Identifier(statement.table)
         )
     )
-    await _copy_rows(cursor, temp, statement.columns, rows)
+    await _copy_rows(cursor, temp, statement.columns, (write.params for write in writes))
     await cursor.execute(statement.copy_insert.format(temp=temp).encode())
 
 

@@ -323,6 +323,10 @@ def writes_for(fact: Fact) -> list[PgWrite]:
 
 
 def _signal(fact: SignalAnalyzed) -> PgWrite:
+    return PgWrite.of(SIGNAL, _signal_row, fact)
+
+
+def _signal_row(fact: SignalAnalyzed) -> tuple[Any, ...]:
     s, a = fact.signal, fact.analysis
     analysis_data = {
         "event_id": a.event_id,
@@ -331,30 +335,27 @@ def _signal(fact: SignalAnalyzed) -> PgWrite:
             {"code": adj.code, "delta": format(adj.delta, "f"), "detail": adj.detail} for adj in a.adjustments
         ],
     }
-    return PgWrite(
-        SIGNAL,
-        (
-            s.signal_id,
-            s.symbol,
-            s.action,
-            s.price,
-            s.confidence,
-            s.strategy,
-            s.timeframe,
-            s.rsi,
-            s.macd,
-            s.volume,
-            s.source,
-            s.source_timestamp,
-            s.ts_ingest,
-            a.ts_ingest,
-            a.phoenix95_score,
-            a.final_confidence,
-            a.quality_score,
-            a.analysis_type,
-            _raw_json(s.raw),
-            _dumps(analysis_data),
-        ),
+    return (
+        s.signal_id,
+        s.symbol,
+        s.action,
+        s.price,
+        s.confidence,
+        s.strategy,
+        s.timeframe,
+        s.rsi,
+        s.macd,
+        s.volume,
+        s.source,
+        s.source_timestamp,
+        s.ts_ingest,
+        a.ts_ingest,
+        a.phoenix95_score,
+        a.final_confidence,
+        a.quality_score,
+        a.analysis_type,
+        _raw_json(s.raw),
+        _dumps(analysis_data),
     )
 
 

@@ -71,9 +71,7 @@ class Topics:
         """Partitions of each topic: `partitions`, but one for the signals and the analyses on the
         event clock (see ORDERED_ON_EVENT_CLOCK)."""
         ordered = clock == "event"
-        return {
-            self.name(base): 1 if ordered and base in ORDERED_ON_EVENT_CLOCK else partitions for base in ALL
-        }
+        return {self.name(base): 1 if ordered and base in ORDERED_ON_EVENT_CLOCK else partitions for base in ALL}
 
     def group(self, stage: str) -> str:
         """Consumer group (= Faust app id) of a stage."""

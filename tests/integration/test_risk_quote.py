@@ -159,7 +159,10 @@ def test_a_bracket_file_from_the_settings_moves_the_quoted_liquidation_price(nam
         (("--symbol", "FOOUSDT", "--side", "long", "--price", "1"), "unknown symbol FOOUSDT"),
         (("--symbol", "BTCUSDT", "--side", "long", "--price", "abc"), "price: Input should be a valid decimal"),
         (("--symbol", "BTCUSDT", "--side", "long", "--price", "-5"), "price: Input should be greater than 0"),
-        (("--symbol", "BTCUSDT", "--side", "long", "--price", "1e30"), "price: Input should be less than 1000000000000"),
+        (
+            ("--symbol", "BTCUSDT", "--side", "long", "--price", "1e30"),
+            "price: Input should be less than 1000000000000",
+        ),
         (("--symbol", "BTCUSDT", "--side", "up", "--price", "60000"), "--side must be long or short"),
     ],
 )

@@ -371,7 +371,9 @@ def test_signals_partitions_roll_ahead_and_the_statistics_views_answer(services,
             sink = StoreSink(db, None, None)
             fresh = Outcome(record, persist=[SignalAnalyzed(signal, analyze(signal))])
             assert await sink.persist("test", [fresh, *base[:4]]) == []
-            where = await db.fetch("SELECT tableoid::regclass::text FROM signals WHERE signal_id = %s", (signal.signal_id,))
+            where = await db.fetch(
+                "SELECT tableoid::regclass::text FROM signals WHERE signal_id = %s", (signal.signal_id,)
+            )
             assert where[0][0].endswith(month(0))
             stats = await db.fetch("SELECT SUM(total_signals), SUM(valid_signals) FROM signals_stats")
             recent = await db.fetch(

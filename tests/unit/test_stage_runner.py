@@ -94,7 +94,9 @@ def _events(*values: bytes) -> list[FakeEvent]:
     return [FakeEvent(FakeMessage("p95.market.prices", 0, offset, value)) for offset, value in enumerate(values)]
 
 
-def _runner(reject: set[bytes] | None = None) -> tuple[StageRunner, PickyStage, RecordingSink, RecordingPublisher, list]:
+def _runner(
+    reject: set[bytes] | None = None,
+) -> tuple[StageRunner, PickyStage, RecordingSink, RecordingPublisher, list]:
     log: list[str] = []
     stage = PickyStage()
     sink = RecordingSink(log, reject or set())
