@@ -296,7 +296,8 @@ def test_the_paper_account_counts_a_closed_position_once_however_often_it_is_wri
 
 def test_a_copy_batch_that_overlaps_rows_already_written_writes_only_the_new_ones(services, namespace):
     """The direct COPY of an insert-only batch meets rows already there (a re-delivery that grew):
-    it rolls back to its savepoint and the upsert path writes just the missing rows, once."""
+    its transaction is rolled back, with the batch's other writes, and the batch is written again
+    the upsert way: just the missing rows, once, and the other writes once."""
     from phoenix95.agents.ports import InputRecord
     from phoenix95.bench.sinks import signal_facts
     from phoenix95.storage.postgres import COPY_THRESHOLD
@@ -304,16 +305,45 @@ def test_a_copy_batch_that_overlaps_rows_already_written_writes_only_the_new_one
     record = InputRecord("t", 0, 0, None, None, b"")
     facts = signal_facts(4 * COPY_THRESHOLD)
     first, everything = facts[: 2 * COPY_THRESHOLD], facts
+    verdict = sample_outcomes()[1]
 
     async def run() -> None:
         await migrate(services.postgres, namespace.schema)
         async with Database(services.postgres, schema=namespace.schema) as db:
             sink = StoreSink(db, None, None)
             assert await sink.persist("test", [Outcome(record, persist=[f]) for f in first]) == []
-            assert await sink.persist("test", [Outcome(record, persist=[f]) for f in everything]) == []
+            again = [Outcome(record, persist=[f]) for f in everything] + [verdict]
+            assert await sink.persist("test", again) == []
             rows = await db.fetch("SELECT signal_id, COUNT(*) FROM signals GROUP BY signal_id")
             assert len(rows) == len(everything) and {count for _, count in rows} == {1}
             assert {signal_id for signal_id, _ in rows} == {f.signal.signal_id for f in everything}
+            assert (await db.fetch("SELECT COUNT(*) FROM risk_verdicts"))[0][0] == 1
+
+    asyncio.run(run())
+
+
+def test_a_row_that_cannot_be_built_while_copy_streams_fails_only_its_own_input(services, namespace):
+    """Rows are built while COPY streams them: one whose building raises aborts that COPY, and the
+    batch is isolated input by input: that input fails, every other row is written once."""
+    from phoenix95.bench.sinks import signal_facts
+    from phoenix95.storage import rows as row_module
+    from phoenix95.storage.postgres import COPY_THRESHOLD, PgWrite
+
+    facts = signal_facts(3 * COPY_THRESHOLD)
+    broken = facts[COPY_THRESHOLD + 1]
+
+    def build(fact: SignalAnalyzed) -> tuple:
+        if fact is broken:
+            raise ValueError("cannot build this row")
+        return row_module._signal_row(fact)
+
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            failures = await db.write([[PgWrite.of(row_module.SIGNAL, build, fact)] for fact in facts])
+            assert [(index, str(error)) for index, error in failures] == [(COPY_THRESHOLD + 1, "cannot build this row")]
+            rows = await db.fetch("SELECT signal_id FROM signals")
+        assert sorted(r[0] for r in rows) == sorted(f.signal.signal_id for f in facts if f is not broken)
 
     asyncio.run(run())
 
