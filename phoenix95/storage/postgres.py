@@ -97,20 +97,23 @@ class PgWrite:
 
     __slots__ = ("_build", "_params", "_source", "statement")
 
-    def __init__(self, statement: Statement, params: tuple[Any, ...]):
+    def __init__(
+        self,
+        statement: Statement,
+        params: tuple[Any, ...] | None = None,
+        build: Callable[[Any], tuple[Any, ...]] | None = None,
+        source: Any = None,
+    ):
+        if (params is None) == (build is None):
+            raise ValueError("a PgWrite needs its params or a function that builds them")
         self.statement = statement
-        self._params: tuple[Any, ...] | None = params
-        self._build: Callable[[Any], tuple[Any, ...]] | None = None
-        self._source: Any = None
+        self._params = params
+        self._build = build
+        self._source = source
 
     @classmethod
     def of(cls, statement: Statement, build: Callable[[Any], tuple[Any, ...]], source: Any) -> PgWrite:
-        write = cls.__new__(cls)
-        write.statement = statement
-        write._params = None
-        write._build = build
-        write._source = source
-        return write
+        return cls(statement, None, build, source)
 
     @property
     def params(self) -> tuple[Any, ...]:
