@@ -42,7 +42,7 @@ class KafkaSettings(BaseModel):
     #: Stage batches: up to this many records, or whatever arrived within `batch_within_s`. Only a
     #: backlog fills a batch (at live rates it is whatever arrived in 5 ms); then each batch pays a
     #: fixed cost per write (transaction, COPY set-up, the rows PostgreSQL's COPY buffers until its
-    #: end, the commit's fsync) that 2,000 rows amortize: the PostgreSQL sink writes ~1.6x the
+    #: end, the commit's fsync) that 2,000 rows amortize: the PostgreSQL sink writes 1.3-1.6x the
     #: rows/s of batches of 500 (`p95 bench --only sink_postgres`), and the pipeline ~1.1x.
     batch_max_records: int = Field(2000, ge=1)
     batch_within_s: float = Field(0.005, gt=0)

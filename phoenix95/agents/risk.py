@@ -97,6 +97,10 @@ class RiskStage(Stage):
         self._monotonic = monotonic
         self.desk = RiskDesk(config, brackets, clock=clock, funding=funding, max_lag_seconds=max_lag_seconds)
         self.held: dict[tuple[str, int, int], _Held] = {}
+        #: When each symbol's prices last reached this stage (monotonic seconds): a held analysis is
+        #: decided without its prices only once the prices it waits for stopped coming, not while
+        #: they are still being read (a long batch of prices ahead of it is progress, not silence).
+        self._price_seen: dict[str, float] = {}
 
     async def start(self) -> None:
         self.desk.reset()
@@ -111,6 +115,7 @@ class RiskStage(Stage):
     def reset(self) -> None:
         self.desk.reset()
         self.held.clear()
+        self._price_seen.clear()
 
     async def recover(self) -> None:
         held = dict(self.held)
@@ -164,6 +169,7 @@ class RiskStage(Stage):
             if item is None or isinstance(item, MarketPrice):
                 if item is not None:
                     self.desk.observe_price(item)
+                    self._price_seen[item.symbol] = self._monotonic()
                 outcomes.append(Outcome(record))
                 continue
             stored = existing.get(ids.verdict_id(item.event_id))
@@ -181,7 +187,8 @@ class RiskStage(Stage):
 
     async def _decide_ready(self, *, force: bool) -> list[Outcome]:
         """Decide held analyses in signal-time order while the prices before them are in (or, with
-        `force`, once the oldest has waited `hold_timeout` seconds)."""
+        `force`, once the oldest has waited `hold_timeout` seconds and the prices it lacks have not
+        advanced for as long: a quiet feed, not a slow one)."""
         outcomes: list[Outcome] = []
         if not self.held:
             return outcomes
@@ -194,10 +201,10 @@ class RiskStage(Stage):
             self.held.items(), key=lambda item: (item[1].analysis.ts_event, item[1].analysis.signal_id)
         ):
             at = held.analysis.ts_event
-            waited = self._monotonic() - held.since
             ready = self.desk.ready(at, symbols)
-            if not ready and not (force and waited >= self.hold_timeout):
+            if not ready and not (force and self._quiet(held, at, symbols) >= self.hold_timeout):
                 break
+            waited = self._monotonic() - held.since
             if not ready:
                 logger.warning(
                     "risk: deciding %s without prices up to %s (waited %.1fs)", held.analysis.signal_id, at, waited
@@ -207,3 +214,10 @@ class RiskStage(Stage):
             del self.held[key]
             outcomes.append(Outcome(held.record, produce=[message], persist=[VerdictMade(message)]))
         return outcomes
+
+    def _quiet(self, held: _Held, at: datetime, symbols: set[str]) -> float:
+        """Seconds the analysis has waited with none of the prices it lacks arriving."""
+        latest = self.desk.latest_tick
+        lacking = [symbol for symbol in symbols if symbol not in latest or latest[symbol] < at]
+        since = max([held.since, *(self._price_seen.get(symbol, held.since) for symbol in lacking)])
+        return self._monotonic() - since
