@@ -271,10 +271,7 @@ async def _copy_direct(cursor: psycopg.AsyncCursor[Any], statement: Statement, w
     fails the COPY with a unique violation, and the caller writes the batch again the upsert way."""
     columns = statement.columns + tuple(name for name, _ in statement.constant_values)
     constants = tuple(value for _, value in statement.constant_values)
-    if constants:
-        await _copy_rows(cursor, statement.table, columns, (write.params + constants for write in writes))
-    else:
-        await _copy_rows(cursor, statement.table, columns, (write.params for write in writes))
+    await _copy_rows(cursor, statement.table, columns, (write.params + constants for write in writes))
 
 
 async def _copy_rows(
