@@ -10,6 +10,10 @@ Per batch of raw records:
 3. the outputs and dead letters are produced and the broker's acknowledgement awaited;
 4. only then are the records acked, and Faust commits their offsets.
 
+A stage with `uses_outbox` (its outputs cannot be derived again from what it wrote) also writes
+its outputs into the outbox in step 2, in the same transaction; they are deleted after step 3, and a
+starting worker produces whatever is left before it reads anything (`StageRunner.drain_outbox`).
+
 Nothing the stage does can crash the loop: an unexpected exception for one record dead-letters that
 record (PROCESSING_ERROR) and the others go on. Faust's own behaviour of acking a message whose agent
 raised is thereby never reached.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from phoenix95.agents.ports import InputRecord, Outcome, Publisher, Sink
+from phoenix95.agents.ports import InputRecord, Outbox, Outcome, Publisher, Sink
 from phoenix95.domain import ids
 from phoenix95.schemas.codec import Reason
 from phoenix95.schemas.envelope import Event, utc_now
@@ -94,6 +98,9 @@ class Stage(ABC):
     inputs: tuple[str, ...] = ()
     #: Run `on_clock` this often (seconds); None: no timer.
     clock_interval: float | None = None
+    #: Write the outputs through the outbox (see `Outbox`): for a stage that, given a re-delivered
+    #: input whose writes are done, cannot produce its outputs again.
+    uses_outbox: bool = False
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load state (e.g. open positions) before the first batch."""
@@ -121,11 +128,18 @@ class Stage(ABC):
 class StageRunner:
     """Drives a stage from a Faust stream with commit-after-write semantics."""
 
-    def __init__(self, stage: Stage, sink: Sink, publisher: Publisher, *, metrics: Any = None):
+    def __init__(
+        self, stage: Stage, sink: Sink, publisher: Publisher, *, metrics: Any = None, outbox: Outbox | None = None
+    ):
+        if stage.uses_outbox and outbox is None:
+            raise ValueError(f"stage {stage.name} writes its outputs through an outbox: give it one")
         self.stage = stage
         self.sink = sink
         self.publisher = publisher
         self.metrics = metrics
+        self.outbox = outbox if stage.uses_outbox else None
+        #: Outbox entries produced whose deletion failed (tried again after the next batch).
+        self._produced_entries: list[str] = []
         self.stats = StageStats()
         self._held: dict[tuple[str, int, int], Any] = {}
         self._lock = asyncio.Lock()
@@ -174,6 +188,10 @@ class StageRunner:
             except Exception:
                 logger.exception("stage %s: writing timer outcomes failed; reloading state", self.stage.name)
                 await self._reload()
+                try:
+                    await self._drain_outbox()  # what was written but not produced
+                except Exception:
+                    logger.exception("stage %s: producing the outbox failed; a restart produces it", self.stage.name)
                 return
             for outcome in outcomes:
                 event = self._held.pop(record_key(outcome.record), None)
@@ -189,9 +207,47 @@ class StageRunner:
         """Rebuild the stage's in-memory state from the stores (after an assignment or a failure)."""
         async with self._lock:
             await self._reload()
+            await self._drain_outbox()
 
     async def _reload(self) -> None:
         await self.stage.recover()
+
+    async def drain_outbox(self) -> int:
+        """Produce what an earlier worker wrote to the outbox but may not have produced (it was
+        killed in between); run before the first batch. Returns the number of events produced."""
+        async with self._lock:
+            return await self._drain_outbox()
+
+    async def _drain_outbox(self) -> int:
+        if self.outbox is None:
+            return 0
+        pending = await self.outbox.pending(self.stage.name)
+        events = [event for _, entry in pending for event in entry]
+        if events:
+            logger.warning(
+                "stage %s: producing %d events of %d outbox entries written but not confirmed as produced "
+                "(a worker stopped between its writes and its produce)",
+                self.stage.name,
+                len(events),
+                len(pending),
+            )
+            await self.publisher.publish(events)
+            self.stats.produced += len(events)
+        await self._entries_produced([outbox_id for outbox_id, _ in pending])
+        return len(events)
+
+    async def _entries_produced(self, outbox_ids: list[str]) -> None:
+        assert self.outbox is not None
+        todo = self._produced_entries + outbox_ids
+        if not todo:
+            return
+        try:
+            await self.outbox.done(todo)
+        except Exception as error:  # harmless: a leftover entry is produced again (same event ids)
+            logger.warning("stage %s: could not delete %d outbox entries: %s", self.stage.name, len(todo), error)
+            self._produced_entries = todo
+        else:
+            self._produced_entries = []
 
     async def _process_guarded(self, records: Sequence[InputRecord]) -> list[Outcome]:
         try:
@@ -227,6 +283,13 @@ class StageRunner:
     async def commit(self, outcomes: list[Outcome]) -> None:
         """Persist, then produce; replaces outcomes whose writes failed permanently by dead letters."""
         started = time.perf_counter()
+        entries: list[str] = []
+        if self.outbox is not None:
+            for outcome in outcomes:
+                if outcome.produce:
+                    entry = self.outbox.entry(self.stage.name, outcome.produce)
+                    outcome.persist.append(entry)
+                    entries.append(entry.outbox_id)
         failures = await self.sink.persist(self.stage.name, outcomes)
         self.stats.seconds["persist"] += time.perf_counter() - started
         if failures:
@@ -274,6 +337,9 @@ class StageRunner:
                 )
         started = time.perf_counter()
         await self.publisher.publish(produced)
+        if self.outbox is not None:
+            # entries of outcomes that failed were never written: deleting their ids is a no-op
+            await self._entries_produced(entries)
         self.stats.seconds["publish"] += time.perf_counter() - started
         self.stats.processed += len(outcomes)
         self.stats.produced += len(produced)

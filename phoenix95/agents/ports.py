@@ -74,7 +74,17 @@ class DeadLettered:
     dead_letter: DeadLetter
 
 
-Fact = SignalAnalyzed | VerdictMade | OrderPlaced | PositionChanged | PriceObserved | DeadLettered
+@dataclass(frozen=True)
+class Outboxed:
+    """Events a stage is about to produce, written in the same transaction as the state they came
+    from (see `Outbox`)."""
+
+    outbox_id: str
+    stage: str
+    payload: bytes
+
+
+Fact = SignalAnalyzed | VerdictMade | OrderPlaced | PositionChanged | PriceObserved | DeadLettered | Outboxed
 
 
 @dataclass
@@ -94,6 +104,23 @@ class Sink(Protocol):
     async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
         """Write the facts of all outcomes; return (index, error) of those that failed permanently."""
         ...
+
+
+class Outbox(Protocol):
+    """A transactional outbox, for a stage whose outputs cannot be derived again from what it wrote.
+
+    The positions stage is one: once a fill's position row is written, a re-delivered fill finds the
+    position and opens nothing, so the "opened" event of a worker killed between its writes and its
+    produce would be lost. With an outbox the events are written with the rows (one transaction),
+    deleted once the broker confirmed them, and produced again by the next worker that starts."""
+
+    def entry(self, stage: str, events: Sequence[Event]) -> Outboxed: ...
+
+    async def pending(self, stage: str) -> list[tuple[str, list[Event]]]:
+        """(outbox id, events) of every entry not yet confirmed, oldest first."""
+        ...
+
+    async def done(self, outbox_ids: Sequence[str]) -> None: ...
 
 
 class Publisher(Protocol):

@@ -54,6 +54,10 @@ class PositionStore(Protocol):
 class PositionStage(Stage):
     name = "positions"
     inputs = (topics.ORDERS, topics.MARKET_PRICES)
+    #: Its events come from in-memory state that the rows already hold once written: a re-delivered
+    #: fill finds its position open and produces nothing, a re-delivered price finds the position
+    #: past it. So the events go through the outbox, written with the rows.
+    uses_outbox = True
 
     def __init__(
         self,

@@ -12,11 +12,13 @@ from phoenix95.agents.ports import (
     DeadLettered,
     Fact,
     OrderPlaced,
+    Outboxed,
     PositionChanged,
     PriceObserved,
     SignalAnalyzed,
     VerdictMade,
 )
+from phoenix95.storage.outbox import outbox_write
 from phoenix95.storage.postgres import PgWrite, Statement, upsert
 
 DEAD_LETTER = upsert(
@@ -319,6 +321,8 @@ def writes_for(fact: Fact) -> list[PgWrite]:
         return [_dead_letter(fact)]
     if isinstance(fact, PriceObserved):
         return []
+    if isinstance(fact, Outboxed):
+        return [outbox_write(fact)]
     raise TypeError(f"no PostgreSQL mapping for {type(fact).__name__}")
 
 

@@ -88,10 +88,14 @@ async def read_records(bootstrap: str, topics: Iterable[str], *, idle_ms: int = 
     nothing more for `idle_ms`."""
     topics = list(topics)
     ends = await end_offsets(bootstrap, topics)
+    partitions = [tp for tp, end in ends.items() if end > 0]
+    if not partitions:
+        # nothing to read (and aiokafka's consumer, stopped before its first poll, raises
+        # CancelledError from its close)
+        return
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [tp for tp, end in ends.items() if end > 0]
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, 0)

@@ -20,6 +20,7 @@ from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
 from phoenix95.settings import Settings
+from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, SeenSignals
 from phoenix95.storage.redis_state import RedisState
@@ -116,7 +117,9 @@ class StageRuntime:
         sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
-        self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics)
+        outbox = PgOutbox(self.database, codec) if stage.uses_outbox else None
+        self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics, outbox=outbox)
+        await self.runner.drain_outbox()  # before the first batch: what a killed worker left
         self._started = True
         return self.runner
 

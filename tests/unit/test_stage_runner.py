@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from phoenix95.agents.base import Stage, StageRunner
-from phoenix95.agents.ports import InputRecord, Outcome, PriceObserved
+from phoenix95.agents.ports import InputRecord, Outboxed, Outcome, PriceObserved
 from phoenix95.schemas.envelope import Event
 from tests.unit.samples import samples
 
@@ -161,3 +161,102 @@ def test_a_held_record_is_acked_only_when_its_outcome_is_written():
     assert [entry for entry in log if entry.startswith("ack")] == ["ack 0"] and runner.held == 1
     asyncio.run(runner.tick(ack))
     assert log[-3:] == ["persist 1", "publish 1", "ack 1"] and runner.held == 0
+
+
+# -- the outbox -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeOutbox:
+    """The outbox's table; `OutboxSink` writes its entries as PostgreSQL would, with the rows."""
+
+    log: list[str]
+    entries: dict[str, list[Event]] = field(default_factory=dict)
+
+    def entry(self, stage: str, events: Sequence[Event]) -> Outboxed:
+        outbox_id = "-".join(e.event_id for e in events)
+        self._events = {**getattr(self, "_events", {}), outbox_id: list(events)}
+        return Outboxed(outbox_id, stage, b"")
+
+    async def pending(self, stage: str) -> list[tuple[str, list[Event]]]:
+        return list(self.entries.items())
+
+    async def done(self, outbox_ids: Sequence[str]) -> None:
+        self.log.append(f"outbox done {len(outbox_ids)}")
+        for outbox_id in outbox_ids:
+            self.entries.pop(outbox_id, None)
+
+
+@dataclass
+class OutboxSink(RecordingSink):
+    outbox: FakeOutbox | None = None
+
+    async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
+        failures = await super().persist(stage, outcomes)
+        failed = {index for index, _ in failures}
+        assert self.outbox is not None
+        for index, outcome in enumerate(outcomes):
+            for fact in outcome.persist:
+                if isinstance(fact, Outboxed) and index not in failed:
+                    self.outbox.entries[fact.outbox_id] = self.outbox._events[fact.outbox_id]
+        return failures
+
+
+class OutboxStage(PickyStage):
+    """Produces one distinct price event per record."""
+
+    uses_outbox = True
+
+    async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
+        outcomes = await super().process(records)
+        for outcome in outcomes:
+            event = self.price.model_copy(update={"event_id": f"price-{outcome.record.offset}"})
+            outcome.produce[:] = [event]
+        return outcomes
+
+
+class KilledPublisher(RecordingPublisher):
+    async def publish(self, events: Sequence[Event], *, dead_letter_keys: Sequence[bytes | None] = ()) -> None:
+        raise SystemExit("killed between the writes and the produce")
+
+
+def test_an_outbox_stage_writes_its_outputs_with_its_rows_and_deletes_them_once_produced():
+    log: list[str] = []
+    outbox = FakeOutbox(log)
+    sink = OutboxSink(log, outbox=outbox)
+    runner = StageRunner(OutboxStage(), sink, RecordingPublisher(log), outbox=outbox)
+    asyncio.run(runner.run_batch(_events(b"a", b"b"), _acker(log)))
+    assert log == ["persist 2", "publish 2", "outbox done 2", "ack 0", "ack 1"]
+    written = [fact for outcome in sink.batches[0] for fact in outcome.persist if isinstance(fact, Outboxed)]
+    assert len(written) == 2 and outbox.entries == {}
+
+
+def test_a_worker_killed_between_its_writes_and_its_produce_leaves_its_outputs_to_the_next_worker():
+    log: list[str] = []
+    outbox = FakeOutbox(log)
+    killed = StageRunner(OutboxStage(), OutboxSink(log, outbox=outbox), KilledPublisher(log), outbox=outbox)
+    with pytest.raises(SystemExit):
+        asyncio.run(killed.run_batch(_events(b"a"), _acker(log)))
+    assert not any(entry.startswith("ack") for entry in log) and len(outbox.entries) == 1
+    left = next(iter(outbox.entries.values()))
+
+    publisher = RecordingPublisher(log)
+    successor = StageRunner(OutboxStage(), OutboxSink(log, outbox=outbox), publisher, outbox=outbox)
+    assert asyncio.run(successor.drain_outbox()) == 1
+    assert publisher.events == left and outbox.entries == {}
+
+
+def test_a_stage_that_needs_an_outbox_refuses_to_run_without_one():
+    with pytest.raises(ValueError, match="outbox"):
+        StageRunner(OutboxStage(), RecordingSink([]), RecordingPublisher([]))
+
+
+def test_the_outputs_of_an_input_whose_writes_failed_are_not_left_in_the_outbox():
+    log: list[str] = []
+    outbox = FakeOutbox(log)
+    runner = StageRunner(
+        OutboxStage(), OutboxSink(log, reject={b"b"}, outbox=outbox), KilledPublisher(log), outbox=outbox
+    )
+    with pytest.raises(SystemExit):
+        asyncio.run(runner.run_batch(_events(b"a", b"b", b"c"), _acker(log)))
+    assert sorted(outbox.entries) == ["price-0", "price-2"]
