@@ -57,6 +57,9 @@ class PostgresSettings(BaseModel):
     pool_min_size: int = 1
     pool_max_size: int = 8
     connect_timeout_s: float = 5.0
+    #: A stage's write running longer is cancelled and retried (logged, `p95_stage_sink_retries_total`)
+    #: instead of hanging unseen behind a lock; 0 = no limit. Migrations are not limited.
+    statement_timeout_s: float = Field(30.0, ge=0)
 
 
 class RedisSettings(BaseModel):

@@ -138,10 +138,22 @@ def is_transient(error: BaseException) -> bool:
 
 class Database:
     def __init__(
-        self, url: str, *, schema: str = "public", min_size: int = 1, max_size: int = 8, connect_timeout: float = 5.0
+        self,
+        url: str,
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 8,
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = None,
     ):
         self.url = url
         self.schema = schema
+        #: A statement running longer is cancelled by the server (a write stuck behind a lock): the
+        #: sink sees a transient error, logs it and retries, instead of waiting unseen for ever.
+        self.statement_timeout = statement_timeout
+        #: Called with (attempt, error) when a write is retried (the stage counts them).
+        self.on_retry: Callable[[int, BaseException], None] | None = None
         self._pool = psycopg_pool.AsyncConnectionPool(
             url,
             min_size=min_size,
@@ -156,6 +168,9 @@ class Database:
 
     async def _configure(self, connection: psycopg.AsyncConnection) -> None:
         await connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if self.statement_timeout:
+            milliseconds = max(1, round(self.statement_timeout * 1000))
+            await connection.execute("SELECT set_config('statement_timeout', %s, false)", (f"{milliseconds}ms",))
         await connection.commit()
 
     async def open(self) -> None:
@@ -201,7 +216,10 @@ class Database:
             return []
         try:
             await retry_transient(
-                lambda: self._write_all(groups), what="postgres batch write", is_transient=is_transient
+                lambda: self._write_all(groups),
+                what="postgres batch write",
+                is_transient=is_transient,
+                on_retry=self.on_retry,
             )
             return []
         except Exception as error:
@@ -219,7 +237,9 @@ class Database:
         return failures
 
     async def _write_group(self, group: Sequence[PgWrite]) -> None:
-        await retry_transient(lambda: self._write_all([group]), what="postgres write", is_transient=is_transient)
+        await retry_transient(
+            lambda: self._write_all([group]), what="postgres write", is_transient=is_transient, on_retry=self.on_retry
+        )
 
     async def _write_all(self, groups: Sequence[Sequence[PgWrite]]) -> None:
         by_statement: dict[Statement, list[PgWrite]] = defaultdict(list)

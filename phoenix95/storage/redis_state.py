@@ -20,7 +20,7 @@ tick does not overwrite a newer state).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -143,6 +143,8 @@ class RedisState:
         self.price_ttl = price_ttl
         self.analysis_ttl = analysis_ttl
         self.metrics_ttl = metrics_ttl
+        #: Called with (attempt, error) when a write is retried (the stage counts them).
+        self.on_retry: Callable[[int, BaseException], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisState:
@@ -166,7 +168,7 @@ class RedisState:
                 await pipe.execute()
             return count
 
-        return await retry_transient(run, what="redis pipeline", is_transient=is_transient)
+        return await retry_transient(run, what="redis pipeline", is_transient=is_transient, on_retry=self.on_retry)
 
     def _queue(self, pipe: Any, facts: Sequence[Fact]) -> int:
         """A few scripted commands per batch (not one per key): the client's per-command cost, not

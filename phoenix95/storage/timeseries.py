@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -210,6 +210,8 @@ class TimeseriesSink:
         self._token = token
         self._timeout_ms = int(timeout_s * 1000)
         self.points_written = 0
+        #: Called with (attempt, error) when a write is retried (the stage counts them).
+        self.on_retry: Callable[[int, BaseException], None] | None = None
         if url is None:
             logger.warning("no time-series store configured (P95_INFLUX__URL): time-series points are not written")
 
@@ -245,7 +247,7 @@ class TimeseriesSink:
             )
 
         try:
-            await retry_transient(run, what="time-series write", is_transient=is_transient)
+            await retry_transient(run, what="time-series write", is_transient=is_transient, on_retry=self.on_retry)
         except Exception as error:
             # A permanent rejection (e.g. 400 on a malformed point) is our bug; the inputs are already
             # recorded in PostgreSQL, so the points are logged and skipped rather than dead-lettering trades.

@@ -115,6 +115,12 @@ class PipelineMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.sink_retries = Counter(
+            "p95_stage_sink_retries_total",
+            "Store writes retried after a transient failure (store down, statement timeout) while the partition waits",
+            ["stage", "store"],
+            registry=registry,
+        )
 
     def _latency_metrics(self, registry: CollectorRegistry) -> None:
         self.input_age = Histogram(
@@ -211,6 +217,15 @@ class PipelineMetrics:
 
     def observe_sink_write(self, stage: str, seconds: float) -> None:
         self.sink_seconds.labels(stage).observe(seconds)
+
+    def sink_retry_hook(self, stage: str, store: str) -> Callable[[int, BaseException], None]:
+        """For a store's `on_retry`: counts its retried writes in `p95_stage_sink_retries_total`."""
+        counter = self.sink_retries.labels(stage, store)
+
+        def retried(attempt: int, error: BaseException) -> None:
+            counter.inc()
+
+        return retried
 
     def observe_outcomes(self, stage: str, outcomes: Sequence[Outcome]) -> None:
         now = utc_now()

@@ -82,6 +82,7 @@ class StageRuntime:
             min_size=settings.postgres.pool_min_size,
             max_size=settings.postgres.pool_max_size,
             connect_timeout=settings.postgres.connect_timeout_s,
+            statement_timeout=settings.postgres.statement_timeout_s or None,
         )
         await self.database.open()
         self.redis = RedisState.from_url(
@@ -117,6 +118,9 @@ class StageRuntime:
         sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
+            self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
+            self.redis.on_retry = self.metrics.sink_retry_hook(self.stage_name, "redis")
+            self.timeseries.on_retry = self.metrics.sink_retry_hook(self.stage_name, "timeseries")
         outbox = PgOutbox(self.database, codec) if stage.uses_outbox else None
         self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics, outbox=outbox)
         await self.runner.drain_outbox()  # before the first batch: what a killed worker left

@@ -10,8 +10,10 @@ import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis as sync_redis
+from psycopg import sql
 from typer.testing import CliRunner
 
 from phoenix95.agents.ports import (
@@ -172,6 +174,35 @@ def test_a_permanent_failure_is_isolated_to_its_own_input(services, namespace):
             assert [index for index, _ in failures] == [0]
             counts = await _counts(db)
         assert counts["risk_verdicts"] == 1 and counts["positions"] == 1
+
+    asyncio.run(run())
+
+
+def test_a_write_stuck_behind_a_lock_is_cancelled_at_its_statement_timeout_and_retried_until_it_succeeds(
+    services, namespace
+):
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        retried: list[BaseException] = []
+        async with (
+            Database(services.postgres, schema=namespace.schema, statement_timeout=0.3) as db,
+            await psycopg.AsyncConnection.connect(services.postgres) as locker,
+        ):
+            db.on_retry = lambda attempt, error: retried.append(error)
+            sink = StoreSink(db, None, None)
+            await locker.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(namespace.schema)))
+            await locker.execute("LOCK TABLE positions IN EXCLUSIVE MODE")  # another session: reads only
+            write = asyncio.create_task(sink.persist("test", sample_outcomes()))
+            async with asyncio.timeout(30):
+                while len(retried) < 3:
+                    await asyncio.sleep(0.05)
+            assert not write.done()
+            assert all(isinstance(error, psycopg.errors.QueryCanceled) for error in retried), retried
+            # One transaction per batch: while its positions row waits, none of its rows is visible.
+            assert set((await _counts(db)).values()) == {0}
+            await locker.rollback()  # the lock is gone
+            assert await asyncio.wait_for(write, 30) == []
+            assert await _counts(db) == dict.fromkeys(TABLES, 1)
 
     asyncio.run(run())
 

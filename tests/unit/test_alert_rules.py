@@ -162,6 +162,8 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
         'p95_consumer_partition_status{group="p95-positions",stage="positions",topic="p95.orders",partition="0",status="STALL"}': "0 1x21",
         'p95_consumer_partition_status{group="p95-analysis",stage="analysis",topic="p95.signals",partition="0",status="REWIND"}': "0 1x21",
         'p95_stage_dead_lettered_total{stage="analysis",reason="DECODE_ERROR"}': "0 0 1x20",
+        'p95_stage_sink_retries_total{stage="positions",store="postgres"}': "0 0+1x21",
+        'p95_stage_sink_retries_total{stage="risk",store="redis"}': "0x22",
         'up{job="phoenix95-workers",instance="positions:9604"}': "1 0x21",
         'up{job="phoenix95-workers",instance="risk:9602"}': "1x22",
         "p95_lag_last_sample_timestamp_seconds": "0x22",
@@ -188,6 +190,7 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
         firing("P95StageStalled", {**crit, "group": "p95-positions", "stage": "positions"}),
         firing("P95ConsumerRewound", {**warn, "group": "p95-analysis", "stage": "analysis"}),
         firing("P95DeadLetters", {**warn, "stage": "analysis", "reason": "DECODE_ERROR"}),
+        firing("P95SinkRetrying", {**warn, "stage": "positions", "store": "postgres"}),
         firing("P95WorkerDown", {**crit, "job": "phoenix95-workers", "instance": "positions:9604"}),
         firing("P95LagSamplesStale", warn),
         firing("P95LiquidationRisk", at="30s"),  # pending, not yet firing (for: 30s)
