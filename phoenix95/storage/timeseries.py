@@ -210,6 +210,8 @@ class TimeseriesSink:
         self._token = token
         self._timeout_ms = int(timeout_s * 1000)
         self.points_written = 0
+        #: Points the store rejected as malformed (logged one by one; the others are written).
+        self.points_rejected = 0
         #: Called with (attempt, error) when a write is retried (the stage counts them).
         self.on_retry: Callable[[int, BaseException], None] | None = None
         if url is None:
@@ -240,21 +242,37 @@ class TimeseriesSink:
             measurement = entry.split(",", 1)[0].split(" ", 1)[0]
             by_bucket.setdefault(self.buckets.get(measurement, self.bucket), []).append(entry)
 
+        written = sum(
+            await asyncio.gather(*(self._write_bucket(bucket, records) for bucket, records in by_bucket.items()))
+        )
+        self.points_written += written
+        return written
+
+    async def _write_bucket(self, bucket: str, records: list[str]) -> int:
+        """Write the lines, waiting out transient failures. A permanent rejection (400: a malformed
+        point; InfluxDB 2 then drops the whole request) is narrowed down by halves, so only the points
+        it rejects are lost, each logged (rewriting the accepted ones is harmless: same series and
+        event time). Returns the points written."""
+
         async def run() -> None:
             api = await self._api()
-            await asyncio.gather(
-                *(api.write(bucket=bucket, org=self.org, record=records) for bucket, records in by_bucket.items())
-            )
+            await api.write(bucket=bucket, org=self.org, record=records)
 
         try:
             await retry_transient(run, what="time-series write", is_transient=is_transient, on_retry=self.on_retry)
+            return len(records)
         except Exception as error:
-            # A permanent rejection (e.g. 400 on a malformed point) is our bug; the inputs are already
-            # recorded in PostgreSQL, so the points are logged and skipped rather than dead-lettering trades.
-            logger.error("time-series store rejected %d points permanently: %s", len(lines), error)
-            return 0
-        self.points_written += len(lines)
-        return len(lines)
+            if getattr(error, "status", None) not in (400, 413):
+                # Not about the points (our bug, a client error): halving would not find a culprit.
+                self.points_rejected += len(records)
+                logger.error("time-series write of %d points failed permanently: %r", len(records), error)
+                return 0
+            if len(records) == 1:
+                self.points_rejected += 1
+                logger.error("time-series store rejected a point permanently (%s): %.300s", error, records[0])
+                return 0
+        middle = len(records) // 2
+        return await self._write_bucket(bucket, records[:middle]) + await self._write_bucket(bucket, records[middle:])
 
     async def ping(self) -> bool:
         if not self.enabled:
@@ -273,9 +291,12 @@ class TimeseriesSink:
 
 
 def is_transient(error: BaseException) -> bool:
+    """Server errors, throttling and the store's configuration (401/403: the token, 404: a bucket
+    not created yet, see `p95 influx setup`) wait and retry, as the partition does; only a
+    rejected request (400, 413) is about the points themselves."""
     status = getattr(error, "status", None)
     if isinstance(status, int):
-        return status >= 500 or status == 429
+        return status >= 500 or status in (401, 403, 404, 408, 429)
     return isinstance(error, OSError | ConnectionError | TimeoutError | asyncio.TimeoutError) or type(
         error
     ).__module__.startswith("aiohttp")
