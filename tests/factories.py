@@ -90,6 +90,26 @@ def price_path(
 # -- domain values: risk requests, exposures, positions, paper-book orders ---------------------------------
 
 
+def candle_session(namespace: str, *, signals: int, prices: int) -> tuple[list[MarketPrice], list[Signal], list[Any]]:
+    """Real XRPUSDT 5-minute candles and a signal every 15 minutes among them (two in three
+    confident, buys and sells alternating): the prices, the signals, and both in event order."""
+    from phoenix95.connectors.market_data import bundled_candle_events
+
+    candles = bundled_candle_events("XRPUSDT", "5m", namespace=namespace)[:prices]
+    start = candles[0].ts_event
+    made = [
+        signal(
+            price=candles[min(i * 3, prices - 1)].price,
+            confidence="0.9" if i % 3 else "0.3",
+            action="buy" if i % 2 else "sell",
+            at=start + timedelta(minutes=15 * i),
+        )
+        for i in range(signals)
+    ]
+    timeline = sorted([*candles, *made], key=lambda e: (e.ts_event, e.SCHEMA_NAME))
+    return candles, made, timeline
+
+
 def risk_request(
     *,
     symbol: str = "BTCUSDT",

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from phoenix95.connectors.market_data import bundled_candle_events
 from phoenix95.stack import services as stack_services
 from phoenix95.streams.admin import committed_offsets
 from tests import factories
@@ -50,18 +48,7 @@ def test_postgres_outage_mid_run_ends_with_every_event_written_exactly_once(
 async def _run(
     pipeline: Pipeline, tmp_path: Path, port: int, servers: list[stack_services.Endpoint]
 ) -> dict[str, object]:
-    prices = bundled_candle_events("XRPUSDT", "5m", namespace=pipeline.ns.name)[:900]
-    start = prices[0].ts_event
-    signals = [
-        factories.signal(
-            price=prices[min(i * 3, 899)].price,
-            confidence="0.9" if i % 3 else "0.3",
-            action="buy" if i % 2 else "sell",
-            at=start + timedelta(minutes=15 * i),
-        )
-        for i in range(300)
-    ]
-    timeline = sorted([*prices, *signals], key=lambda e: (e.ts_event, e.SCHEMA_NAME))
+    _, signals, timeline = factories.candle_session(pipeline.ns.name, signals=300, prices=900)
     third = len(timeline) // 3
     await pipeline.publish(timeline[:third])
 

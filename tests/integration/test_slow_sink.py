@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import timedelta
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from phoenix95.connectors.market_data import bundled_candle_events
 from phoenix95.schemas.messages import PositionEvent
 from phoenix95.stack.processes import free_port
 from phoenix95.streams.admin import committed_offsets, read_records
@@ -45,18 +43,7 @@ def test_a_stalled_postgres_write_in_one_stage_does_not_hold_up_the_others(names
 
 
 async def _run(pipeline: Pipeline) -> dict[str, object]:
-    prices = bundled_candle_events("XRPUSDT", "5m", namespace=pipeline.ns.name)[:600]
-    start = prices[0].ts_event
-    signals = [
-        factories.signal(
-            price=prices[min(i * 3, 599)].price,
-            confidence="0.9" if i % 3 else "0.3",
-            action="buy" if i % 2 else "sell",
-            at=start + timedelta(minutes=15 * i),
-        )
-        for i in range(200)
-    ]
-    timeline = sorted([*prices, *signals], key=lambda e: (e.ts_event, e.SCHEMA_NAME))
+    _, signals, timeline = factories.candle_session(pipeline.ns.name, signals=200, prices=600)
     half = len(timeline) // 2
     await pipeline.publish(timeline[:half])
 
