@@ -10,13 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from phoenix95.agents.analysis import analyze
 from phoenix95.monitoring.monitor import GroupTarget, LagMonitor, LagSnapshot
@@ -27,6 +25,7 @@ from phoenix95.stack.processes import free_port, port_open, wait_until
 from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.topics import Topics
 from tests import factories
+from tests.metrics_scrape import scrape
 from tests.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -443,13 +442,3 @@ def all_stopped(snapshot: LagSnapshot) -> bool:
 async def sample_after(monitor: LagMonitor, interval: float) -> LagSnapshot:
     await asyncio.sleep(interval)
     return await monitor.sample()
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }

@@ -11,21 +11,19 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from phoenix95.settings import Settings
 from phoenix95.stack.processes import free_port, port_is_free, port_open, wait_until
 from phoenix95.streams.wiring import STAGES
 from tests import factories
+from tests.metrics_scrape import Series, scrape, total
 from tests.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
 
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 MALFORMED = [b'{"symbol": "XRPUSDT", "action": "hold", "price": "1.10"}']
 
 
@@ -38,21 +36,6 @@ def pipeline(namespace):
         yield running
     finally:
         running.stop()
-
-
-def scrape(port: int) -> Series:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(series: Series, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(value for (metric, found), value in series.items() if metric == name and wanted <= found)
 
 
 def labelled(series: Series, name: str) -> list[dict[str, str]]:

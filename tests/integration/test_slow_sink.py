@@ -19,7 +19,7 @@ from phoenix95.stack.processes import free_port
 from phoenix95.streams.admin import committed_offsets, read_records
 from phoenix95.streams.wiring import STAGES
 from tests import factories
-from tests.integration.test_metrics_endpoint import scrape, total
+from tests.metrics_scrape import scrape, total
 from tests.pipeline import TIMEOUT_SCALE, Pipeline
 
 pytestmark = pytest.mark.integration
