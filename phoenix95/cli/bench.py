@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure throughput and latency next to their baselines (brings up the embedded stack if needed)."""
         from phoenix95.bench.runner import run
-        from phoenix95.cli.main import UserError, print_json, stderr
+        from phoenix95.cli.console import UserError, print_json, stderr
 
         names = [n.strip() for n in only.split(",") if n.strip()] if only else None
         try:

@@ -22,7 +22,7 @@ def _parse_time(value: str | None) -> datetime | None:
 
     parsed = parse_timestamp(value)
     if not isinstance(parsed, datetime):
-        from phoenix95.cli.main import UserError
+        from phoenix95.cli.console import UserError
 
         raise UserError(f"cannot read {value!r} as a time (ISO-8601 or epoch seconds/milliseconds)")
     return parsed
@@ -61,7 +61,7 @@ def dlq_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per dead letter."),
 ) -> None:
     """List dead letters (newest first) with stage, reason, error and where they came from."""
-    from phoenix95.cli.main import print_json
+    from phoenix95.cli.console import print_json
 
     where, params = _filters(stage, reason, since, until, None)
     rows = asyncio.run(_list(where, params, limit))
@@ -127,7 +127,7 @@ def dlq_replay(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be re-published."),
 ) -> None:
     """Re-publish the original bytes, key and headers of selected dead letters to their source topic."""
-    from phoenix95.cli.main import UserError, stderr
+    from phoenix95.cli.console import UserError, stderr
 
     if not (ids or stage or reason or since or until):
         raise UserError("select what to replay: --id, --stage, --reason, --since or --until")

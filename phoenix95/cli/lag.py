@@ -58,7 +58,7 @@ def lag(
     rules = StatusRules(window_s=window or (CONTINUOUS_WINDOW_S if continuous else SINGLE_REPORT_WINDOW_S))
     selection = _Selection(group or [], topic or [], all_groups)
     if as_json and continuous:
-        from phoenix95.cli.main import UserError
+        from phoenix95.cli.console import UserError
 
         raise UserError("--json prints a single report: use it without --watch/--serve")
     try:
@@ -72,7 +72,7 @@ def lag(
         raise RuntimeError(f"cannot read offsets from {settings.kafka.bootstrap_servers}: {error}") from error
     if not watch and snapshot is not None:
         if as_json:
-            from phoenix95.cli.main import print_json
+            from phoenix95.cli.console import print_json
 
             print_json(snapshot.rows())
         else:

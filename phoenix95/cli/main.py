@@ -3,13 +3,13 @@ imports happen inside the commands so `p95 --help` stays fast."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from typing import Any
 
 import typer
 from rich.console import Console
+
+from phoenix95.cli.console import UserError, print_json, stderr
 
 app = typer.Typer(
     name="p95",
@@ -23,13 +23,6 @@ db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
-stderr = Console(stderr=True)
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
-
-
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -39,11 +32,6 @@ def configure_logging(level: str = "INFO") -> None:
     )
     for noisy in ("aiokafka", "kafka", "faust", "mode", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
-def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
-    sys.stdout.flush()
 
 
 @app.callback()

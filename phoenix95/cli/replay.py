@@ -46,8 +46,8 @@ def replay(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    from phoenix95.cli.console import UserError, print_json, stderr
     from phoenix95.cli.dlq import _parse_time
-    from phoenix95.cli.main import UserError, print_json, stderr
     from phoenix95.replay import runner, sources
     from phoenix95.settings import get_settings
 
@@ -144,7 +144,7 @@ def _print(summary: dict[str, Any]) -> None:
 @replay_app.command("clean")
 def clean(run_id: str = typer.Argument(..., help="The run id a kafka-mode replay printed (r...).")) -> None:
     """Delete a kafka-mode run's topics, consumer groups, PostgreSQL schema and Redis keys."""
-    from phoenix95.cli.main import UserError, print_json
+    from phoenix95.cli.console import UserError, print_json
     from phoenix95.replay.kafka_mode import clean as clean_run
     from phoenix95.settings import get_settings
 

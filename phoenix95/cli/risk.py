@@ -55,7 +55,7 @@ def quote(
 ) -> None:
     """Score, size and check a hypothetical signal: sizing, stop-loss, take-profit, liquidation price,
     margins, the one-day VaR from the symbol's recent prices and every reason it would be rejected."""
-    from phoenix95.cli.main import UserError, print_json, stderr
+    from phoenix95.cli.console import UserError, print_json, stderr
 
     try:
         result = _run(symbol, side, price, confidence, rsi, macd, volume, strategy, offline=offline)
@@ -80,7 +80,7 @@ def _run(
     *,
     offline: bool,
 ) -> dict[str, Any]:
-    from phoenix95.cli.main import UserError
+    from phoenix95.cli.console import UserError
 
     if side not in ("long", "short"):
         raise UserError(f"--side must be long or short, not {side!r}")
@@ -114,7 +114,7 @@ async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
     config = trading_config(settings)
     brackets = brackets_for(settings)
     if signal.symbol not in brackets:
-        from phoenix95.cli.main import UserError
+        from phoenix95.cli.console import UserError
 
         known = ", ".join(sorted(brackets.symbols()))
         raise UserError(f"unknown symbol {signal.symbol}: it has no leverage brackets (known: {known})")

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 @redis_app.command("rebuild")
 def redis_rebuild() -> None:
     """Restore active positions, their hashes and the trading state in Redis from PostgreSQL."""
-    from phoenix95.cli.main import stderr
+    from phoenix95.cli.console import stderr
 
     restored = asyncio.run(_rebuild())
     stderr.print(f"restored {restored['positions']} open position(s) and {restored['trading_state']} trading state")
@@ -56,7 +56,7 @@ def is_victoria_metrics(url: str) -> bool:
 @influx_app.command("setup")
 def influx_setup() -> None:
     """Create the seed's buckets with their retention (trading 365 d, market 90 d, system 30 d, risk 180 d)."""
-    from phoenix95.cli.main import UserError, stderr
+    from phoenix95.cli.console import UserError, stderr
     from phoenix95.settings import get_settings
 
     settings = get_settings()

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
     @app.command("state")
     def show_state(as_json: bool = typer.Option(False, "--json")) -> None:
         """Show the trading state."""
-        from phoenix95.cli.main import print_json, stderr
+        from phoenix95.cli.console import print_json, stderr
 
         state, reason, updated_at = asyncio.run(_read())
         if as_json:
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _switch(state: TradingState, reason: str) -> None:
-    from phoenix95.cli.main import stderr
+    from phoenix95.cli.console import stderr
 
     asyncio.run(_write(state, reason))
     stderr.print(f"trading state: {state.value} ({reason})")

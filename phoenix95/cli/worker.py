@@ -30,7 +30,7 @@ def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
 def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        from phoenix95.cli.main import UserError
+        from phoenix95.cli.console import UserError
 
         raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(STAGES)}")
     settings = get_settings()
@@ -38,7 +38,7 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
     chosen = list(dict.fromkeys(stages)) or list(STAGES)
     ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
     if ports and max(ports.values()) > 65535:
-        from phoenix95.cli.main import UserError
+        from phoenix95.cli.console import UserError
 
         raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
     prepare(settings)
