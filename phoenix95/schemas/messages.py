@@ -245,7 +245,24 @@ class DeadLetter(Event):
     original_headers: tuple[Header, ...] = ()
 
 
+class ControlEvent(Event):
+    """A change of control state or health (p95.control.events): a trading-state change with its actor, a
+    protection trip, a symbol lock, a reconciliation difference, a worker or health event."""
+
+    SCHEMA_NAME: ClassVar[str] = "phoenix95.ControlEvent"
+
+    kind: ShortText
+    severity: Literal["info", "warning", "critical"]
+    actor: ShortText
+    subject: ShortText | None = None
+    state: ShortText | None = None
+    reason: ShortText | None = None
+    message: DetailText
+    details: Raw = "{}"
+
+
 #: Every message model by its Avro full name.
 MODELS: dict[str, type[Event]] = {
-    model.SCHEMA_NAME: model for model in (Signal, Analysis, RiskVerdict, Order, PositionEvent, MarketPrice, DeadLetter)
+    model.SCHEMA_NAME: model
+    for model in (Signal, Analysis, RiskVerdict, Order, PositionEvent, MarketPrice, DeadLetter, ControlEvent)
 }

@@ -14,6 +14,7 @@ from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import (
     Analysis,
+    ControlEvent,
     DeadLetter,
     MarketPrice,
     Order,
@@ -35,6 +36,7 @@ TOPIC_OF: dict[type[Event], str] = {
     PositionEvent: topic_names.POSITION_TICKS,
     MarketPrice: topic_names.MARKET_PRICES,
     DeadLetter: topic_names.DLQ,
+    ControlEvent: topic_names.CONTROL_EVENTS,
 }
 
 

@@ -11,8 +11,11 @@ ORDERS = "p95.orders"
 POSITION_TICKS = "p95.positions.ticks"
 MARKET_PRICES = "p95.market.prices"
 DLQ = "p95.dlq"
+#: Trading-state changes (with their actor), protection trips, locks, reconciliation differences,
+#: worker and health events: what the notification hub tells people about besides trades.
+CONTROL_EVENTS = "p95.control.events"
 
-ALL = (SIGNALS, ANALYSIS, RISK_VERDICTS, ORDERS, POSITION_TICKS, MARKET_PRICES, DLQ)
+ALL = (SIGNALS, ANALYSIS, RISK_VERDICTS, ORDERS, POSITION_TICKS, MARKET_PRICES, DLQ, CONTROL_EVENTS)
 
 #: On the event clock (replays, the demo) the risk stage decides each signal at its own time on a
 #: paper book; it must see the analyses in event-time order across *all* symbols, not only per
@@ -63,6 +66,10 @@ class Topics:
     @property
     def dlq(self) -> str:
         return self.name(DLQ)
+
+    @property
+    def control_events(self) -> str:
+        return self.name(CONTROL_EVENTS)
 
     def all(self) -> tuple[str, ...]:
         return tuple(self.name(base) for base in ALL)
