@@ -24,6 +24,7 @@ from phoenix95.schemas.messages import (
 )
 from phoenix95.storage.retry import retry_transient
 from phoenix95.streams import topics as topic_names
+from phoenix95.streams.ownership import BOOK_KEY
 from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ TOPIC_OF: dict[type[Event], str] = {
 def key_of(event: Event) -> bytes | None:
     if isinstance(event, DeadLetter):
         return event.original_key
+    if isinstance(event, Analysis):
+        # the risk stage's input: keyed by book, so one risk instance decides for a whole book at a
+        # time and its portfolio limits stay exact with several instances (docs/scaling.md)
+        return BOOK_KEY
     symbol = getattr(event, "symbol", None)
     return symbol.encode() if isinstance(symbol, str) else None
 
@@ -65,6 +70,7 @@ class EventProducer:
         linger_ms: int = 1,
         client_id: str = "phoenix95",
         request_timeout_ms: int = 30000,
+        enable_idempotence: bool = False,
     ):
         self.topics = topics
         self.codec = codec
@@ -75,7 +81,9 @@ class EventProducer:
             linger_ms=linger_ms,
             max_batch_size=1 << 20,
             request_timeout_ms=request_timeout_ms,
-            enable_idempotence=False,  # Tansu cannot: InitProducerId fails (see README, Guarantees)
+            # Tansu cannot (InitProducerId fails: see README, Guarantees); Apache Kafka can
+            # (`kafka.idempotent_producer`, on in docker-compose.cluster.yml)
+            enable_idempotence=enable_idempotence,
         )
         self._started = False
 

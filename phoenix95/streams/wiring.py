@@ -64,6 +64,8 @@ class StageRuntime:
     runner: StageRunner | None = None
     metrics: Any = None
     lag: Any = None
+    #: The symbols this instance owns (`streams/ownership.py`), kept by the app's rebalance hooks.
+    ownership: Any = None
     _started: bool = field(default=False, repr=False)
 
     async def start(self) -> StageRunner:
@@ -105,11 +107,12 @@ class StageRuntime:
             codec,
             linger_ms=settings.kafka.linger_ms,
             client_id=f"phoenix95-{self.stage_name}",
+            enable_idempotence=settings.kafka.idempotent_producer,
         )
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
+        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag, ownership=self.ownership)
         await stage.start()
         sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
         if self.metrics is not None:
@@ -165,6 +168,7 @@ class StageContext:
     codec: Codec
     database: Database
     lag: Any = None
+    ownership: Any = None
 
     @property
     def topics(self) -> Topics:
@@ -225,6 +229,7 @@ def _build_positions(context: StageContext) -> Stage:
         price_history=settings.execution.price_history,
         prices_topic=context.topics.market_prices,
         mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
+        ownership=context.ownership,
     )
 
 
@@ -237,6 +242,8 @@ BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
 }
 
 
-def build_stage(name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None) -> Stage:
+def build_stage(
+    name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None, ownership: Any = None
+) -> Stage:
     stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag))
+    return BUILDERS[name](StageContext(settings, codec, database, lag, ownership))
