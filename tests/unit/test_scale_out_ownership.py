@@ -104,3 +104,14 @@ def test_instance_names_map_back_to_their_stage():
     assert names == ["analysis-1", "analysis-2", "risk-1", "risk-2"]
     assert [stage_of(n) for n in names] == ["analysis", "analysis", "risk", "risk"]
     assert stage_of("positions") == "positions"
+
+
+def test_worker_refuses_zero_instances_with_a_user_error():
+    from typer.testing import CliRunner
+
+    from phoenix95.cli.console import UserError
+    from phoenix95.cli.main import app
+
+    result = CliRunner().invoke(app, ["worker", "--instances", "0"])
+    assert isinstance(result.exception, UserError)  # `p95` prints it on one line and exits 2
+    assert str(result.exception) == "--instances 0: give 1 or more"
