@@ -5,7 +5,8 @@ kept, and MAX_OPEN_POSITIONS=5 never exceeded at any moment of the position even
 although two risk instances run (the risk input is keyed by book: one instance decides for it).
 
 Reduced size by default (CI); the full run:
-P95_SCALE_SIGNALS=10000 P95_SCALE_SECONDS=300 P95_SCALE_KILLS=8 pytest -s tests/faults/test_scale_out.py
+P95_SCALE_SIGNALS=10000 P95_SCALE_SECONDS=300 P95_SCALE_KILLS=8 \
+    pytest -s --timeout 2400 tests/faults/test_scale_out.py
 It prints its counts, the maximum open positions and the rebalances (pytest -s shows them)."""
 
 from __future__ import annotations
