@@ -51,9 +51,9 @@ class Capture:
 
 def records(codec: Any, topic: str, events: list[Any]) -> list[Any]:
     from phoenix95.agents.ports import InputRecord
+    from phoenix95.schemas.topics import Topics
     from phoenix95.settings import get_settings
     from phoenix95.streams.producer import key_of
-    from phoenix95.streams.topics import Topics
 
     name = Topics(get_settings().namespace).name(topic)  # the stages know their inputs by these names
     return [
@@ -70,6 +70,7 @@ async def drive(runner: Any, batch: list[Any], size: int = BATCH) -> None:
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from phoenix95.agents.base import StageRunner
+    from phoenix95.schemas import topics
     from phoenix95.schemas.codec import Codec
     from phoenix95.schemas.messages import Analysis, Order, RiskVerdict
     from phoenix95.settings import get_settings
@@ -77,7 +78,6 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from phoenix95.storage.postgres import Database, drop_schema, migrate
     from phoenix95.storage.redis_state import RedisState
     from phoenix95.storage.sink import StoreSink
-    from phoenix95.streams import topics
     from phoenix95.streams.wiring import build_stage
 
     settings = get_settings()

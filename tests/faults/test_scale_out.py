@@ -254,7 +254,7 @@ def test_two_instances_per_stage_under_sigkill_lose_nothing_duplicate_nothing_an
         pipeline.stop()
 
     async def partitions() -> dict[str, int]:
-        from phoenix95.streams.admin import end_offsets
+        from phoenix95.connectors.kafka_admin import end_offsets
 
         ends = await end_offsets(pipeline.settings.kafka.bootstrap_servers, list(pipeline.topics.all()))
         per_topic: dict[str, int] = {}

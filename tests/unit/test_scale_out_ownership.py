@@ -11,7 +11,7 @@ from decimal import Decimal
 from aiokafka.partitioner import DefaultPartitioner
 
 from phoenix95.agents.positions import PositionStage
-from phoenix95.domain.brackets import BracketTable
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.config import DEFAULT_SYMBOLS, TradingConfig
 from phoenix95.domain.positions import Position
 from phoenix95.schemas.codec import Codec
@@ -69,7 +69,7 @@ def test_positions_instance_rebuilds_owned_positions_on_assignment_and_drops_the
     stored = [factories.position(symbol=s, price="1", quantity="100", config=config) for s in DEFAULT_SYMBOLS]
     ownership = SymbolOwnership("p95.orders", 4)
     stage = PositionStage(
-        Codec(), config, BracketTable.bundled(), StoredPositions(stored), clock="wall", ownership=ownership
+        Codec(), config, bundled_brackets(), StoredPositions(stored), clock="wall", ownership=ownership
     )
     asyncio.run(stage.start())
     assert len(stage.open) == len(DEFAULT_SYMBOLS)  # before any assignment: a lone instance owns all
@@ -90,7 +90,7 @@ def test_positions_instance_sharing_the_symbols_takes_the_accounts_realized_pnl_
     config = TradingConfig()
     store = StoredPositions([], realized=Decimal("12.5"))
     ownership = SymbolOwnership("p95.orders", 4)
-    stage = PositionStage(Codec(), config, BracketTable.bundled(), store, clock="wall", ownership=ownership)
+    stage = PositionStage(Codec(), config, bundled_brackets(), store, clock="wall", ownership=ownership)
     asyncio.run(stage.start())
     ownership.assign([("p95.orders", 0), ("p95.orders", 1)])
     store.realized = Decimal("20")  # another instance closed a position meanwhile
