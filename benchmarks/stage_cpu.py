@@ -28,10 +28,53 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scale_capacity import OPEN_LIMITS, cpu, peers
 from tests.faults.test_scale_out import LiveFeed
+
+OPEN_LIMITS = {
+    "P95_RISK__CLOCK": "wall",
+    "P95_RISK__MAX_OPEN_POSITIONS": "1000000",
+    "P95_RISK__MAX_POSITION_FRACTION": "0.0005",
+    "P95_RISK__MAX_ORDERS_PER_MINUTE": "1000000",
+    "P95_RISK__DUPLICATE_WINDOW_S": "0",
+    "P95_RISK__MAX_EXPOSURE_PER_SYMBOL": "100000000",
+    "P95_RISK__MAX_PIPELINE_LAG_S": "3600",
+}
+
+
+def cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def peers(worker_pids: list[int], port: int) -> list[psutil.Process]:
+    """Processes at the other end of the workers' TCP connections to `port` (PostgreSQL backends;
+    or the broker, which is one process)."""
+    local_ports = set()
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.pid in worker_pids and connection.raddr and connection.raddr.port == port:
+            local_ports.add(connection.laddr.port)
+    found = {}
+    for connection in psutil.net_connections(kind="tcp"):
+        if (
+            connection.laddr.port == port
+            and connection.raddr
+            and connection.raddr.port in local_ports
+            and connection.pid
+        ):
+            found[connection.pid] = psutil.Process(connection.pid)
+    return list(found.values())
+
 
 BATCH = 500
 
