@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,7 @@ from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
+from phoenix95.notify.stage import NotificationStage
 from phoenix95.schemas.codec import Codec
 from phoenix95.settings import Settings
 from phoenix95.storage.outbox import PgOutbox
@@ -38,7 +40,16 @@ STAGE_CLASSES: dict[str, type[Stage]] = {
     "risk": RiskStage,
     "execution": ExecutionStage,
     "positions": PositionStage,
+    "notifications": NotificationStage,
 }
+#: Stages `p95 worker` runs only when asked (or, for notifications, when URLs are configured).
+OPTIONAL_STAGES: tuple[str, ...] = ("notifications",)
+
+
+def default_stages(settings: Settings) -> tuple[str, ...]:
+    """What `p95 worker` and `p95 demo` run: the pipeline, and the notification hub when
+    `P95_NOTIFY__URLS` is set."""
+    return STAGES + (("notifications",) if settings.notify.urls else ())
 
 
 def brackets_for(settings: Settings) -> BracketTable:
@@ -113,9 +124,17 @@ class StageRuntime:
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
+        sink: Sink
+        stage: Stage
+        if self.stage_name == "notifications":
+            from phoenix95.notify.runtime import build as build_notifications
+
+            registry = getattr(self.metrics, "registry", None)
+            stage, sink = build_notifications(settings, codec, self.database, registry=registry)
+        else:
+            stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
+            sink = StoreSink(self.database, self.redis, self.timeseries)
         await stage.start()
-        sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
             self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
@@ -125,9 +144,23 @@ class StageRuntime:
         self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics, outbox=outbox)
         await self.runner.drain_outbox()  # before the first batch: what a killed worker left
         self._started = True
+        await self._announce("started", "info")
         return self.runner
 
+    async def _announce(self, state: str, severity: str) -> None:
+        """A worker event on p95.control.events ("started", "stopping") for the notification hub."""
+        from phoenix95.notify.heartbeat import worker_event
+
+        if self.producer is None:
+            return
+        try:
+            await asyncio.wait_for(self.producer.publish([worker_event(self.stage_name, state, severity)]), 5.0)
+        except Exception as error:  # never blocks a start or a shutdown
+            logger.warning("stage %s: could not announce %s: %s", self.stage_name, state, error)
+
     async def stop(self) -> None:
+        if self._started:
+            await self._announce("stopping", "warning")
         if self.runner is not None:
             await self.runner.stage.stop()
         if self.lag is not None:
