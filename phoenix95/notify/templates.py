@@ -93,6 +93,10 @@ def bold(text: str, markdown: bool) -> str:
     return f"**{text}**" if markdown else text
 
 
+def _side(payload: dict[str, Any]) -> str:
+    return str(payload.get("side") or "").upper()
+
+
 def _need(payload: dict[str, Any], *keys: str) -> None:
     missing = [k for k in keys if payload.get(k) in (None, "")]
     if missing:
@@ -127,7 +131,7 @@ def render(kind: str, payload: dict[str, Any], *, markdown: bool) -> Rendered:
 def _position_lines(p: dict[str, Any], md: bool) -> list[str]:
     return [
         f"{bold('Position', md)} {code(p['position_id'], md)}",
-        f"Side {p['side']} · qty {num(p['quantity'])} · {p.get('leverage', '-')}x {p.get('margin_mode', '')}".rstrip(),
+        f"Side {_side(p)} · qty {num(p['quantity'])} · {p.get('leverage', '-')}x {p.get('margin_mode', '')}".rstrip(),
         f"Entry {num(p['entry_price'])} · stop {num(p.get('stop_loss_price'))} · target {num(p.get('take_profit_price'))}",
         f"Liquidation {num(p.get('liquidation_price'))}",
     ]
@@ -139,14 +143,14 @@ def _trace_line(p: dict[str, Any], md: bool) -> str:
 
 def _opened(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
     _need(p, "position_id", "symbol", "side", "quantity", "entry_price")
-    title = f"Opened {p['side']} {p['symbol']} @ {num(p['entry_price'])}"
+    title = f"Opened {_side(p)} {p['symbol']} @ {num(p['entry_price'])}"
     return title, [*_position_lines(p, md), _trace_line(p, md)]
 
 
 def _closed(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
     _need(p, "position_id", "symbol", "side", "quantity", "entry_price")
     reason = _CLOSE_REASONS.get(str(p.get("close_reason")), str(p.get("close_reason") or p.get("kind")))
-    title = f"Closed {p['side']} {p['symbol']} ({reason}): PnL {signed(p.get('realized_pnl'))} USDT"
+    title = f"Closed {_side(p)} {p['symbol']} ({reason}): PnL {signed(p.get('realized_pnl'))} USDT"
     lines = _position_lines(p, md)
     lines.insert(1, f"Reason {bold(reason, md)} · exit {num(p.get('exit_price') or p.get('price'))}")
     lines.append(f"PnL {signed(p.get('realized_pnl'))} USDT · ROE {_close_roe(p)}")
@@ -156,7 +160,7 @@ def _closed(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
 
 def _risk(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
     _need(p, "position_id", "symbol", "risk_level")
-    title = f"Risk {p['risk_level']}: {p['side']} {p['symbol']} near liquidation"
+    title = f"Risk {p['risk_level']}: {_side(p)} {p['symbol']} near liquidation"
     lines = _position_lines(p, md)
     lines.insert(
         1,
@@ -170,7 +174,7 @@ def _risk(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
 
 def _verdict(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
     _need(p, "symbol", "decision", "signal_id")
-    title = f"Signal {p['decision'].lower()}: {p['side']} {p['symbol']} @ {num(p.get('price'))}"
+    title = f"Signal {p['decision'].lower()}: {_side(p)} {p['symbol']} @ {num(p.get('price'))}"
     lines = [f"Verdict {code(p.get('verdict_id', '-'), md)} · confidence {num(p.get('final_confidence'), 3)}"]
     if p.get("quantity"):
         lines.append(
@@ -185,7 +189,7 @@ def _verdict(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
 
 def _order(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
     _need(p, "symbol", "order_id")
-    title = f"Order {p.get('status', 'rejected')}: {p.get('side', '')} {p['symbol']} ({p.get('intent', 'open')})"
+    title = f"Order {p.get('status', 'rejected')}: {_side(p)} {p['symbol']} ({p.get('intent', 'open')})"
     lines = [
         f"Order {code(p['order_id'], md)} · qty {num(p.get('quantity'))} @ {num(p.get('requested_price'))}",
         "Reason: " + escape(str(p.get("reject_reason") or "-"), md),
@@ -257,19 +261,19 @@ def digest_line(kind: str, payload: dict[str, Any], *, markdown: bool) -> str:
     if kind == ev.POSITION_OPENED:
         _need(p, "position_id", "symbol")
         return (
-            f"opened {p['side']} {p['symbol']} qty {num(p['quantity'])} @ {num(p['entry_price'])} "
+            f"opened {_side(p)} {p['symbol']} qty {num(p['quantity'])} @ {num(p['entry_price'])} "
             f"· position {code(p['position_id'], markdown)}"
         )
     if kind == ev.POSITION_CLOSED:
         _need(p, "position_id", "symbol")
         reason = _CLOSE_REASONS.get(str(p.get("close_reason")), str(p.get("close_reason") or p.get("kind")))
         return (
-            f"closed {p['side']} {p['symbol']} ({reason}) PnL {signed(p.get('realized_pnl'))} "
+            f"closed {_side(p)} {p['symbol']} ({reason}) PnL {signed(p.get('realized_pnl'))} "
             f"ROE {_close_roe(p)} · position {code(p['position_id'], markdown)}"
         )
     if kind == ev.RISK_ESCALATION:
         _need(p, "position_id", "risk_level")
-        return f"risk {p['risk_level']} {p['side']} {p['symbol']} · position {code(p['position_id'], markdown)}"
+        return f"risk {p['risk_level']} {_side(p)} {p['symbol']} · position {code(p['position_id'], markdown)}"
     rendered = render(kind, payload, markdown=markdown)
     if p.get("position_id"):
         return f"{escape(rendered.title, markdown)} · position {code(p['position_id'], markdown)}"
