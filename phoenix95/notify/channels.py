@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from phoenix95.notify import events as ev
-from phoenix95.notify.masking import mask_url
+from phoenix95.notify.masking import mask_url, quiet_apprise
 
 if TYPE_CHECKING:
     from phoenix95.settings import NotifySettings
@@ -110,7 +110,8 @@ class Channel:
     def plugin(self, timeout_s: float = 4.0) -> Any:
         import apprise
 
-        plugin = apprise.Apprise.instantiate(self.url, suppress_exceptions=True)
+        with quiet_apprise():
+            plugin = apprise.Apprise.instantiate(self.url, suppress_exceptions=True)
         if plugin is None:  # checked at start; the URL did not change
             raise ConfigError(f"channel {self.name}: Apprise cannot load its URL")
         for attribute in ("socket_connect_timeout", "socket_read_timeout"):
@@ -134,7 +135,8 @@ def load_channel(
     if "://" not in url:
         raise ConfigError(f"notify URL {label} ({mask_url(url)}): not a URL (expected scheme://...)")
     try:
-        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        with quiet_apprise():
+            plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     except Exception as error:
         raise ConfigError(f"notify URL {label} ({mask_url(url)}): {error}") from None
     if plugin is None:

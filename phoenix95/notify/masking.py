@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@contextmanager
+def quiet_apprise() -> Iterator[None]:
+    """Apprise logs a URL it cannot parse in full (secrets included): silence it while parsing."""
+    log = logging.getLogger("apprise")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def mask_url(url: str) -> str:
@@ -13,7 +28,8 @@ def mask_url(url: str) -> str:
     try:
         import apprise
 
-        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        with quiet_apprise():
+            plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     except Exception:
         plugin = None
     if plugin is not None:
