@@ -379,6 +379,11 @@ class NotificationStage(Stage):
         }
         if event.kind == "opened":
             self._draft(ev.Draft(event.event_id, ev.POSITION_OPENED, "info", payload, **common), writes)
+            # The opening level is the baseline (a 20x position opens CRITICAL: <5 % to liquidation, and
+            # its open message says so); only a rise above it, or back after re-arming, is an escalation.
+            _, baseline = ev.escalation(None, event.risk_level)
+            if baseline is not None:
+                self._remember(key, baseline, writes)
             return
         if event.kind in ev.CLOSING_KINDS:
             reason = event.close_reason or {"liquidated": "liquidation", "expired": "expiry"}.get(event.kind)
