@@ -91,10 +91,16 @@ class SmtpReceiver:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Received] = []
+        #: While set, every mail is refused with a temporary failure (451) and not recorded.
+        self.failing = False
+        self.refused = 0
         receiver = self
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                if receiver.failing:
+                    receiver.refused += 1
+                    return "451 4.3.0 try again later"
                 message = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 part = message.get_body(preferencelist=("plain", "html"))
                 body = part.get_content() if part is not None else ""

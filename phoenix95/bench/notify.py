@@ -143,7 +143,7 @@ def notify_latency(base: Settings, *, quick: bool, rate: float = 50.0) -> dict[s
     settings = Settings()
     workers = WorkerSet(["notifications"], env=env, log_dir=settings.home / "logs" / run_id, log_level="warn")
     try:
-        from phoenix95.cli.worker import prepare
+        from phoenix95.streams.wiring import prepare
 
         prepare(settings)
         workers.start()

@@ -19,7 +19,8 @@ WATCHED_STAGES: tuple[str, ...] = ("analysis", "risk", "execution", "positions")
 
 def build(
     settings: Settings, codec: Codec, database: Database, *, registry: Any = None, watch_health: bool = True
-) -> tuple[NotificationStage, NotificationSink]:
+) -> NotificationStage:
+    """The stage, with its own sink (`stage.own_sink`: the outbox rows, then a wake-up of the sender)."""
     notify = settings.notify
     channels = build_channels(notify)  # ConfigError names a bad URL or rule
     store = NotificationStore(database)
@@ -34,4 +35,5 @@ def build(
         health_interval_s=notify.health_interval_s,
         topic_names=Topics(settings.namespace),
     )
-    return stage, NotificationSink(database, on_written=sender.wake)
+    stage.own_sink = NotificationSink(database, on_written=sender.wake)
+    return stage

@@ -31,6 +31,7 @@ from phoenix95.schemas.codec import Codec, DecodeError, Reason
 from phoenix95.schemas.messages import ControlEvent, DeadLetter, Order, PositionEvent, RiskVerdict
 from phoenix95.storage.postgres import Database, PgWrite
 from phoenix95.streams import topics
+from phoenix95.streams.stages import NOTIFICATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +239,10 @@ class HealthWatch:
 
 
 class NotificationStage(Stage):
-    name = "notifications"
-    inputs = (topics.POSITION_TICKS, topics.RISK_VERDICTS, topics.ORDERS, topics.CONTROL_EVENTS, topics.DLQ)
-    clock_interval = 1.0
+    name = NOTIFICATIONS.name
+    inputs = NOTIFICATIONS.inputs
+    #: Writes through its own sink (outbox rows and state), not the pipeline's StoreSink.
+    own_sink: NotificationSink | None = None
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,37 +20,21 @@ from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
-from phoenix95.notify.stage import NotificationStage
 from phoenix95.schemas.codec import Codec
 from phoenix95.settings import Settings
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
-from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, SeenSignals
+from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, PgSeenSignals
 from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
+from phoenix95.streams import stages
+from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.metrics import TimedSink
 from phoenix95.streams.producer import EventProducer
 from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
-
-STAGES: tuple[str, ...] = ("analysis", "risk", "execution", "positions")
-STAGE_CLASSES: dict[str, type[Stage]] = {
-    "analysis": AnalysisStage,
-    "risk": RiskStage,
-    "execution": ExecutionStage,
-    "positions": PositionStage,
-    "notifications": NotificationStage,
-}
-#: Stages `p95 worker` runs only when asked (or, for notifications, when URLs are configured).
-OPTIONAL_STAGES: tuple[str, ...] = ("notifications",)
-
-
-def default_stages(settings: Settings) -> tuple[str, ...]:
-    """What `p95 worker` and `p95 demo` run: the pipeline, and the notification hub when
-    `P95_NOTIFY__URLS` is set."""
-    return STAGES + (("notifications",) if settings.notify.urls else ())
 
 
 def brackets_for(settings: Settings) -> BracketTable:
@@ -124,17 +109,11 @@ class StageRuntime:
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-        sink: Sink
-        stage: Stage
-        if self.stage_name == "notifications":
-            from phoenix95.notify.runtime import build as build_notifications
-
-            registry = getattr(self.metrics, "registry", None)
-            stage, sink = build_notifications(settings, codec, self.database, registry=registry)
-        else:
-            stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
-            sink = StoreSink(self.database, self.redis, self.timeseries)
+        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag, metrics=self.metrics)
         await stage.start()
+        # a stage that writes its own rows (the notification hub's outbox) brings its sink
+        own_sink: Sink | None = getattr(stage, "own_sink", None)
+        sink: Sink = own_sink if own_sink is not None else StoreSink(self.database, self.redis, self.timeseries)
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
             self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
@@ -176,46 +155,116 @@ class StageRuntime:
         self._started = False
 
 
-def build_stage(name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None) -> Stage:
-    topics = Topics(settings.namespace)
-    config = trading_config(settings)
-    brackets = brackets_for(settings)
-    if name == "analysis":
-        known = frozenset(brackets.symbols()) | frozenset(DEFAULT_SYMBOL_RULES) | config.allowed_symbols
-        return AnalysisStage(codec, known, SeenSignals(database))
-    if name == "risk":
-        return RiskStage(
-            codec,
-            config,
-            brackets,
-            PgPortfolio(database, config.starting_equity, brackets, config.funding_interval),
-            clock=settings.risk.clock,
-            lag=lag,
-            max_lag_seconds=settings.risk.max_pipeline_lag_s,
-            prices_topic=topics.market_prices,
-            funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
-            hold_timeout=settings.execution.quiet_feed_fill_after_s,
+def prepare(settings: Settings) -> None:
+    """Create the topics and apply the migrations before any worker starts (`p95 worker`, the demo,
+    Kafka-mode replays and the bench call it)."""
+
+    async def run() -> None:
+        topics = Topics(settings.namespace)
+        await ensure_topics(
+            settings.kafka.bootstrap_servers,
+            topics.all(),
+            partitions=settings.kafka.partitions,
+            replication_factor=settings.kafka.replication_factor,
+            counts=topics.partition_counts(settings.kafka.partitions, settings.risk.clock),
         )
-    if name == "execution":
-        return ExecutionStage(
-            codec,
-            PaperExchange(database, config),
-            PgExecutionState(database),
-            quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
-            price_history=settings.execution.price_history,
-            prices_topic=topics.market_prices,
-        )
-    if name == "positions":
-        funding = FundingSchedule(config.default_funding_rate, bundled_funding())
-        return PositionStage(
-            codec,
-            config,
-            brackets,
-            PgPositionStore(database, brackets, config.funding_interval),
-            funding=funding,
-            clock=settings.risk.clock,
-            price_history=settings.execution.price_history,
-            prices_topic=topics.market_prices,
-            mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
-        )
-    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+        await migrate(settings.postgres_url(), settings.postgres.db_schema, wait=True)
+
+    asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage builder gets: the settings and the resources of the stage's process."""
+
+    settings: Settings
+    codec: Codec
+    database: Database
+    lag: Any = None
+    #: The process's PipelineMetrics (its registry serves /metrics), if it serves them.
+    metrics: Any = None
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.settings.namespace)
+
+    @property
+    def config(self) -> TradingConfig:
+        return trading_config(self.settings)
+
+    @property
+    def brackets(self) -> BracketTable:
+        return brackets_for(self.settings)
+
+
+def _build_analysis(context: StageContext) -> Stage:
+    brackets, config = context.brackets, context.config
+    known = frozenset(brackets.symbols()) | frozenset(DEFAULT_SYMBOL_RULES) | config.allowed_symbols
+    return AnalysisStage(context.codec, known, PgSeenSignals(context.database))
+
+
+def _build_risk(context: StageContext) -> Stage:
+    settings, config, brackets = context.settings, context.config, context.brackets
+    return RiskStage(
+        context.codec,
+        config,
+        brackets,
+        PgPortfolio(context.database, config.starting_equity, brackets, config.funding_interval),
+        clock=settings.risk.clock,
+        lag=context.lag,
+        max_lag_seconds=settings.risk.max_pipeline_lag_s,
+        prices_topic=context.topics.market_prices,
+        funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
+        hold_timeout=settings.execution.quiet_feed_fill_after_s,
+    )
+
+
+def _build_execution(context: StageContext) -> Stage:
+    settings, config = context.settings, context.config
+    return ExecutionStage(
+        context.codec,
+        PaperExchange(context.database, config),
+        PgExecutionState(context.database),
+        quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
+        price_history=settings.execution.price_history,
+        prices_topic=context.topics.market_prices,
+    )
+
+
+def _build_positions(context: StageContext) -> Stage:
+    settings, config, brackets = context.settings, context.config, context.brackets
+    return PositionStage(
+        context.codec,
+        config,
+        brackets,
+        PgPositionStore(context.database, brackets, config.funding_interval),
+        funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
+        clock=settings.risk.clock,
+        price_history=settings.execution.price_history,
+        prices_topic=context.topics.market_prices,
+        mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
+    )
+
+
+def _build_notifications(context: StageContext) -> Stage:
+    from phoenix95.notify.runtime import build
+
+    registry = getattr(context.metrics, "registry", None)
+    return build(context.settings, context.codec, context.database, registry=registry)
+
+
+#: One builder per stage of `streams/stages.py` (a new stage adds its builder here).
+BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
+    stages.ANALYSIS.name: _build_analysis,
+    stages.RISK.name: _build_risk,
+    stages.EXECUTION.name: _build_execution,
+    stages.POSITIONS.name: _build_positions,
+    stages.NOTIFICATIONS.name: _build_notifications,
+}
+
+
+def build_stage(
+    name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None, metrics: Any = None
+) -> Stage:
+    stages.spec(name)  # ValueError naming the known stages
+    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -17,7 +18,7 @@ import pytest
 from phoenix95.domain import ids
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import PositionEvent
-from phoenix95.streams.wiring import STAGES
+from phoenix95.streams.stages import STAGES
 from tests import factories
 from tests.notify_receivers import JsonReceiver, SmtpReceiver, mentions
 from tests.pipeline import Pipeline
@@ -56,32 +57,45 @@ def test_each_open_and_close_is_notified_once_per_channel_through_a_kill_and_an_
         P95_NOTIFY__BACKOFF_BASE_S="0.5",
         P95_NOTIFY__BACKOFF_MAX_S="2",
         P95_NOTIFY__LEASE_S="3",
+        P95_NOTIFY__MAX_ATTEMPTS="100",  # the outage outlasts the restart: no row may give up
         P95_METRICS__SYSTEM_INTERVAL_S="1",
     )
     pipeline = Pipeline(namespace, stages=(*STAGES, "notifications"))
     _, _signals, timeline = factories.candle_session(namespace.name, signals=24, prices=420)
-    half = len(timeline) // 2
+    third = len(timeline) // 3
     pipeline.start()
     try:
+        began = time.monotonic()
+        phases: dict[str, float] = {}
 
         async def run() -> dict[str, int]:
-            await pipeline.publish(timeline[:half])
+            await pipeline.publish(timeline[:third])
 
             async def some_notified(db) -> bool:
                 return bool(mentions(web.delivered))
 
             await pipeline.wait_for(some_notified, what="a first position notification")
-            pipeline.workers.kill("notifications", signal.SIGKILL)
-            web.failing["on"] = True  # the receiver answers 500 for a while
-            await pipeline.publish(timeline[half:])
-            pipeline.workers.start("notifications")
-            failed_before = len(web.requests)
+            phases["a first position notification"] = round(time.monotonic() - began, 1)
+            # The receiver goes down (500), then the worker is killed while its sends are refused: a send
+            # the channel accepted in the instant before a kill, its row not yet marked sent, would go
+            # again (the one at-least-once window: no channel says whether it saw a message before).
+            web.failing["on"] = smtp.failing = True
+            refused, mail_refused = len(web.requests), smtp.refused
+            await pipeline.publish(timeline[third : 2 * third])  # rows both channels now refuse
 
             async def outage_seen(db) -> bool:
-                return len([r for r in web.requests[failed_before:] if r.status == 500]) >= 3
+                web_refused = len([r for r in web.requests[refused:] if r.status == 500])
+                return web_refused >= 2 and smtp.refused > mail_refused
 
-            await pipeline.wait_for(outage_seen, what="three sends refused by the receiver")
-            web.failing["on"] = False
+            await pipeline.wait_for(outage_seen, what="sends refused by the receiver")
+            phases["sends refused by the receiver"] = round(time.monotonic() - began, 1)
+            pipeline.workers.kill("notifications", signal.SIGKILL)
+            await pipeline.publish(timeline[2 * third :])
+            pipeline.workers.start("notifications")
+            refused, mail_refused = len(web.requests), smtp.refused
+            await pipeline.wait_for(outage_seen, what="sends of the restarted worker refused")
+            phases["sends of the restarted worker refused"] = round(time.monotonic() - began, 1)
+            web.failing["on"] = smtp.failing = False
 
             async def delivered(db) -> bool:
                 if not await pipeline.caught_up(("positions", "notifications")):
@@ -99,6 +113,7 @@ def test_each_open_and_close_is_notified_once_per_channel_through_a_kill_and_an_
                 return opened > 0 and closed > 0 and pending == 0 and rows == 2 * (opened + closed)
 
             await pipeline.wait_for(delivered, timeout=120, what="every open and close notified on both channels")
+            phases["every open and close notified on both channels"] = round(time.monotonic() - began, 1)
             async with pipeline.database() as db:
                 positions = await db.fetch("SELECT position_id::text, status FROM positions")
                 retried = await pipeline.count(db, "SELECT COALESCE(SUM(attempts - 1), 0) FROM notifications")
@@ -117,7 +132,7 @@ def test_each_open_and_close_is_notified_once_per_channel_through_a_kill_and_an_
             return counts
 
         counts = asyncio.run(run())
-        print("notification counts:", counts)
+        print("notification counts:", counts, "phases (s):", phases)
     finally:
         pipeline.stop()
 
