@@ -296,6 +296,11 @@ class Sender:
     def start(self) -> None:
         if self._tasks:
             return
+        for sender in self.senders:
+            if getattr(sender.executor, "_shutdown", False):  # stopped before: a fresh thread
+                sender.executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"p95-notify-{sender.channel.name}"
+                )
         self._tasks = [
             asyncio.create_task(sender.run(), name=f"p95-notify-{sender.channel.name}") for sender in self.senders
         ]

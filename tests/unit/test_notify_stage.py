@@ -188,3 +188,70 @@ def test_a_template_error_fails_its_row_and_the_others_are_sent() -> None:
         )._value.get()
         == 1
     )
+
+
+class FakeHealth:
+    def __init__(self) -> None:
+        self.alive = {"risk": True, "positions": False}
+        self.statuses: dict[str, str] = {"execution": "OK"}
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def heartbeats(self) -> dict[str, bool]:
+        return dict(self.alive)
+
+
+def _health_titles(stage: NotificationStage, now: list[float]) -> list[str]:
+    now[0] += 10
+    outcomes = asyncio.run(stage.on_clock(datetime.now(UTC)))
+    rows = [w.params for o in outcomes if isinstance(o, NotifyOutcome) for w in o.writes if w.statement is NOTIFICATION]
+    return sorted({row[9] for row in rows if row[2] == "a"})
+
+
+def test_a_vanished_heartbeat_and_an_err_lag_are_noticed_and_so_are_the_recoveries() -> None:
+    now = [0.0]
+    health = FakeHealth()
+    stage = NotificationStage(
+        Codec(),
+        Router(SETTINGS, build_channels(SETTINGS)),
+        MemoryStore(),  # type: ignore[arg-type]
+        health=health,  # type: ignore[arg-type]
+        clock=lambda: now[0],
+    )
+    asyncio.run(stage.start())
+    assert _health_titles(stage, now) == []  # risk seen alive; positions never seen: not reported
+    health.alive["risk"] = False
+    health.statuses["execution"] = "ERR"
+    (heartbeat, lag) = _health_titles(stage, now)  # sorted: '"check":"heartbeat"' < '"check":"lag"'
+    assert '"check":"heartbeat"' in heartbeat and '"state":"missing"' in heartbeat and "(it died or hangs)" in heartbeat
+    assert '"check":"lag"' in lag and '"state":"ERR"' in lag
+    assert _health_titles(stage, now) == []  # no repeat while it lasts
+    health.alive["risk"] = True
+    health.statuses["execution"] = "OK"
+    recovered = _health_titles(stage, now)
+    assert len(recovered) == 2 and all('"state":"recovered"' in row for row in recovered)
+
+
+def test_an_announced_stop_is_a_warning_not_a_crash() -> None:
+    from phoenix95.notify.heartbeat import worker_event
+
+    now = [0.0]
+    health = FakeHealth()
+    stage = NotificationStage(
+        Codec(),
+        Router(SETTINGS, build_channels(SETTINGS)),
+        MemoryStore(),  # type: ignore[arg-type]
+        health=health,  # type: ignore[arg-type]
+        clock=lambda: now[0],
+    )
+    asyncio.run(stage.start())
+    _health_titles(stage, now)
+    stopping = _rows(stage, topics.CONTROL_EVENTS, worker_event("risk", "stopping", "warning"))
+    assert stopping and stopping[0][3] == ev.WORKER and stopping[0][4] == "warning"
+    health.alive["risk"] = False
+    (row,) = _health_titles(stage, now)
+    assert "stopped as announced" in row
