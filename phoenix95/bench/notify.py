@@ -209,3 +209,44 @@ async def _measure(
         "rate_per_s": rate,
         "messages": receiver.messages - 1,
     }
+
+
+def e2e_with_notifications(base: Settings, *, quick: bool) -> dict[str, Any]:
+    """`e2e_throughput` twice in one run: the pipeline alone, then with the notifications worker
+    delivering to an HTTP receiver (every type on). Target: on >= 0.95 x off."""
+    from phoenix95.bench import pipeline as bench_pipeline
+    from phoenix95.streams.stages import STAGES
+    from phoenix95.streams.supervisor import WorkerSet
+
+    signals = 2_000 if quick else 20_000
+    off = bench_pipeline.e2e_throughput(base, signals=signals)
+    receiver = Receiver()
+    try:
+        env = {
+            "P95_RISK__CLOCK": "event",
+            "P95_NOTIFY__URLS": json.dumps([{"url": receiver.url, "name": "bench"}]),
+            "P95_NOTIFY__TYPES": json.dumps({"verdict_rejected": "on", "order_rejected": "on"}),
+        }
+        running = bench_pipeline.BenchPipeline(base, env)
+        running.workers = WorkerSet(  # the four stages, and the hub next to them
+            (*STAGES, "notifications"),
+            env=running.env,
+            log_dir=running.settings.home / "logs" / running.run_id,
+            log_level="warn",
+        )
+        with running:
+            on = asyncio.run(bench_pipeline._e2e_throughput(running, signals, 900.0))
+            on["messages_received"] = receiver.messages
+    finally:
+        receiver.close()
+    ratio = round(on["value"] / off["value"], 3) if off.get("value") else None
+    return {
+        "value": ratio,
+        "unit": "x (signals/s with notifications on / off)",
+        "off_signals_per_s": off.get("value"),
+        "on_signals_per_s": on.get("value"),
+        "messages_received": on.get("messages_received"),
+        "target": 0.95,
+        "meets_target": ratio is not None and ratio >= 0.95,
+        "signals": signals,
+    }

@@ -27,6 +27,7 @@ SCENARIOS = (
     "replay_kafka",
     "tap",
     "notify_latency",
+    "e2e_notifications",
 )
 
 
@@ -111,6 +112,10 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import notify
 
         return notify.notify_latency(settings, quick=quick)
+    if name == "e2e_notifications":
+        from phoenix95.bench import notify
+
+        return notify.e2e_with_notifications(settings, quick=quick)
     raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
 
 
