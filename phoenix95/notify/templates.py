@@ -224,7 +224,7 @@ def _dead_letters(p: dict[str, Any], md: bool) -> tuple[str, list[str]]:
     _need(p, "stage", "reason", "count")
     title = f"{p['count']} dead letter{'s' if int(p['count']) != 1 else ''} from {p['stage']}: {p['reason']}"
     lines = [
-        f"{p['count']} messages of {escape(', '.join(p.get('topics', [])), md)} "
+        f"{p['count']} message{'s' if int(p['count']) != 1 else ''} of {escape(', '.join(p.get('topics', [])), md)} "
         f"in {num(p.get('window_s'), 0)} s were set aside ({code(p['reason'], md)})",
     ]
     if p.get("example"):
