@@ -190,6 +190,9 @@ class ChannelSender:
             silent = all(r.silent for r in part_rows)
             pieces = templates.split(part, self.channel.body_maxlen, title_in_body=self.channel.title_in_body)
             for piece in pieces:
+                if self.bucket.wait_time() > self.lease_s / 3:  # keep the rest of the digest ours
+                    rest = [good[i].notification_id for g in groups[number - 1 :] for i in g]
+                    await self.store.extend(rest, self.lease_s + self.bucket.wait_time())
                 await self._wait_token()
                 result = await self._send(piece, severity, silent)
                 if not result.ok:

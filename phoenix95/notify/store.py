@@ -163,6 +163,15 @@ class NotificationStore:
             (error[:1000], notification_id),
         )
 
+    async def extend(self, notification_ids: Sequence[str], lease_s: float) -> None:
+        """Hold rows longer (a long digest waiting for its channel's tokens)."""
+        if notification_ids:
+            await self.database.execute(
+                "UPDATE notifications SET lease_until = clock_timestamp() + make_interval(secs => %s) "
+                "WHERE notification_id = ANY(%s::uuid[]) AND status = 'pending'",
+                (lease_s, list(notification_ids)),
+            )
+
     async def release(self, notification_ids: Sequence[str]) -> None:
         """Give rows back untouched (the sender is stopping, or the channel is rate limited)."""
         if notification_ids:
