@@ -174,8 +174,8 @@ async def _measure(
     settings: Settings, receiver: Receiver, run_id: str, *, rate: float, seconds: float, workers: Any
 ) -> dict[str, Any]:
     from phoenix95.schemas.codec import Codec
+    from phoenix95.schemas.topics import Topics
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.streams.topics import Topics
 
     producer = EventProducer(settings.kafka.bootstrap_servers, Topics(settings.namespace), Codec.for_settings(settings))
     await producer.start()

@@ -7,16 +7,16 @@ import asyncio
 import time
 from typing import Any
 
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
-from phoenix95.streams.topics import Topics
 
 
 async def wait_delivered(settings: Settings, timeout: float) -> dict[str, Any]:
     """Wait (up to `timeout` seconds) until the notifications stage has consumed its inputs and sent
     (or given up on) every row; returns the outbox counts by status and type."""
+    from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets
     from phoenix95.notify.stage import NotificationStage
     from phoenix95.storage.postgres import Database
-    from phoenix95.streams.admin import committed_offsets, end_offsets
 
     topics = Topics(settings.namespace)
     inputs = [topics.name(base) for base in NotificationStage.inputs if not base.endswith("dlq")]

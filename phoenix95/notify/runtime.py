@@ -9,9 +9,9 @@ from phoenix95.notify.sender import NotifyMetrics, Sender
 from phoenix95.notify.stage import HealthWatch, NotificationSink, NotificationStage
 from phoenix95.notify.store import NotificationStore
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.storage.postgres import Database
-from phoenix95.streams.topics import Topics
 
 #: Stages whose heartbeat and lag the notifications stage watches.
 WATCHED_STAGES: tuple[str, ...] = ("analysis", "risk", "execution", "positions")

@@ -27,10 +27,10 @@ from phoenix95.domain import ids
 from phoenix95.notify import events as ev
 from phoenix95.notify.channels import Router
 from phoenix95.notify.store import NotificationStore, row_write, state_write
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError, Reason
 from phoenix95.schemas.messages import ControlEvent, DeadLetter, Order, PositionEvent, RiskVerdict
 from phoenix95.storage.postgres import Database, PgWrite
-from phoenix95.streams import topics
 from phoenix95.streams.stages import NOTIFICATIONS
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class NotificationSink:
         self.on_written = on_written
 
     async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
-        from phoenix95.storage.rows import writes_for
+        from phoenix95.storage.tables import writes_for
 
         groups: list[list[PgWrite]] = []
         for outcome in outcomes:

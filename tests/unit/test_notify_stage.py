@@ -15,9 +15,9 @@ from phoenix95.notify.channels import Router, build_channels
 from phoenix95.notify.sender import ChannelSender, NotifyMetrics
 from phoenix95.notify.stage import NotificationStage, NotifyOutcome
 from phoenix95.notify.store import NOTIFICATION, STATE, Row
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec
 from phoenix95.settings import NotifySettings
-from phoenix95.streams import topics
 from tests import factories
 from tests import notify_samples as s
 from tests.notify_samples import http_stub
