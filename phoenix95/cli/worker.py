@@ -31,35 +31,25 @@ def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
     return {stage: first_port + index for index, stage in enumerate(stages)}
 
 
-<<<<<<< HEAD
 def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str, instances: int = 1) -> None:
     if instances < 1:
         from phoenix95.cli.console import UserError
 
         raise UserError(f"--instances {instances}: give 1 or more")
-    unknown = [s for s in stages if s not in STAGES]
-=======
-def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -> None:
     unknown = [s for s in stages if s not in BY_NAME]
->>>>>>> main
     if unknown:
         from phoenix95.cli.console import UserError
 
         raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(BY_NAME)}")
     settings = get_settings()
     settings.check_production()
-<<<<<<< HEAD
-    chosen = list(dict.fromkeys(stages)) or list(STAGES)
+    chosen = list(dict.fromkeys(stages)) or list(default_stages(settings))
+    if "notifications" in chosen:
+        check_notify_config(settings)
     from phoenix95.streams.supervisor import instance_names
 
     names = instance_names(chosen, instances)  # `risk-1`, `risk-2`, ... with several instances
     ports = stage_web_ports(names, web_port) if web_port is not None else {}
-=======
-    chosen = list(dict.fromkeys(stages)) or list(default_stages(settings))
-    if "notifications" in chosen:
-        check_notify_config(settings)
-    ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
->>>>>>> main
     if ports and max(ports.values()) > 65535:
         from phoenix95.cli.console import UserError
 

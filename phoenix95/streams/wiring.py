@@ -113,11 +113,15 @@ class StageRuntime:
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-<<<<<<< HEAD
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag, ownership=self.ownership)
-=======
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag, metrics=self.metrics)
->>>>>>> main
+        stage = build_stage(
+            self.stage_name,
+            settings,
+            codec,
+            self.database,
+            lag=self.lag,
+            metrics=self.metrics,
+            ownership=self.ownership,
+        )
         await stage.start()
         # a stage that writes its own rows (the notification hub's outbox) brings its sink
         own_sink: Sink | None = getattr(stage, "own_sink", None)
@@ -189,12 +193,9 @@ class StageContext:
     codec: Codec
     database: Database
     lag: Any = None
-<<<<<<< HEAD
-    ownership: Any = None
-=======
     #: The process's PipelineMetrics (its registry serves /metrics), if it serves them.
     metrics: Any = None
->>>>>>> main
+    ownership: Any = None
 
     @property
     def topics(self) -> Topics:
@@ -277,14 +278,14 @@ BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
 
 
 def build_stage(
-<<<<<<< HEAD
-    name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None, ownership: Any = None
+    name: str,
+    settings: Settings,
+    codec: Codec,
+    database: Database,
+    *,
+    lag: Any = None,
+    metrics: Any = None,
+    ownership: Any = None,
 ) -> Stage:
     stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag, ownership))
-=======
-    name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None, metrics: Any = None
-) -> Stage:
-    stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics))
->>>>>>> main
+    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics, ownership))
