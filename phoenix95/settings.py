@@ -192,6 +192,14 @@ class MetricsSettings(BaseModel):
     system_interval_s: float = Field(5.0, gt=0)
 
 
+class ComplianceSettings(BaseModel):
+    """The audit chain and the compliance monitor's protections (issue #18; docs/compliance.md)."""
+
+    #: Write the audit entries of verdicts, orders, fills and closes in each stage's batch. Off only
+    #: to measure what the chain costs (`p95 bench`); the trail is incomplete without it.
+    audit_enabled: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="P95_",
@@ -213,6 +221,7 @@ class Settings(BaseSettings):
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
 
     @field_validator("home", mode="after")
     @classmethod

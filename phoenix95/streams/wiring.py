@@ -20,6 +20,7 @@ from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
 from phoenix95.settings import Settings
+from phoenix95.storage.audit import record_configuration, settings_digest
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, SeenSignals
@@ -115,7 +116,10 @@ class StageRuntime:
             await self.lag.start()  # a first sample now, then every second in the background
         stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
         await stage.start()
-        sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
+        await record_configuration(
+            self.database, actor=f"stage:{self.stage_name}", digest=settings_digest(settings.masked())
+        )
+        sink: Sink = StoreSink(self.database, self.redis, self.timeseries, audit=settings.compliance.audit_enabled)
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
             self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
