@@ -27,7 +27,15 @@ from typing import Any
 
 import psycopg
 
-from phoenix95.domain.audit import GENESIS, Entry, Verification, entry_document, entry_hash, verify_chain
+from phoenix95.domain.audit import (
+    GENESIS,
+    HASH_MISMATCH,
+    Entry,
+    Verification,
+    entry_document,
+    entry_hash,
+    verify_documents,
+)
 from phoenix95.storage.postgres import Database, PgWrite, Statement
 
 #: The chain's advisory lock, per schema (tests and replays keep their chains apart).
@@ -39,7 +47,14 @@ _INSERT = (
 _COLUMNS = ("seq", "entry_key", "at", "actor", "action", "subject", "payload", "prev_hash", "hash")
 #: How verification reads `at`: the same text `domain.audit.timestamp_text` hashed.
 AT_TEXT = "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-_CHAIN_COLUMNS = f"seq, {AT_TEXT}, actor, action, subject, entry_key, payload, prev_hash, hash"
+#: The entry document (`domain.audit.entry_document`) assembled by PostgreSQL: to_json escapes text
+#: as RFC 8785 does ('"', '\\', \b \f \n \r \t, other controls as lowercase \u00xx, nothing else).
+DOCUMENT_SQL = (
+    """'{"action":' || to_json(action)::text || ',"actor":' || to_json(actor)::text || ',"at":"' || """
+    + AT_TEXT
+    + """ || '","key":' || to_json(entry_key)::text || ',"payload":' || payload"""
+    + """ || ',"subject":' || COALESCE(to_json(subject)::text, 'null') || '}'"""
+)
 
 
 async def lock_chain(cursor: psycopg.AsyncCursor[Any]) -> None:
@@ -174,8 +189,13 @@ async def verify(url: str, schema: str, *, from_seq: int = 1) -> Verification:
 async def verify_on(
     connection: psycopg.AsyncConnection[Any], *, from_seq: int = 1, batch: int = 20_000
 ) -> Verification:
-    """`verify` on an open connection, inside its transaction (a server-side cursor reads the chain
-    in batches)."""
+    """`verify` on an open connection, inside its transaction.
+
+    PostgreSQL assembles each entry's document (`DOCUMENT_SQL`, one text column instead of seven:
+    reading is what limits the speed) and Python hashes it. Where a recomputed hash differs, the
+    entry is rebuilt from its columns in Python (`entry_document`) before it is called broken, so a
+    difference in how the server escapes text can never fake a break, and the verdict is Python's.
+    """
     expected_prev = GENESIS
     expected_seq = max(1, from_seq)
     if expected_seq > 1:
@@ -187,11 +207,21 @@ async def verify_on(
     checked = 0
     last_seq: int | None = None
     last_hash: bytes | None = None
-    async with connection.cursor(name="p95_audit_chain") as chain:
+    rebuilt: dict[int, str] = {}
+    async with connection.cursor(name="p95_audit_chain", binary=True) as chain:
         chain.itersize = batch
-        await chain.execute(f"SELECT {_CHAIN_COLUMNS} FROM audit_log WHERE seq >= %s ORDER BY seq", (expected_seq,))
+        await chain.execute(
+            f"SELECT seq, {DOCUMENT_SQL}, prev_hash, hash FROM audit_log WHERE seq >= %s ORDER BY seq", (expected_seq,)
+        )
         while rows := await chain.fetchmany(batch):
-            result = verify_chain(rows, expected_seq=expected_seq, expected_prev=expected_prev)
+            while True:
+                result = verify_documents(
+                    rows, expected_seq=expected_seq, expected_prev=expected_prev, documents=rebuilt
+                )
+                if result.ok or result.problem != HASH_MISMATCH or result.broken_at in rebuilt:
+                    break
+                assert result.broken_at is not None
+                rebuilt[result.broken_at] = await _document_in_python(connection, result.broken_at)
             checked += result.checked
             if not result.ok:
                 return Verification(False, checked, result.broken_at, result.problem, result.last_seq, result.last_hash)
@@ -199,6 +229,16 @@ async def verify_on(
             last_seq, last_hash = result.last_seq, result.last_hash
             expected_seq, expected_prev = last_seq + 1, last_hash
     return Verification(True, checked, None, None, last_seq, last_hash)
+
+
+async def _document_in_python(connection: psycopg.AsyncConnection[Any], seq: int) -> str:
+    cursor = await connection.execute(
+        f"SELECT {AT_TEXT}, actor, action, subject, entry_key, payload FROM audit_log WHERE seq = %s", (seq,)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    at, actor, action, subject, key, payload = row
+    return entry_document(action, actor, at, key, payload, subject)
 
 
 async def head(db: Database) -> tuple[int, bytes, datetime] | None:

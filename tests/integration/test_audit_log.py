@@ -258,3 +258,29 @@ def test_p95_audit_verify_anchor_and_export(services, namespace, tmp_path: Path)
     assert with_anchor.exit_code == 1
     report = json.loads(with_anchor.stdout)
     assert (report["ok"], report["broken_at"]) == (False, 5)
+
+
+def test_postgresql_assembles_the_same_entry_document_as_python_for_awkward_text(services, namespace):
+    awkward = [
+        'quote " backslash \\ slash /',
+        "controls \b\f\n\r\t \x01\x1f \x7f",
+        "unicode \u20ac \U0001f600 \ufb33",
+    ]
+
+    async def run() -> None:
+        await migrate(services.postgres, namespace.schema)
+        async with Database(services.postgres, schema=namespace.schema) as db:
+            written = [
+                Entry(f"k{n}:{text}", text, text, text, {text: text, "nul": "\x00"}, T0)
+                for n, text in enumerate(awkward)
+            ] + [Entry("no-subject", "cli:x", "halt", None, {}, T0)]
+            await audit.record(db, written)
+            rows = await db.fetch(
+                f"SELECT {audit.DOCUMENT_SQL}, {audit.AT_TEXT}, actor, action, subject, entry_key, payload"
+                " FROM audit_log ORDER BY seq"
+            )
+        for document, at, actor, action, subject, key, payload in rows:
+            assert document == entry_document(action, actor, at, key, payload, subject)
+        assert (await audit.verify(services.postgres, namespace.schema)).checked == len(written)
+
+    asyncio.run(run())
