@@ -198,6 +198,37 @@ class ComplianceSettings(BaseModel):
     #: Write the audit entries of verdicts, orders, fills and closes in each stage's batch. Off only
     #: to measure what the chain costs (`p95 bench`); the trail is incomplete without it.
     audit_enabled: bool = True
+    #: Protections (0 turns one off). Defaults are chosen not to trip on the bundled sample.
+    daily_loss_limit_pct: Decimal = Decimal("10")
+    max_drawdown_pct: Decimal = Decimal("25")
+    stoploss_guard_count: int = 5
+    stoploss_guard_window_min: float = 60.0
+    stoploss_guard_lock_min: float = 60.0
+    stoploss_guard_scope: Literal["symbol", "all"] = "symbol"
+    cooldown_min: float = 0.0
+    #: PRICE_COLLAR in the risk stage (basis points from the last market price); None: off.
+    price_collar_bps: Decimal | None = None
+
+    def protection_config(self) -> Any:
+        """The pure protections' config (`domain.protections.ProtectionConfig`)."""
+        from phoenix95.domain.protections import ProtectionConfig
+
+        return ProtectionConfig(
+            daily_loss_limit_pct=self.daily_loss_limit_pct,
+            max_drawdown_pct=self.max_drawdown_pct,
+            stoploss_guard_count=self.stoploss_guard_count,
+            stoploss_guard_window=timedelta(minutes=self.stoploss_guard_window_min),
+            stoploss_guard_lock=timedelta(minutes=self.stoploss_guard_lock_min),
+            stoploss_guard_scope=self.stoploss_guard_scope,
+            cooldown=timedelta(minutes=self.cooldown_min),
+        )
+
+    def problems(self) -> list[str]:
+        """Invalid protection settings, one line each naming the setting (refused at worker start)."""
+        found: list[str] = self.protection_config().problems()
+        if self.price_collar_bps is not None and self.price_collar_bps <= 0:
+            found.append(f"compliance.price_collar_bps must be > 0 (or unset), not {self.price_collar_bps}")
+        return found
 
 
 class Settings(BaseSettings):

@@ -35,6 +35,10 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
         raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(STAGES)}")
     settings = get_settings()
     settings.check_production()
+    if problems := settings.compliance.problems():
+        from phoenix95.cli.console import UserError
+
+        raise UserError(problems[0])
     chosen = list(dict.fromkeys(stages)) or list(STAGES)
     ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
     if ports and max(ports.values()) > 65535:

@@ -17,12 +17,14 @@ from phoenix95.domain.activity import RecentActivity
 from phoenix95.domain.brackets import Bracket, BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.risk import (
+    ALL_SYMBOLS,
     Exposure,
     MarketView,
     PortfolioView,
     Reason,
     RecentSignal,
     RiskRequest,
+    SymbolLock,
     Verdict,
     evaluate,
 )
@@ -47,8 +49,11 @@ def decide(
     config: TradingConfig | None = None,
     brackets: BracketTable = BUNDLED,
     now: datetime = NOW,
+    locks: dict[str, SymbolLock] | None = None,
+    last_price: Decimal | None = None,
 ) -> Verdict:
     portfolio = PortfolioView(
+        locks=locks or {},
         equity=EQUITY,
         trading_state=state,
         exposures=exposures,
@@ -60,7 +65,7 @@ def decide(
     return evaluate(
         request or factories.risk_request(),
         portfolio=portfolio,
-        market=MarketView(),
+        market=MarketView(last_price=last_price),
         config=config or TradingConfig(),
         brackets=brackets,
         now=now,
@@ -314,6 +319,7 @@ def test_a_verdict_breaking_many_rules_lists_every_one_of_them():
         leverage=40,
         max_notional_per_order=Decimal(40000),
         max_exposure_per_symbol=Decimal(30000),
+        price_collar_bps=Decimal(100),
     )
     verdict = decide(
         request,
@@ -326,6 +332,11 @@ def test_a_verdict_breaking_many_rules_lists_every_one_of_them():
         config=config,
         brackets=_one_bracket(30),
         now=now,
+        locks={
+            "BTCUSDT": SymbolLock("BTCUSDT", Reason.STOPLOSS_GUARD, now + timedelta(minutes=1)),
+            ALL_SYMBOLS: SymbolLock(ALL_SYMBOLS, Reason.COOLDOWN, now + timedelta(minutes=1)),
+        },
+        last_price=Decimal(50000),
     )
     assert not verdict.approved
     assert set(verdict.reasons) == set(Reason) - {Reason.TRADING_REDUCING, Reason.POSITION_SIZE_ZERO}
