@@ -32,11 +32,15 @@ def register(app: typer.Typer) -> None:
         """Show the trading state."""
         from phoenix95.cli.console import print_json, stderr
 
-        state, reason, updated_at = asyncio.run(_read())
+        state, reason, updated_at, locks = asyncio.run(_read())
         if as_json:
-            print_json({"state": state.value, "reason": reason, "updated_at": updated_at})
+            print_json({"state": state.value, "reason": reason, "updated_at": updated_at, "locks": locks})
         else:
             stderr.print(f"{state.value} since {updated_at} ({reason})")
+            for lock in locks:
+                stderr.print(
+                    f"  {lock['symbol']} locked by {lock['reason']} until {lock['until']} ({lock['detail']}; {lock['locked_by']})"
+                )
 
 
 def _switch(state: TradingState, reason: str) -> None:
@@ -62,11 +66,20 @@ async def _write(state: TradingState, reason: str) -> None:
         await redis.close()
 
 
-async def _read() -> tuple[TradingState, str | None, object]:
+async def _read() -> tuple[TradingState, str | None, object, list[dict[str, object]]]:
     from phoenix95.settings import get_settings
     from phoenix95.storage import queries
     from phoenix95.storage.postgres import Database
 
     settings = get_settings()
     async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
-        return await queries.trading_state(db)
+        state, reason, updated_at = await queries.trading_state(db)
+        rows = await db.fetch(
+            """SELECT symbol, reason, until, detail, locked_by, trip_id FROM protection_locks
+                WHERE until > NOW() ORDER BY symbol"""
+        )
+    locks = [
+        {"symbol": r[0], "reason": r[1], "until": r[2], "detail": r[3], "locked_by": r[4], "trip_id": r[5]}
+        for r in rows
+    ]
+    return state, reason, updated_at, locks

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from phoenix95.settings import get_settings
-from phoenix95.streams.wiring import STAGES
+from phoenix95.streams.wiring import MONITOR_STAGES, STAGES
 
 if TYPE_CHECKING:
     from phoenix95.streams.metrics import SignalTimes
@@ -28,18 +28,19 @@ def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
 
 
 def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -> None:
-    unknown = [s for s in stages if s not in STAGES]
+    known = (*STAGES, *MONITOR_STAGES)
+    unknown = [s for s in stages if s not in known]
     if unknown:
         from phoenix95.cli.console import UserError
 
-        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(STAGES)}")
+        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(known)}")
     settings = get_settings()
     settings.check_production()
     if problems := settings.compliance.problems():
         from phoenix95.cli.console import UserError
 
         raise UserError(problems[0])
-    chosen = list(dict.fromkeys(stages)) or list(STAGES)
+    chosen = list(dict.fromkeys(stages)) or list(known)
     ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
     if ports and max(ports.values()) > 65535:
         from phoenix95.cli.console import UserError

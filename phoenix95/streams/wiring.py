@@ -9,6 +9,7 @@ from typing import Any
 
 from phoenix95.agents.analysis import AnalysisStage
 from phoenix95.agents.base import Stage, StageRunner
+from phoenix95.agents.compliance import ComplianceStage
 from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
@@ -21,6 +22,7 @@ from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
 from phoenix95.settings import Settings
 from phoenix95.storage.audit import record_configuration, settings_digest
+from phoenix95.storage.compliance import LockCache, PgComplianceStore
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, SeenSignals
@@ -39,7 +41,10 @@ STAGE_CLASSES: dict[str, type[Stage]] = {
     "risk": RiskStage,
     "execution": ExecutionStage,
     "positions": PositionStage,
+    "compliance": ComplianceStage,
 }
+#: Stages beside the trading path: run with `p95 worker --stage compliance` (and by a bare `p95 worker`).
+MONITOR_STAGES: tuple[str, ...] = ("compliance",)
 
 
 def brackets_for(settings: Settings) -> BracketTable:
@@ -49,7 +54,10 @@ def brackets_for(settings: Settings) -> BracketTable:
 
 
 def trading_config(settings: Settings) -> TradingConfig:
-    return settings.risk.trading_config()
+    config = settings.risk.trading_config()
+    if settings.compliance.price_collar_bps is not None:
+        config = config.with_changes(price_collar_bps=settings.compliance.price_collar_bps)
+    return config
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -166,6 +174,7 @@ def build_stage(name: str, settings: Settings, codec: Codec, database: Database,
             prices_topic=topics.market_prices,
             funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
             hold_timeout=settings.execution.quiet_feed_fill_after_s,
+            locks=LockCache(database).get,
         )
     if name == "execution":
         return ExecutionStage(
@@ -188,5 +197,9 @@ def build_stage(name: str, settings: Settings, codec: Codec, database: Database,
             price_history=settings.execution.price_history,
             prices_topic=topics.market_prices,
             mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
+        )
+    if name == "compliance":
+        return ComplianceStage(
+            codec, settings.compliance.protection_config(), config.starting_equity, PgComplianceStore(database)
         )
     raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")

@@ -33,3 +33,26 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION p95_audit_log_append_only();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION p95_audit_log_append_only();
+
+-- The compliance monitor's locks (STOPLOSS_GUARD, COOLDOWN, manual): one row per symbol ('*': every
+-- symbol), the latest lock wins; the risk stage rejects a locked symbol until `until`.
+CREATE TABLE protection_locks (
+    symbol TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    until TIMESTAMPTZ NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    locked_by TEXT NOT NULL,
+    locked_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    trip_id TEXT NOT NULL
+);
+
+-- The protections that tripped (one row per trip; the audit log holds the same with its figures).
+CREATE TABLE protection_trips (
+    trip_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at TIMESTAMPTZ NOT NULL,
+    subject TEXT,
+    message TEXT NOT NULL,
+    figures JSONB NOT NULL
+);
+CREATE INDEX idx_protection_trips_at ON protection_trips(at);
