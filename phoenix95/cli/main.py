@@ -168,7 +168,20 @@ def demo(
 
 
 #: Command modules, each with `register(app)`: one module per area keeps this file small.
-COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench", "audit")
+COMMAND_MODULES = (
+    "publish",
+    "serve",
+    "tap",
+    "lag",
+    "risk",
+    "trading",
+    "dlq",
+    "stores",
+    "replay",
+    "bench",
+    "audit",
+    "compliance",
+)
 
 
 def _register_commands() -> None:

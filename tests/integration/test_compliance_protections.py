@@ -107,8 +107,14 @@ async def _scenario(pipeline: Pipeline) -> None:
         # the restarted monitor rebuilt its figures from the closed positions: no second trip
         assert await pipeline.count(db, "SELECT COUNT(*) FROM protection_trips") == 1
         assert await pipeline.count(db, "SELECT COUNT(*) FROM audit_log WHERE action = 'protection'") == 1
-    from phoenix95.settings import get_settings
-    from phoenix95.storage.audit import verify
 
-    settings = get_settings()
-    assert (await verify(settings.postgres_url(), settings.postgres.db_schema)).ok
+    # the day's report: both stop-outs, the trip, the rejections by their code, an unbroken chain
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["compliance", "report", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["trades"]["count"] == 2
+    assert {t["close_reason"] for t in report["trades"]["items"]} == {"stop_loss"}
+    assert report["rejections_by_reason"] == {"STOPLOSS_GUARD": 2}
+    assert [(t["reason"], t["subject"]) for t in report["protections"]] == [("STOPLOSS_GUARD", "XRPUSDT")]
+    assert report["audit"]["ok"] and report["audit"]["entries"] > 0
+    assert list(report["limit_usage"]["peak_by_symbol"]) == ["XRPUSDT"]

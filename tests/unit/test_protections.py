@@ -130,3 +130,19 @@ def test_a_worker_refuses_an_invalid_protection_setting_with_one_line_naming_it(
     # `p95` prints a UserError as one line and exits 2 (cli/main.py); CliRunner hands it back raw
     assert isinstance(result.exception, UserError)
     assert str(result.exception) == "compliance.max_drawdown_pct must be between 0 and 100 (percent), not -3"
+
+
+def test_peak_exposure_sweeps_opens_and_closes_within_the_day():
+    from phoenix95.cli.compliance import peak_exposure
+
+    start = factories.T0
+    at = [start + timedelta(hours=h) for h in range(6)]
+    rows = [
+        ("BTCUSDT", Decimal(100), at[0] - timedelta(hours=1), at[2]),  # open before the day began
+        ("BTCUSDT", Decimal(50), at[1], at[3]),
+        ("ETHUSDT", Decimal(70), at[2], None),  # a close and an open at one time: close first
+        ("BTCUSDT", Decimal(10), at[4], at[5]),
+    ]
+    peak, total = peak_exposure(rows, start, start + timedelta(days=1))
+    assert peak == {"BTCUSDT": Decimal(150), "ETHUSDT": Decimal(70)}
+    assert total == Decimal(150)
