@@ -19,14 +19,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from phoenix95.agents.base import Stage, dead_letter
+from phoenix95.agents.base import Stage
 from phoenix95.agents.ports import InputRecord, Outcome
 from phoenix95.domain import ids
 from phoenix95.domain.protections import BookMonitor, ProtectionConfig, Trip
 from phoenix95.schemas.codec import Codec, DecodeError
+from phoenix95.schemas.convert import dead_letter
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import ControlEvent, Order, PositionEvent
 from phoenix95.streams import topics
+from phoenix95.streams.stages import COMPLIANCE
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ class ComplianceStore(Protocol):
 
 
 class ComplianceStage(Stage):
-    name = "compliance"
-    inputs = (topics.POSITION_TICKS, topics.ORDERS)
+    name = COMPLIANCE.name
+    inputs = COMPLIANCE.inputs
 
     def __init__(self, codec: Codec, config: ProtectionConfig, starting_equity: Decimal, store: ComplianceStore):
         self.codec = codec
