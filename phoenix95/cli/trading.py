@@ -13,9 +13,20 @@ from phoenix95.domain.trading_state import TradingState
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def halt(reason: str = typer.Option("manual halt", help="Why (kept in the audit log).")) -> None:
+    def halt(
+        reason: str = typer.Option("manual halt", help="Why (kept in the audit log)."),
+        flatten: bool = typer.Option(
+            False,
+            "--flatten",
+            help="Kill switch: also cancel every open order and close every open position at market.",
+        ),
+        wait: float = typer.Option(60.0, "--wait", help="With --flatten: seconds to wait until nothing is open."),
+    ) -> None:
         """HALTED: no new orders at all (approved verdicts still in flight are not executed)."""
-        _switch(TradingState.HALTED, reason)
+        if flatten:
+            _flatten(reason, wait)
+        else:
+            _switch(TradingState.HALTED, reason)
 
     @app.command()
     def reduce(reason: str = typer.Option("manual reduce", help="Why (kept in the audit log).")) -> None:
@@ -41,6 +52,25 @@ def register(app: typer.Typer) -> None:
                 stderr.print(
                     f"  {lock['symbol']} locked by {lock['reason']} until {lock['until']} ({lock['detail']}; {lock['locked_by']})"
                 )
+
+
+def _flatten(reason: str, wait: float) -> None:
+    from phoenix95.cli.console import stderr
+    from phoenix95.cli.flatten import flatten
+    from phoenix95.settings import get_settings
+
+    result = asyncio.run(flatten(get_settings(), actor=f"cli:{getpass.getuser()}", reason=reason, wait=wait))
+    stderr.print(
+        f"trading state: HALTED ({reason}); flatten: {result.cancelled_orders} open order(s) cancelled, "
+        f"{len(result.closing)} position(s) closed at market (reason manual)"
+    )
+    if result.still_open or result.unsettled_orders:
+        from phoenix95.cli.console import UserError
+
+        raise UserError(
+            f"after {wait:g}s {result.still_open} position(s) still open and {result.unsettled_orders} exchange "
+            "order(s) not yet settled: are the execution and positions workers running? run it again"
+        )
 
 
 def _switch(state: TradingState, reason: str) -> None:

@@ -24,7 +24,7 @@ def audit_writes_for(stage: str, fact: Fact) -> list[PgWrite]:
 
 
 def audit_entries_for(stage: str, fact: Fact) -> list[Entry]:
-    actor = f"stage:{stage}"
+    actor = stage if ":" in stage else f"stage:{stage}"  # a stage, or a person (`cli:<user>`)
     if isinstance(fact, VerdictMade):
         v = fact.verdict
         payload: dict[str, Any] = {

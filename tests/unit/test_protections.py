@@ -146,3 +146,35 @@ def test_peak_exposure_sweeps_opens_and_closes_within_the_day():
     peak, total = peak_exposure(rows, start, start + timedelta(days=1))
     assert peak == {"BTCUSDT": Decimal(150), "ETHUSDT": Decimal(70)}
     assert total == Decimal(150)
+
+
+def test_only_the_kill_switch_close_of_a_position_passes_a_halt_at_execution():
+    from phoenix95.agents.execution import ExecutionStage, is_kill_switch_close
+    from phoenix95.cli.flatten import close_verdict
+    from phoenix95.domain.execution import MarketTick
+    from phoenix95.domain.trading_state import TradingState
+
+    position = factories.position()  # BTCUSDT long
+    kill = close_verdict(position, actor="cli:ops", reason="test", at=NOW)
+    assert (kill.side, kill.intent, kill.close_position_id) == ("short", "close", position.position_id)
+    assert is_kill_switch_close(kill)
+    tick = MarketTick("BTCUSDT", NOW, Decimal("59000"))
+    halted = TradingState.HALTED
+    assert ExecutionStage._reject_reason(kill, halted, tick, position.quantity) is None
+    # the same close aimed at another position, or any other verdict, is refused while HALTED
+    other = kill.model_copy(update={"close_position_id": factories.position().position_id})
+    assert not is_kill_switch_close(other)
+    assert ExecutionStage._reject_reason(other, halted, tick, position.quantity) == "TRADING_HALTED"
+    opening = kill.model_copy(update={"intent": "open"})
+    assert ExecutionStage._reject_reason(opening, halted, tick, position.quantity) == "TRADING_HALTED"
+
+
+def test_a_kill_switch_close_settles_the_position_with_the_reason_manual():
+    from phoenix95.domain.positions import close_by_order
+
+    position = factories.position()
+    fill = factories.exact_fill(side="sell", price="59000", quantity=position.quantity, at=NOW)
+    update = close_by_order(
+        position, fill=fill, config=TradingConfig(), funding_rate=lambda s, t: Decimal(0), cause_id="o", reason="manual"
+    )
+    assert update.position.close_reason == "manual" and not update.position.is_open
