@@ -23,11 +23,11 @@ from phoenix95.agents.base import Stage
 from phoenix95.agents.ports import InputRecord, Outcome
 from phoenix95.domain import ids
 from phoenix95.domain.protections import BookMonitor, ProtectionConfig, Trip
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import ControlEvent, Order, PositionEvent
-from phoenix95.streams import topics
 from phoenix95.streams.stages import COMPLIANCE
 
 logger = logging.getLogger(__name__)

@@ -147,9 +147,9 @@ async def _issue_closes(settings: Any, db: Any, positions: list[Position], *, ac
     publish them to p95.risk.verdicts."""
     from phoenix95.agents.ports import InputRecord, Outcome, VerdictMade
     from phoenix95.schemas.codec import Codec
+    from phoenix95.schemas.topics import Topics
     from phoenix95.storage.sink import StoreSink
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.streams.topics import Topics
 
     now = utc_now()
     verdicts = [close_verdict(p, actor=actor, reason=reason, at=now) for p in positions]

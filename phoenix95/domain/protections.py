@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from phoenix95.domain.risk import ALL_SYMBOLS, Reason, SymbolLock
+from phoenix95.domain.risk import ALL_SYMBOLS, RiskReason, SymbolLock
 
 ZERO = Decimal(0)
 HALT_REASONS = ("DAILY_LOSS_LIMIT", "MAX_DRAWDOWN")
@@ -110,11 +110,11 @@ class BookMonitor:
         if cfg.cooldown > timedelta(0):
             trips.append(
                 Trip(
-                    Reason.COOLDOWN.value,
+                    RiskReason.COOLDOWN.value,
                     at,
                     f"{symbol} closed: no new entry for {cfg.cooldown.total_seconds() / 60:g} min",
                     {"symbol": symbol, "cooldown_min": f"{cfg.cooldown.total_seconds() / 60:g}"},
-                    lock=SymbolLock(symbol, Reason.COOLDOWN, at + cfg.cooldown, "cooldown after a close"),
+                    lock=SymbolLock(symbol, RiskReason.COOLDOWN, at + cfg.cooldown, "cooldown after a close"),
                 )
             )
         if cfg.stoploss_guard_count > 0 and (close_reason or "") in STOP_LOSS_REASONS:
@@ -129,7 +129,7 @@ class BookMonitor:
                 recent.clear()
                 trips.append(
                     Trip(
-                        Reason.STOPLOSS_GUARD.value,
+                        RiskReason.STOPLOSS_GUARD.value,
                         at,
                         f"{count} stop-losses on {key} within {cfg.stoploss_guard_window.total_seconds() / 60:g} min:"
                         f" {key} locked until {until.isoformat()}",
@@ -139,7 +139,7 @@ class BookMonitor:
                             "window_min": f"{cfg.stoploss_guard_window.total_seconds() / 60:g}",
                             "until": until.isoformat(),
                         },
-                        lock=SymbolLock(key, Reason.STOPLOSS_GUARD, until, f"{count} stop-losses"),
+                        lock=SymbolLock(key, RiskReason.STOPLOSS_GUARD, until, f"{count} stop-losses"),
                     )
                 )
         return trips

@@ -15,7 +15,7 @@ from typing import Any
 
 from phoenix95.domain.audit import Entry
 from phoenix95.domain.protections import Trip
-from phoenix95.domain.risk import Reason, SymbolLock
+from phoenix95.domain.risk import RiskReason, SymbolLock
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.storage.audit import append, lock_chain
 from phoenix95.storage.postgres import Database
@@ -81,7 +81,7 @@ async def locks_in_force(db: Database, now: datetime | None = None) -> dict[str,
     rows = await db.fetch(
         "SELECT symbol, reason, until, detail FROM protection_locks WHERE until > %s", (now or datetime.now(UTC),)
     )
-    return {r[0]: SymbolLock(r[0], Reason(r[1]), r[2], r[3]) for r in rows}
+    return {r[0]: SymbolLock(r[0], RiskReason(r[1]), r[2], r[3]) for r in rows}
 
 
 class LockCache:
@@ -97,7 +97,7 @@ class LockCache:
         if time.monotonic() - self._read_at >= self.ttl:
             # every lock, expired or not: the risk stage compares `until` with its own clock
             rows = await self.database.fetch("SELECT symbol, reason, until, detail FROM protection_locks")
-            self._value = {r[0]: SymbolLock(r[0], Reason(r[1]), r[2], r[3]) for r in rows}
+            self._value = {r[0]: SymbolLock(r[0], RiskReason(r[1]), r[2], r[3]) for r in rows}
             self._read_at = time.monotonic()
         return self._value
 

@@ -32,6 +32,8 @@ def test_two_stop_losses_in_a_row_lock_the_symbol_and_the_lock_survives_a_restar
             "P95_COMPLIANCE__STOPLOSS_GUARD_LOCK_MIN": "120",
             "P95_COMPLIANCE__DAILY_LOSS_LIMIT_PCT": "0",
             "P95_COMPLIANCE__MAX_DRAWDOWN_PCT": "0",
+            # a restarted worker on a busy machine lags: only the lock may reject the signal
+            "P95_RISK__MAX_PIPELINE_LAG_S": "600",
         },
     )
     pipeline = Pipeline(ns, stages=list(STAGES))

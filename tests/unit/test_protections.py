@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from phoenix95.domain.brackets import BracketTable
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.protections import BookMonitor, ProtectionConfig
-from phoenix95.domain.risk import ALL_SYMBOLS, MarketView, PortfolioView, Reason, SymbolLock, Verdict, evaluate
+from phoenix95.domain.risk import ALL_SYMBOLS, MarketView, PortfolioView, RiskReason, SymbolLock, Verdict, evaluate
 from tests import factories
 
 NOW = factories.T0 + timedelta(seconds=1)
@@ -21,31 +21,31 @@ def decide(*, locks=None, last_price=None, config=None) -> Verdict:
         portfolio=PortfolioView(equity=Decimal(10000), locks=locks or {}),
         market=MarketView(last_price=last_price),
         config=config or TradingConfig(),
-        brackets=BracketTable.bundled(),
+        brackets=bundled_brackets(),
         now=NOW,
     )
 
 
 def test_risk_rejects_a_symbol_the_stoploss_guard_locked_until_the_lock_ends():
-    lock = SymbolLock("BTCUSDT", Reason.STOPLOSS_GUARD, NOW + timedelta(minutes=1), "5 stop-losses")
+    lock = SymbolLock("BTCUSDT", RiskReason.STOPLOSS_GUARD, NOW + timedelta(minutes=1), "5 stop-losses")
     verdict = decide(locks={"BTCUSDT": lock})
-    assert verdict.reasons == (Reason.STOPLOSS_GUARD,) and "5 stop-losses" in verdict.details[0]
-    assert decide(locks={"BTCUSDT": SymbolLock("BTCUSDT", Reason.STOPLOSS_GUARD, NOW)}).approved  # expired
+    assert verdict.reasons == (RiskReason.STOPLOSS_GUARD,) and "5 stop-losses" in verdict.details[0]
+    assert decide(locks={"BTCUSDT": SymbolLock("BTCUSDT", RiskReason.STOPLOSS_GUARD, NOW)}).approved  # expired
     assert decide(locks={"ETHUSDT": lock}).approved  # another symbol's lock
 
 
 def test_risk_rejects_every_symbol_under_a_lock_on_all_symbols_and_a_symbol_in_its_cooldown():
-    all_locked = SymbolLock(ALL_SYMBOLS, Reason.STOPLOSS_GUARD, NOW + timedelta(hours=1))
-    assert decide(locks={ALL_SYMBOLS: all_locked}).reasons == (Reason.STOPLOSS_GUARD,)
-    cooling = SymbolLock("BTCUSDT", Reason.COOLDOWN, NOW + timedelta(minutes=5))
-    assert decide(locks={"BTCUSDT": cooling}).reasons == (Reason.COOLDOWN,)
+    all_locked = SymbolLock(ALL_SYMBOLS, RiskReason.STOPLOSS_GUARD, NOW + timedelta(hours=1))
+    assert decide(locks={ALL_SYMBOLS: all_locked}).reasons == (RiskReason.STOPLOSS_GUARD,)
+    cooling = SymbolLock("BTCUSDT", RiskReason.COOLDOWN, NOW + timedelta(minutes=5))
+    assert decide(locks={"BTCUSDT": cooling}).reasons == (RiskReason.COOLDOWN,)
 
 
 def test_risk_rejects_a_signal_price_outside_the_collar_around_the_last_market_price():
     collar = TradingConfig(price_collar_bps=Decimal(100))  # 1 %
     assert decide(config=collar, last_price=Decimal("59500")).approved  # 84 bps
     verdict = decide(config=collar, last_price=Decimal("59000"))  # 169 bps
-    assert verdict.reasons == (Reason.PRICE_COLLAR,)
+    assert verdict.reasons == (RiskReason.PRICE_COLLAR,)
     assert "169 bps" in verdict.details[0]
     assert decide(last_price=Decimal("30000")).approved  # the collar is off by default
 
@@ -101,7 +101,9 @@ def test_max_drawdown_counts_from_the_equity_peak_including_unrealized_pnl():
 def test_cooldown_locks_the_symbol_after_each_close_when_set():
     assert not monitor().close("BTCUSDT", Decimal(1), "take_profit", NOW)  # off by default
     [trip] = monitor(cooldown=timedelta(minutes=15)).close("BTCUSDT", Decimal(1), "take_profit", NOW)
-    assert trip.lock == SymbolLock("BTCUSDT", Reason.COOLDOWN, NOW + timedelta(minutes=15), "cooldown after a close")
+    assert trip.lock == SymbolLock(
+        "BTCUSDT", RiskReason.COOLDOWN, NOW + timedelta(minutes=15), "cooldown after a close"
+    )
 
 
 def test_invalid_protection_settings_are_named_one_line_each():
