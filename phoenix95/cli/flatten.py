@@ -39,7 +39,7 @@ class FlattenResult:
 #: Orders the exchange filled that are neither a close nor a position yet (still on their way
 #: through the execution and positions stages): a flatten waits for them, then closes what they opened.
 _UNSETTLED = """SELECT COUNT(*) FROM paper_exchange_orders e
-                 WHERE e.status = 'filled'
+                 WHERE upper(e.status) = 'FILLED'
                    AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = e.client_order_id
                                      AND (o.intent = 'close'
                                           OR EXISTS (SELECT 1 FROM positions p WHERE p.trade_id = o.order_id)))"""
