@@ -179,6 +179,7 @@ COMMAND_MODULES = (
     "stores",
     "replay",
     "bench",
+    "notify",
     "audit",
     "compliance",
 )

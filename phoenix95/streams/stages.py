@@ -57,17 +57,32 @@ RISK = StageSpec("risk", (topics.ANALYSIS, topics.MARKET_PRICES), timer=_risk_ti
 EXECUTION = StageSpec("execution", (topics.RISK_VERDICTS, topics.MARKET_PRICES), timer=lambda settings: 0.25)
 POSITIONS = StageSpec("positions", (topics.ORDERS, topics.MARKET_PRICES), timer=_positions_timer)
 
+# the notification hub: outbox rows for position, verdict, order, control and dead-letter events; its
+# clock closes dead-letter summary windows and checks the pipeline's health (heartbeats, lag status)
+NOTIFICATIONS = StageSpec(
+    "notifications",
+    (topics.POSITION_TICKS, topics.RISK_VERDICTS, topics.ORDERS, topics.CONTROL_EVENTS, topics.DLQ),
+    timer=lambda settings: 1.0,
+)
+
 #: Every stage, in pipeline order.
 SPECS: tuple[StageSpec, ...] = (ANALYSIS, RISK, EXECUTION, POSITIONS)
 STAGES: tuple[str, ...] = tuple(spec.name for spec in SPECS)
-
 # The compliance monitor watches the whole book (one worker reads every partition) and trips the
-# protections (agents/compliance.py). It is beside the trading path, not in it: a bare `p95 worker`
-# runs it, the demo and Kafka-mode replays (which start `STAGES`) do not.
+# protections (agents/compliance.py). Beside the trading path, not in it: `p95 worker --stage
+# compliance` runs it; the demo and Kafka-mode replays (which start `STAGES`) do not.
 COMPLIANCE = StageSpec("compliance", (topics.POSITION_TICKS, topics.ORDERS))
-MONITOR_SPECS: tuple[StageSpec, ...] = (COMPLIANCE,)
-MONITOR_STAGES: tuple[str, ...] = tuple(spec.name for spec in MONITOR_SPECS)
-BY_NAME: dict[str, StageSpec] = {spec.name: spec for spec in (*SPECS, *MONITOR_SPECS)}
+
+#: Stages outside the pipeline, run only when asked (`p95 worker --stage notifications`), or by
+#: `p95 worker` / `p95 demo` when configured (see `default_stages`).
+OPTIONAL_SPECS: tuple[StageSpec, ...] = (NOTIFICATIONS, COMPLIANCE)
+BY_NAME: dict[str, StageSpec] = {spec.name: spec for spec in (*SPECS, *OPTIONAL_SPECS)}
+
+
+def default_stages(settings: Settings) -> tuple[str, ...]:
+    """What `p95 worker` (no --stage) and `p95 demo` run: the pipeline, and the notification hub when
+    `P95_NOTIFY__URLS` is set."""
+    return STAGES + ((NOTIFICATIONS.name,) if settings.notify.urls else ())
 
 
 def spec(name: str) -> StageSpec:
