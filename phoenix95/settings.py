@@ -196,6 +196,45 @@ class MetricsSettings(BaseModel):
     system_interval_s: float = Field(5.0, gt=0)
 
 
+class ComplianceSettings(BaseModel):
+    """The audit chain and the compliance monitor's protections (issue #18; docs/compliance.md)."""
+
+    #: Write the audit entries of verdicts, orders, fills and closes in each stage's batch. Off only
+    #: to measure what the chain costs (`p95 bench`); the trail is incomplete without it.
+    audit_enabled: bool = True
+    #: Protections (0 turns one off). Defaults are chosen not to trip on the bundled sample.
+    daily_loss_limit_pct: Decimal = Decimal("10")
+    max_drawdown_pct: Decimal = Decimal("25")
+    stoploss_guard_count: int = 5
+    stoploss_guard_window_min: float = 60.0
+    stoploss_guard_lock_min: float = 60.0
+    stoploss_guard_scope: Literal["symbol", "all"] = "symbol"
+    cooldown_min: float = 0.0
+    #: PRICE_COLLAR in the risk stage (basis points from the last market price); None: off.
+    price_collar_bps: Decimal | None = None
+
+    def protection_config(self) -> Any:
+        """The pure protections' config (`domain.protections.ProtectionConfig`)."""
+        from phoenix95.domain.protections import ProtectionConfig
+
+        return ProtectionConfig(
+            daily_loss_limit_pct=self.daily_loss_limit_pct,
+            max_drawdown_pct=self.max_drawdown_pct,
+            stoploss_guard_count=self.stoploss_guard_count,
+            stoploss_guard_window=timedelta(minutes=self.stoploss_guard_window_min),
+            stoploss_guard_lock=timedelta(minutes=self.stoploss_guard_lock_min),
+            stoploss_guard_scope=self.stoploss_guard_scope,
+            cooldown=timedelta(minutes=self.cooldown_min),
+        )
+
+    def problems(self) -> list[str]:
+        """Invalid protection settings, one line each naming the setting (refused at worker start)."""
+        found: list[str] = self.protection_config().problems()
+        if self.price_collar_bps is not None and self.price_collar_bps <= 0:
+            found.append(f"compliance.price_collar_bps must be > 0 (or unset), not {self.price_collar_bps}")
+        return found
+
+
 class NotifyUrl(BaseModel):
     """One notification channel: an Apprise URL (a secret: it holds tokens and passwords), optional
     tags for routing, an optional name (the channel's key in the outbox and in metrics; default: the
@@ -274,6 +313,7 @@ class Settings(BaseSettings):
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("home", mode="after")

@@ -10,9 +10,10 @@ here: a verdict approved before a halt does not become an order after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -162,7 +163,23 @@ class ExecutionStage(Stage):
         return self._monotonic()  # type: ignore[operator]
 
     async def execute(self, ready: Sequence[tuple[InputRecord, RiskVerdict, MarketTick | None]]) -> list[Outcome]:
-        state = await self.state.trading_state()
+        async with self._submission() as state:
+            return await self._execute(ready, state)
+
+    @contextlib.asynccontextmanager
+    async def _submission(self) -> AsyncIterator[TradingState]:
+        """The trading state, held from the decision to submit until the exchange answered: a halt
+        waits for a submission in flight and every later one sees it (ExecutionState.submission)."""
+        guard = getattr(self.state, "submission", None)
+        if guard is None:
+            yield await self.state.trading_state()
+            return
+        async with guard() as state:
+            yield state
+
+    async def _execute(
+        self, ready: Sequence[tuple[InputRecord, RiskVerdict, MarketTick | None]], state: TradingState
+    ) -> list[Outcome]:
         closing = [v.close_position_id for _, v, _ in ready if v.intent == "close" and v.close_position_id]
         open_quantity = await self.state.open_quantity(closing) if closing else {}
         client_ids = {v.verdict_id: ids.client_order_id(ids.order_id(v.verdict_id)) for _, v, _ in ready}
@@ -221,7 +238,7 @@ class ExecutionStage(Stage):
     def _reject_reason(
         verdict: RiskVerdict, state: TradingState, tick: MarketTick | None, quantity: Decimal | None
     ) -> OrderRejectReason | None:
-        if not state.allows(reduces_position=verdict.intent == "close"):
+        if not state.allows(reduces_position=verdict.intent == "close") and not is_kill_switch_close(verdict):
             return (
                 OrderRejectReason.TRADING_HALTED if state is TradingState.HALTED else OrderRejectReason.TRADING_REDUCING
             )
@@ -230,3 +247,12 @@ class ExecutionStage(Stage):
         if quantity is None or quantity <= 0:
             return OrderRejectReason.POSITION_NOT_OPEN if verdict.intent == "close" else OrderRejectReason.NO_QUANTITY
         return None
+
+
+def is_kill_switch_close(verdict: RiskVerdict) -> bool:
+    """A close `p95 halt --flatten` issued: it passes a HALT (it can only close a position)."""
+    return (
+        verdict.intent == "close"
+        and verdict.close_position_id is not None
+        and verdict.verdict_id == ids.kill_switch_verdict_id(verdict.close_position_id)
+    )

@@ -203,8 +203,14 @@ class PositionStage(Stage):
                     "positions: close order %s for a position that is not open (already closed?)", order.order_id
                 )
                 return Outcome(record)
+            manual = order.verdict_id == ids.kill_switch_verdict_id(position.position_id)
             update = close_by_order(
-                position, fill=fill_of(order), config=config, funding_rate=self.funding, cause_id=order.order_id
+                position,
+                fill=fill_of(order),
+                config=config,
+                funding_rate=self.funding,
+                cause_id=order.order_id,
+                reason="manual" if manual else "reduce_signal",
             )
             self._apply(update, order.order_id, facts, produce)
             return Outcome(record, produce=produce, persist=facts)

@@ -7,6 +7,7 @@ No I/O: the stage feeds it from Kafka and PostgreSQL, the replay from files.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -25,6 +26,7 @@ from phoenix95.domain.risk import (
     PortfolioView,
     RecentSignal,
     RiskRequest,
+    SymbolLock,
     evaluate,
 )
 from phoenix95.domain.trading_state import TradingState
@@ -56,6 +58,8 @@ class RiskDesk:
         self.book = self.new_book()
         self.unapplied: dict[str, list[MarketTick]] = {}
         self.latest_tick: dict[str, datetime] = {}
+        #: The compliance monitor's symbol locks, as the stage last read them.
+        self.locks: Mapping[str, SymbolLock] = {}
 
     def new_book(self) -> PaperBook:
         return PaperBook(self.config, self.brackets, self.funding, position_id_of=ids.position_id)
@@ -172,6 +176,7 @@ class RiskDesk:
             summary=summary,
             activity=self.activity,
             pipeline_lag_seconds=lag_seconds if self.clock == "wall" else 0.0,
+            locks=self.locks,
         )
         window = self.returns.get(analysis.symbol)
         market = MarketView(

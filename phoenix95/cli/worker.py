@@ -43,6 +43,10 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str, i
         raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(BY_NAME)}")
     settings = get_settings()
     settings.check_production()
+    if problems := settings.compliance.problems():
+        from phoenix95.cli.console import UserError
+
+        raise UserError(problems[0])
     chosen = list(dict.fromkeys(stages)) or list(default_stages(settings))
     if "notifications" in chosen:
         check_notify_config(settings)

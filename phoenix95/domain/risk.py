@@ -44,6 +44,26 @@ class RiskReason(StrEnum):
     POSITION_SIZE_ZERO = "POSITION_SIZE_ZERO"
     #: The liquidation price would be reached before the stop-loss (with the liquidation buffer).
     LIQUIDATION_BEFORE_STOP = "LIQUIDATION_BEFORE_STOP"
+    #: The compliance monitor locked the symbol (or all symbols) after K stop-losses within T minutes.
+    STOPLOSS_GUARD = "STOPLOSS_GUARD"
+    #: The symbol's position closed less than the cooldown ago: no new entry on it yet.
+    COOLDOWN = "COOLDOWN"
+    #: The signal's price is further than the collar from the last market price (a fat finger).
+    PRICE_COLLAR = "PRICE_COLLAR"
+
+
+#: The symbol a lock on every symbol is kept under.
+ALL_SYMBOLS = "*"
+
+
+@dataclass(frozen=True)
+class SymbolLock:
+    """A protection's lock on a symbol (or on `ALL_SYMBOLS`) until a time (compliance monitor)."""
+
+    symbol: str
+    reason: RiskReason
+    until: datetime
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,8 @@ class PortfolioView:
     #: When given, the rate and duplicate checks ask it instead of scanning the two tuples above
     #: (a live desk sees thousands of recent signals a minute).
     activity: Activity | None = None
+    #: The compliance monitor's locks in force, by symbol (`ALL_SYMBOLS` for every symbol).
+    locks: Mapping[str, SymbolLock] = field(default_factory=dict)
 
     def exposure_summary(self) -> ExposureSummary:
         return self.summary if self.summary is not None else ExposureSummary.of(self.exposures)
@@ -240,6 +262,22 @@ def evaluate(
             f"same {request.symbol} {request.side} {request.strategy}/{request.timeframe} signal "
             f"{duplicate.signal_id} within {cfg.duplicate_window.total_seconds():.0f}s",
         )
+
+    for key in (request.symbol, ALL_SYMBOLS):
+        lock = portfolio.locks.get(key)
+        if lock is not None and now < lock.until:
+            found.add(
+                lock.reason,
+                f"{key} locked until {lock.until.isoformat()}" + (f" ({lock.detail})" if lock.detail else ""),
+            )
+    if cfg.price_collar_bps is not None and market.last_price is not None and market.last_price > 0:
+        deviation_bps = abs(request.price - market.last_price) / market.last_price * 10000
+        if deviation_bps > Decimal(str(cfg.price_collar_bps)):
+            found.add(
+                RiskReason.PRICE_COLLAR,
+                f"signal price {request.price} is {deviation_bps:.0f} bps from the last market price "
+                f"{market.last_price} > {cfg.price_collar_bps} bps",
+            )
 
     # Trading state: HALTED stops everything; REDUCING lets through only a signal that closes an
     # opposite open position on the symbol.

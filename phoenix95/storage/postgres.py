@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -47,6 +47,10 @@ class Statement:
     constant_values: tuple[tuple[str, str], ...] = ()
     dedupe_key: int | None = None
     dedupe_rank: Callable[[tuple[Any, ...]], Any] | None = field(default=None, compare=False, hash=False)
+    #: Writes its rows itself, inside the batch's transaction (the audit chain: storage/audit.py).
+    writer: Callable[[psycopg.AsyncCursor[Any], list[PgWrite]], Awaitable[None]] | None = field(
+        default=None, compare=False, hash=False
+    )
 
 
 #: Batches of at least this many rows of one upsert go through COPY into a temporary table.
@@ -263,7 +267,9 @@ class Database:
         async with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
             for statement in statements:
                 writes = _latest_writes(statement, by_statement[statement])
-                if statement.copy_insert is not None and len(writes) >= COPY_THRESHOLD:
+                if statement.writer is not None:
+                    await statement.writer(cursor, writes)
+                elif statement.copy_insert is not None and len(writes) >= COPY_THRESHOLD:
                     if direct and statement.insert_only:
                         await _copy_direct(cursor, statement, writes)
                     else:

@@ -11,6 +11,7 @@ from typing import Any
 
 from phoenix95.agents.analysis import AnalysisStage
 from phoenix95.agents.base import Stage, StageRunner
+from phoenix95.agents.compliance import ComplianceStage
 from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
@@ -25,6 +26,8 @@ from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
+from phoenix95.storage.audit import record_configuration, settings_digest
+from phoenix95.storage.compliance import LockCache, PgComplianceStore
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, PgSeenSignals
@@ -45,7 +48,10 @@ def brackets_for(settings: Settings) -> BracketTable:
 
 
 def trading_config(settings: Settings) -> TradingConfig:
-    return settings.risk.trading_config()
+    config = settings.risk.trading_config()
+    if settings.compliance.price_collar_bps is not None:
+        config = config.with_changes(price_collar_bps=settings.compliance.price_collar_bps)
+    return config
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -123,9 +129,16 @@ class StageRuntime:
             ownership=self.ownership,
         )
         await stage.start()
+        await record_configuration(
+            self.database, actor=f"stage:{self.stage_name}", digest=settings_digest(settings.masked())
+        )
         # a stage that writes its own rows (the notification hub's outbox) brings its sink
         own_sink: Sink | None = getattr(stage, "own_sink", None)
-        sink: Sink = own_sink if own_sink is not None else StoreSink(self.database, self.redis, self.timeseries)
+        sink: Sink = (
+            own_sink
+            if own_sink is not None
+            else StoreSink(self.database, self.redis, self.timeseries, audit=settings.compliance.audit_enabled)
+        )
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
             self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
@@ -229,6 +242,7 @@ def _build_risk(context: StageContext) -> Stage:
         prices_topic=context.topics.market_prices,
         funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
         hold_timeout=settings.execution.quiet_feed_fill_after_s,
+        locks=LockCache(context.database).get,
     )
 
 
@@ -260,6 +274,16 @@ def _build_positions(context: StageContext) -> Stage:
     )
 
 
+def _build_compliance(context: StageContext) -> Stage:
+    settings = context.settings
+    return ComplianceStage(
+        context.codec,
+        settings.compliance.protection_config(),
+        context.config.starting_equity,
+        PgComplianceStore(context.database),
+    )
+
+
 def _build_notifications(context: StageContext) -> Stage:
     from phoenix95.notify.runtime import build
 
@@ -273,6 +297,7 @@ BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
     stages.RISK.name: _build_risk,
     stages.EXECUTION.name: _build_execution,
     stages.POSITIONS.name: _build_positions,
+    stages.COMPLIANCE.name: _build_compliance,
     stages.NOTIFICATIONS.name: _build_notifications,
 }
 

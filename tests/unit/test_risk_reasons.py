@@ -18,12 +18,14 @@ from phoenix95.domain.activity import RecentActivity
 from phoenix95.domain.brackets import Bracket, BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.risk import (
+    ALL_SYMBOLS,
     Exposure,
     MarketView,
     PortfolioView,
     RecentSignal,
     RiskReason,
     RiskRequest,
+    SymbolLock,
     Verdict,
     evaluate,
 )
@@ -48,8 +50,11 @@ def decide(
     config: TradingConfig | None = None,
     brackets: BracketTable = BUNDLED,
     now: datetime = NOW,
+    locks: dict[str, SymbolLock] | None = None,
+    last_price: Decimal | None = None,
 ) -> Verdict:
     portfolio = PortfolioView(
+        locks=locks or {},
         equity=EQUITY,
         trading_state=state,
         exposures=exposures,
@@ -61,7 +66,7 @@ def decide(
     return evaluate(
         request or factories.risk_request(),
         portfolio=portfolio,
-        market=MarketView(),
+        market=MarketView(last_price=last_price),
         config=config or TradingConfig(),
         brackets=brackets,
         now=now,
@@ -315,6 +320,7 @@ def test_a_verdict_breaking_many_rules_lists_every_one_of_them():
         leverage=40,
         max_notional_per_order=Decimal(40000),
         max_exposure_per_symbol=Decimal(30000),
+        price_collar_bps=Decimal(100),
     )
     verdict = decide(
         request,
@@ -327,6 +333,11 @@ def test_a_verdict_breaking_many_rules_lists_every_one_of_them():
         config=config,
         brackets=_one_bracket(30),
         now=now,
+        locks={
+            "BTCUSDT": SymbolLock("BTCUSDT", RiskReason.STOPLOSS_GUARD, now + timedelta(minutes=1)),
+            ALL_SYMBOLS: SymbolLock(ALL_SYMBOLS, RiskReason.COOLDOWN, now + timedelta(minutes=1)),
+        },
+        last_price=Decimal(50000),
     )
     assert not verdict.approved
     assert set(verdict.reasons) == set(RiskReason) - {RiskReason.TRADING_REDUCING, RiskReason.POSITION_SIZE_ZERO}
