@@ -54,6 +54,8 @@ def _brief(value: Any) -> str:
     """A baseline or detail, on one line."""
     if isinstance(value, dict):
         return "; ".join(f"{key}: {_brief(item)}" for key, item in value.items() if not isinstance(item, list))
+    if isinstance(value, list):
+        return ", ".join(_brief(item) for item in value)
     return _number(value)
 
 
