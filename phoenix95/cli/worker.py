@@ -42,6 +42,9 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
 
         raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
     prepare(settings)
+    from phoenix95.cli.exchange import preflight
+
+    preflight(settings, chosen)  # wrong keys: one line, before any worker starts
     if len(chosen) == 1:
         run_stage(chosen[0], web_port=web_port, log_level=log_level)
         return

@@ -13,7 +13,7 @@ from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
 from phoenix95.agents.risk import RiskStage
-from phoenix95.connectors.exchange.paper import PaperExchange
+from phoenix95.connectors.exchange.factory import build_exchange
 from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
@@ -166,7 +166,7 @@ def build_stage(name: str, settings: Settings, codec: Codec, database: Database,
     if name == "execution":
         return ExecutionStage(
             codec,
-            PaperExchange(database, config),
+            build_exchange(settings, database, config),
             PgExecutionState(database),
             quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
             price_history=settings.execution.price_history,
