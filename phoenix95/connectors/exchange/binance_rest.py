@@ -132,6 +132,7 @@ class BinanceRest:
                     api[name] = f"{base}/futures/data" if name == "fapiData" else f"{base}/fapi/{version}"
                 elif name.startswith("sapi"):
                     api[name] = f"{base}/sapi/v1"
+            api["sapi"] = f"{base}/sapi/v1"  # the key's permissions (the demo URL set has no sapi)
             self.client.urls["api"] = api
         self.on_halt = on_halt
         self._sleep = sleep

@@ -47,11 +47,10 @@ async def check_account(exchange: BinanceExchange) -> CheckResult:
     try:
         balances = await rest.call("fapiPrivateV2GetBalance", {}, weight=5)
     except AuthError as error:
+        environment = "demo" if exchange.name == "binance-demo" else "live"
         result.fatal = (
-            f"the API key was refused ({_first_line(error)}): check P95_EXCHANGE__API_KEY/API_SECRET, the key's"
-            " IP whitelist and that it is a key of the "
-            + ("demo" if exchange.name == "binance-demo" else "live")
-            + " environment"
+            f"the API key was refused by Binance ({error.code or error.status}): check P95_EXCHANGE__API_KEY and"
+            f" API_SECRET, the key's IP whitelist, and that it is a key of the {environment} environment"
         )
         return result
     except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:

@@ -98,9 +98,10 @@ class Reconciler:
             await self._fills(report, symbols, since)
             await self._income(report, since)
             for done in await self.exchange.check_protection():
-                report.differences.append(
-                    Difference("protection_fired", done.split()[1], done, True, "cancelled the other")
-                )
+                if done.endswith(" fired"):
+                    report.differences.append(Difference("protection_fired", done.split()[1], done, True))
+                elif report.differences and report.differences[-1].kind == "protection_fired":
+                    report.differences[-1].action = (report.differences[-1].action + "; " + done).strip("; ")
             await self._positions(report, exchange_positions, act=act)
             await self._open_orders(report)
         except (ExchangeError, AmbiguousResponse, ExchangeHalted, parse.Malformed) as error:
@@ -155,9 +156,15 @@ class Reconciler:
     async def _fills(self, report: Report, symbols: list[str], since: datetime) -> None:
         start = int(since.timestamp() * 1000)
         for symbol in symbols:
-            trades = await self.exchange.rest.call(
-                "fapiPrivateGetUserTrades", {"symbol": symbol, "startTime": start, "limit": 1000}, weight=5
-            )
+            try:
+                trades = await self.exchange.rest.call(
+                    "fapiPrivateGetUserTrades", {"symbol": symbol, "startTime": start, "limit": 1000}, weight=5
+                )
+            except ExchangeError as error:
+                if error.code != -1121:  # a configured symbol the exchange does not list: nothing to adopt
+                    raise
+                logger.warning("reconciliation: %s is not listed by the exchange", symbol)
+                continue
             if not isinstance(trades, list):
                 raise parse.Malformed(f"userTrades of {symbol} is not a list")
             new = await self.store.record_fills(self.exchange.name, trades, adopted=True)
@@ -205,9 +212,10 @@ class Reconciler:
         ours: dict[str, list[tuple[str, str, Decimal, datetime]]] = {}
         for position_id, symbol, side, quantity, opened_at in rows:
             ours.setdefault(symbol, []).append((position_id, side, Decimal(quantity), opened_at))
-        for symbol in sorted(set(ours) | set(exchange_positions)):
+        in_flight = await self._in_flight(report)
+        for symbol in sorted(set(ours) | set(exchange_positions) | set(in_flight)):
             mine = ours.get(symbol, [])
-            net = sum((q if side == "long" else -q for _, side, q, _ in mine), Decimal(0))
+            net = sum((q if side == "long" else -q for _, side, q, _ in mine), in_flight.get(symbol, Decimal(0)))
             theirs = exchange_positions.get(symbol)
             amount = theirs.amount if theirs is not None else Decimal(0)
             if amount == net:
@@ -229,7 +237,7 @@ class Reconciler:
                         action,
                     )
                 )
-            elif not mine:
+            elif not mine and not in_flight.get(symbol):
                 report.differences.append(
                     Difference(
                         "unknown_position",
@@ -242,6 +250,49 @@ class Reconciler:
                 report.differences.append(
                     Difference("quantity_mismatch", symbol, f"PostgreSQL has {net}, the exchange has {amount}", False)
                 )
+
+    async def _in_flight(self, report: Report) -> dict[str, Decimal]:
+        """Signed quantities the exchange filled that the pipeline has not turned into positions yet (the
+        verdict is re-delivered after a crash and its order, found FILLED by its client order id, opens
+        or closes the position then). An order recorded *rejected* that the exchange filled after all is
+        a real difference."""
+        rows = await self.database.fetch(
+            """SELECT i.client_order_id, i.kind, i.symbol, i.side, COALESCE(i.executed_qty, i.quantity), o.status,
+                      o.close_position_id::text,
+                      EXISTS (SELECT 1 FROM trades t JOIN positions p ON p.trade_id = t.trade_id
+                               WHERE t.order_id = o.order_id),
+                      EXISTS (SELECT 1 FROM positions p WHERE p.position_id = o.close_position_id
+                               AND p.status = 'open')
+                 FROM exchange_intents i LEFT JOIN orders o ON o.client_order_id = i.client_order_id
+                WHERE i.kind IN ('entry', 'exit') AND i.status = 'FILLED'
+                  AND i.created_at >= NOW() - INTERVAL '7 days'"""
+        )
+        pending: dict[str, Decimal] = {}
+        for client_id, kind, symbol, side, quantity, order_status, _, opened, still_open in rows:
+            signed = Decimal(quantity) if side == "buy" else -Decimal(quantity)
+            if order_status == "rejected":
+                report.differences.append(
+                    Difference(
+                        "filled_after_rejection",
+                        client_id,
+                        f"{side} {quantity} {symbol} was reported rejected but the exchange filled it",
+                        False,
+                    )
+                )
+                continue
+            waiting = order_status is None or (kind == "entry" and not opened) or (kind == "exit" and still_open)
+            if waiting:
+                pending[symbol] = pending.get(symbol, Decimal(0)) + signed
+                report.differences.append(
+                    Difference(
+                        "order_in_flight",
+                        client_id,
+                        f"{side} {quantity} {symbol} filled at the exchange, not yet recorded by the pipeline",
+                        True,
+                        "recorded when its verdict is processed again",
+                    )
+                )
+        return pending
 
     async def _closing_fill(self, symbol: str) -> tuple[Decimal | None, datetime]:
         rows = await self.database.fetch(
