@@ -124,6 +124,9 @@ class RiskSettings(BaseModel):
     starting_equity: Decimal = Decimal("10000")
     #: Reject new signals with SIGNAL_STALE while the analysis or risk stage lags more than this.
     max_pipeline_lag_s: float = 30.0
+    #: Wall clock: reject with SIGNAL_STALE when the symbol's latest market price is older than this
+    #: (a stale live feed). 0 = off; with a live exchange (P95_EXCHANGE__KIND) it defaults to 15 s.
+    max_market_data_age_s: float = Field(0.0, ge=0)
     #: wall: staleness and monitoring use the wall clock (live trading); event: the latest market
     #: event time (replays and the demo, which replays recorded candles).
     clock: Literal["wall", "event"] = "wall"
@@ -203,6 +206,9 @@ class ExchangeSettings(BaseModel):
 
     def live(self) -> bool:
         return self.kind != "paper"
+
+    #: The stale-feed limit risk applies with a live exchange unless P95_RISK__MAX_MARKET_DATA_AGE_S is set.
+    default_market_data_age_s: float = Field(15.0, gt=0)
 
     def problems(self) -> list[str]:
         """Why this configuration cannot trade (empty when it can)."""
@@ -293,6 +299,12 @@ class Settings(BaseSettings):
         if self.redis.url is None:
             raise RuntimeError("no Redis configured: run `p95 up` or set P95_REDIS__URL")
         return self.redis.url.get_secret_value()
+
+    def market_data_age_limit(self) -> float | None:
+        """Seconds after which risk calls a symbol's market data stale (None: not checked)."""
+        if self.risk.max_market_data_age_s > 0:
+            return self.risk.max_market_data_age_s
+        return self.exchange.default_market_data_age_s if self.exchange.live() else None
 
     def masked(self) -> dict[str, Any]:
         """Everything, with secrets masked (for `p95 config show`)."""

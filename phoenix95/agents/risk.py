@@ -86,6 +86,7 @@ class RiskStage(Stage):
         funding: FundingSchedule | None = None,
         hold_timeout: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        max_market_data_age_seconds: float | None = None,
     ):
         self.codec = codec
         self.portfolio = portfolio
@@ -95,7 +96,14 @@ class RiskStage(Stage):
         self.hold_timeout = hold_timeout
         self.clock_interval = 0.5 if clock == "event" else None
         self._monotonic = monotonic
-        self.desk = RiskDesk(config, brackets, clock=clock, funding=funding, max_lag_seconds=max_lag_seconds)
+        self.desk = RiskDesk(
+            config,
+            brackets,
+            clock=clock,
+            funding=funding,
+            max_lag_seconds=max_lag_seconds,
+            max_market_data_age_seconds=max_market_data_age_seconds,
+        )
         self.held: dict[tuple[str, int, int], _Held] = {}
         #: When each symbol's prices last reached this stage (monotonic seconds): a held analysis is
         #: decided without its prices only once the prices it waits for stopped coming, not while

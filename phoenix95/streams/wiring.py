@@ -162,6 +162,7 @@ def build_stage(name: str, settings: Settings, codec: Codec, database: Database,
             prices_topic=topics.market_prices,
             funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
             hold_timeout=settings.execution.quiet_feed_fill_after_s,
+            max_market_data_age_seconds=settings.market_data_age_limit() if settings.risk.clock == "wall" else None,
         )
     if name == "execution":
         return ExecutionStage(
