@@ -50,3 +50,15 @@ def test_the_limit_is_on_by_default_only_with_a_live_exchange():
     assert live.market_data_age_limit() == 15.0
     explicit = Settings(risk=RiskSettings(max_market_data_age_s=5))
     assert explicit.market_data_age_limit() == 5.0
+
+
+def test_exchange_keys_are_masked_and_live_trading_needs_its_confirmation():
+    settings = Settings(exchange=ExchangeSettings(kind="binance", api_key="AKEY123", api_secret="SECRET456"))
+    shown = str(settings.masked())
+    assert "AKEY123" not in shown and "SECRET456" not in shown
+    assert settings.masked()["exchange"]["api_key"] == "**********"
+    assert any("LIVE_CONFIRM=yes" in p for p in settings.exchange.problems())
+    confirmed = ExchangeSettings(kind="binance", api_key="k", api_secret="s", live_confirm="yes")
+    assert confirmed.problems() == []
+    assert any("API_KEY" in p for p in ExchangeSettings(kind="binance-demo").problems())
+    assert ExchangeSettings().kind == "paper" and ExchangeSettings().problems() == []
