@@ -44,6 +44,7 @@ SYMBOLS: dict[str, dict[str, str]] = {
     "BTCUSDT": {"tick": "0.10", "step": "0.001", "min_qty": "0.001", "min_notional": "100", "mark": "60000"},
     "ETHUSDT": {"tick": "0.01", "step": "0.001", "min_qty": "0.001", "min_notional": "20", "mark": "3000"},
     "SOLUSDT": {"tick": "0.0100", "step": "1", "min_qty": "1", "min_notional": "5", "mark": "150"},
+    "XRPUSDT": {"tick": "0.0001", "step": "0.1", "min_qty": "0.1", "min_notional": "5", "mark": "1.19"},
 }
 
 

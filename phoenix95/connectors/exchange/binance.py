@@ -283,10 +283,12 @@ class BinanceExchange:
         return intent
 
     def _expired(self, created_at: datetime) -> bool:
-        margin = timedelta(milliseconds=self.settings.recv_window_ms) + timedelta(
-            seconds=self.settings.not_placed_after_s
-        )
-        return datetime.now(UTC) - created_at > margin
+        return self.unknown_until(created_at) <= 0
+
+    def unknown_until(self, created_at: datetime) -> float:
+        """Seconds until an order sent at `created_at` that the exchange does not know counts as NOT_PLACED."""
+        margin = timedelta(milliseconds=self.settings.recv_window_ms, seconds=self.settings.not_placed_after_s)
+        return (created_at + margin - datetime.now(UTC)).total_seconds() + 0.05
 
     async def _apply(self, intent: Intent, answer: parse.OrderAnswer) -> Intent:
         if answer.status == "FILLED" or (answer.status in ("EXPIRED", "CANCELED") and answer.executed > 0):

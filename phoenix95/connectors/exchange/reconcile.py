@@ -18,6 +18,7 @@ stored in ``exchange_reconciliations`` and published as a ControlEvent (kind ``r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -91,7 +92,7 @@ class Reconciler:
     async def run(self, *, trigger: str, act: bool, halt: bool) -> Report:
         report = Report(exchange=self.exchange.name, trigger=trigger, at=datetime.now(UTC).isoformat())
         try:
-            await self._orders(report)
+            await self._orders(report, wait=act)
             exchange_positions = {p.symbol: p for p in await self.exchange.positions()}
             since = await self._since()
             symbols = sorted(set(self.symbols) | set(exchange_positions) | set(await self._pg_symbols(since)))
@@ -130,9 +131,16 @@ class Reconciler:
         )
         return [row[0] for row in rows]
 
-    async def _orders(self, report: Report) -> None:
+    async def _orders(self, report: Report, *, wait: bool) -> None:
         for intent in await self.store.with_status(list(UNSETTLED), ["entry", "exit"]):
             settled = await self.exchange._resolve(intent, attempts=1)
+            if settled.status in UNSETTLED and wait and intent.created_at is not None:
+                # Sent (or about to be) by a worker that died: once recvWindow has passed, the exchange
+                # either has it or never will. At start, wait for that rather than halt on it.
+                remaining = self.exchange.unknown_until(intent.created_at)
+                if 0 < remaining <= 60:
+                    await asyncio.sleep(remaining)
+                    settled = await self.exchange._resolve(settled, attempts=1)
             if settled.status in UNSETTLED:
                 report.differences.append(
                     Difference(
