@@ -9,11 +9,8 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from phoenix95.agents.analysis import analyze
-from phoenix95.agents.execution import ExecutionStage, order_message
+from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import InputRecord, OrderPlaced, Outcome, PositionChanged
-from phoenix95.agents.positions import position_message
-from phoenix95.agents.risk_desk import verdict_message
 from phoenix95.connectors.exchange.base import ExchangeOrder
 from phoenix95.connectors.exchange.live import LiveExchange
 from phoenix95.domain import ids
@@ -24,6 +21,7 @@ from phoenix95.domain.positions import open_position
 from phoenix95.domain.risk import MarketView, PortfolioView, RiskRequest, evaluate
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.convert import analyze, order_message, position_message, verdict_message
 from phoenix95.schemas.messages import Order, RiskVerdict
 from phoenix95.settings import ExchangeSettings, Settings
 from phoenix95.storage.postgres import Database

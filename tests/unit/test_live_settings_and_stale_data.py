@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from phoenix95.agents.analysis import analyze
 from phoenix95.agents.risk_desk import RiskDesk
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.trading_state import TradingState
+from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.settings import ExchangeSettings, RiskSettings, Settings
 from tests import factories
