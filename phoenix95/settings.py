@@ -203,6 +203,8 @@ class ExchangeSettings(BaseModel):
     weight_headroom: float = Field(0.9, gt=0, le=1)
     #: Place reduce-only stop-loss and take-profit orders at the exchange after an entry fills.
     protection: bool = True
+    #: Symbols of `p95 worker --stage feed` (default: the allowed symbols).
+    feed_symbols: list[str] = Field(default_factory=list)
 
     def live(self) -> bool:
         return self.kind != "paper"

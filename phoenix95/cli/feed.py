@@ -30,11 +30,11 @@ def binance(
     if not chosen:
         raise UserError("--symbols: give at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
     settings = get_settings()
-    published = asyncio.run(_run(settings, chosen, duration))
+    published = asyncio.run(run_feed(settings, chosen, duration))
     stderr.print(f"feed: {published} market events published")
 
 
-async def _run(settings: Any, symbols: list[str], duration: float) -> int:
+async def run_feed(settings: Any, symbols: list[str], duration: float) -> int:
     from phoenix95.connectors.binance_feed import BinanceFeed
     from phoenix95.connectors.exchange.binance_rest import BinanceRest
     from phoenix95.connectors.exchange.user_stream import ws_base

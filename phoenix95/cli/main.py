@@ -23,6 +23,7 @@ db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -134,7 +135,10 @@ def db_migrate() -> None:
 @app.command()
 def worker(
     stage: list[str] = typer.Option(
-        None, "--stage", "-s", help="Stage(s) to run: analysis, risk, execution, positions. Default: all."
+        None,
+        "--stage",
+        "-s",
+        help="Stage(s) to run: analysis, risk, execution, positions (default: all); feed: the live Binance market feed.",
     ),
     web_port: int = typer.Option(
         None,
@@ -167,7 +171,20 @@ def demo(
 
 
 #: Command modules, each with `register(app)`: one module per area keeps this file small.
-COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench", "exchange", "feed")
+COMMAND_MODULES = (
+    "publish",
+    "serve",
+    "tap",
+    "lag",
+    "risk",
+    "trading",
+    "dlq",
+    "stores",
+    "replay",
+    "bench",
+    "exchange",
+    "feed",
+)
 
 
 def _register_commands() -> None:

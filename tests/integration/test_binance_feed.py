@@ -64,3 +64,50 @@ async def test_feed_reconnects_backfills_the_gap_and_drops_duplicates():
         assert feed.duplicates == 2
         assert DATA_AGE.labels("BTCUSDT")._value.get() >= 0
         assert feed.age("BTCUSDT") is not None and feed.age("BTCUSDT") < 60
+
+
+async def test_the_feed_runs_as_a_worker_stage_and_publishes_to_the_prices_topic(namespace):
+    import os
+    import sys
+
+    from phoenix95.schemas.codec import Codec
+    from phoenix95.settings import get_settings
+    from phoenix95.streams.admin import read_records
+    from phoenix95.streams.topics import Topics
+
+    async with BinanceSimulator() as sim:
+        env = {
+            **os.environ,
+            **namespace.env,
+            "P95_EXCHANGE__BASE_URL": sim.base_url,
+            "P95_EXCHANGE__FEED_SYMBOLS": '["ETHUSDT"]',
+        }
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "phoenix95",
+            "worker",
+            "--stage",
+            "feed",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await _until(lambda: len(sim._market_sockets) == 1, timeout=60)
+            topic = Topics(namespace.name).market_prices
+            bootstrap = get_settings().kafka.bootstrap_servers
+            found: list[MarketPrice] = []
+            deadline = time.monotonic() + 30
+            while not found and time.monotonic() < deadline:
+                await sim.set_mark("ETHUSDT", "3001.25")
+                await asyncio.sleep(0.5)
+                found = [
+                    e
+                    for e in [Codec().decode(r.value, MarketPrice) async for r in read_records(bootstrap, [topic])]
+                    if e.source == "binance-mark"
+                ]
+            assert found and found[0].symbol == "ETHUSDT" and str(found[0].mark_price) == "3001.25"
+        finally:
+            worker.terminate()
+            await worker.wait()
