@@ -652,7 +652,12 @@ class BinanceSimulator:
                     "Way too many requests; IP banned for calling during Retry-After.",
                     {"Retry-After": "120"},
                 )
-            weight = 5 if path.endswith(("userTrades", "positionRisk", "balance", "account")) else 1
+            if path in ("/fapi/v1/order", "/fapi/v1/algoOrder") and request.method in ("POST", "DELETE"):
+                weight = 0  # orders count against the order limits, not the IP's request weight
+            elif path.endswith(("userTrades", "positionRisk", "balance", "account")):
+                weight = 5
+            else:
+                weight = 1
             headers = self._weight_headers(weight)
             if int(headers["X-MBX-USED-WEIGHT-1M"]) > self.weight_limit:
                 self._retry_until = now + 1

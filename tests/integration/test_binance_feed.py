@@ -14,7 +14,7 @@ from tests.binance_sim import BinanceSimulator
 from tests.exchange_helpers import sim_settings
 
 
-async def _until(check, timeout: float = 15.0) -> None:
+async def _until(check, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
@@ -32,7 +32,7 @@ async def test_feed_reconnects_backfills_the_gap_and_drops_duplicates():
         feed = BinanceFeed(["BTCUSDT"], ws_url=sim.ws_url, fetch=lambda m, p: rest.call(m, p), publish=publish)
         task = asyncio.create_task(feed.run())
         try:
-            await asyncio.wait_for(feed.connected.wait(), 10)
+            await asyncio.wait_for(feed.connected.wait(), 30)
             await sim.set_mark("BTCUSDT", "60010.5")
             t0 = (int(time.time() * 1000) // 60_000 - 5) * 60_000
             await sim.publish_kline("BTCUSDT", t0, "60000", "60100", "59900", "60050", "12.5")

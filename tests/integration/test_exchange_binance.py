@@ -152,7 +152,7 @@ async def test_a_stop_fired_at_the_exchange_cancels_the_take_profit_through_the_
     await driver.deliver(approved_verdict())
     stream = asyncio.create_task(venue.live.stream.run())
     try:
-        await asyncio.wait_for(venue.live.stream.connected.wait(), 10)
+        await asyncio.wait_for(venue.live.stream.connected.wait(), 30)
         stop = next(a for a in venue.sim.state.algo.values() if a.order_type == "STOP_MARKET")
         await venue.sim.set_mark("BTCUSDT", stop.trigger_price - 10)
         await _until(
@@ -172,7 +172,7 @@ async def test_with_the_streams_dropped_a_fired_stop_is_found_by_polling(venue):
     await driver.deliver(approved_verdict())
     stream = asyncio.create_task(venue.live.stream.run())
     try:
-        await asyncio.wait_for(venue.live.stream.connected.wait(), 10)
+        await asyncio.wait_for(venue.live.stream.connected.wait(), 30)
         assert await venue.sim.drop_websockets() >= 1
         take_profit = next(a for a in venue.sim.state.algo.values() if a.order_type == "TAKE_PROFIT_MARKET")
         await venue.sim.fire_algo(take_profit.client_algo_id)  # fired while the stream was down
@@ -199,9 +199,41 @@ async def test_phoenix95_closing_a_position_cancels_both_protection_orders(venue
     assert {a.status for a in venue.sim.state.algo.values()} == {"CANCELED"}
 
 
-async def _until(check, timeout: float = 10.0) -> None:
+async def _until(check, timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.05)
+
+
+async def test_an_entry_found_filled_after_a_crash_gets_its_protection_and_is_never_sent_again(venue):
+    from phoenix95.connectors.exchange.intents import Intent
+
+    verdict = approved_verdict()
+    assert verdict.plan is not None
+    client_id = client_id_of(verdict)
+    # The worker claimed and sent the order, the exchange filled it, the worker died before the answer.
+    await venue.live.exchange.store.claim(
+        Intent(
+            client_order_id=client_id,
+            kind="entry",
+            exchange="binance-demo",
+            symbol="BTCUSDT",
+            side="buy",
+            quantity=Decimal("0.01"),
+            reduce_only=False,
+            reference_price=Decimal(60000),
+            stop_loss=verdict.plan.stop_loss_price,
+            take_profit=verdict.plan.take_profit_price,
+            planned_entry=verdict.plan.entry_price,
+        )
+    )
+    await venue.sim.external_order("BTCUSDT", "BUY", "0.01", client_order_id=client_id)
+    order = await StageDriver(venue.live).deliver(verdict)  # the verdict, re-delivered to the new worker
+    assert order.status == "filled" and order.fill is not None and order.fill.quantity == Decimal("0.01")
+    assert venue.sim.requests_to("/fapi/v1/order", "POST") == []  # found by its id, not sent
+    assert sorted((a.order_type, a.status) for a in venue.sim.state.algo.values()) == [
+        ("STOP_MARKET", "NEW"),
+        ("TAKE_PROFIT_MARKET", "NEW"),
+    ]

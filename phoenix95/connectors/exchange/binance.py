@@ -96,6 +96,14 @@ class BinanceExchange:
             if not isinstance(info, dict):
                 raise AmbiguousResponse("exchangeInfo: malformed answer")
             self._filters = parse_filters(info)
+            for limit in info.get("rateLimits", []):
+                if (
+                    isinstance(limit, dict)
+                    and limit.get("rateLimitType") == "REQUEST_WEIGHT"
+                    and limit.get("interval") == "MINUTE"
+                    and int(limit.get("intervalNum", 1)) == 1
+                ):
+                    self.rest.weight_limit = int(limit.get("limit", self.rest.weight_limit))
         return self._filters
 
     async def ensure_symbol(self, symbol: str, leverage: int | None, margin_mode: str | None) -> SymbolFilters:
@@ -128,6 +136,7 @@ class BinanceExchange:
         for client_id, intent in intents.items():
             if intent.status in UNSETTLED:
                 intent = await self._resolve(intent, attempts=1)
+                await self.ensure_protection(intent)  # found FILLED after a crash: protect it now
             order = self._order(intent)
             if order is not None and intent.status != "NOT_PLACED":
                 out[client_id] = order
@@ -175,6 +184,9 @@ class BinanceExchange:
             quantity=quantity,
             reduce_only=request.reduce_only,
             reference_price=request.reference_price,
+            stop_loss=request.stop_loss,
+            take_profit=request.take_profit,
+            planned_entry=request.planned_entry,
         )
         if quantity < filters.min_qty or (
             not request.reduce_only and quantity * request.reference_price < filters.min_notional
@@ -183,6 +195,7 @@ class BinanceExchange:
         existing = await self.store.claim(intent)
         if existing is not None:  # sent before (a crash, a re-delivery): ask, never send again
             resolved = await self._resolve(existing) if existing.status in UNSETTLED else existing
+            await self.ensure_protection(resolved)
             return self._order(resolved)
         params = {
             "symbol": request.symbol,
@@ -226,7 +239,7 @@ class BinanceExchange:
                     )
             break
         if settled.status == "FILLED" and kind == "entry":
-            await self._protect(settled, request, filters)
+            await self.ensure_protection(settled, filters)
         elif settled.status == "FILLED" and kind == "exit":
             await self._after_exit(settled)
         return self._order(settled)
@@ -374,24 +387,44 @@ class BinanceExchange:
 
     # -- protection ------------------------------------------------------------------------------
 
-    async def _protect(self, entry: Intent, request: OrderRequest, filters: SymbolFilters) -> None:
-        if not self.settings.protection:
-            return
+    async def ensure_protection(self, entry: Intent, filters: SymbolFilters | None = None) -> list[Intent]:
+        """Place a FILLED entry's stop-loss and take-profit unless they exist (idempotent: their ids are
+        derived from the entry's, claimed as intents first). Both are placed concurrently."""
+        if not self.settings.protection or entry.kind != "entry" or entry.status != "FILLED":
+            return []
+        plans = [
+            (kind, planned, order_type)
+            for kind, planned, order_type in (
+                ("stop_loss", entry.stop_loss, "STOP_MARKET"),
+                ("take_profit", entry.take_profit, "TAKE_PROFIT_MARKET"),
+            )
+            if planned is not None and planned > 0
+        ]
+        if not plans:
+            return []
+        if filters is None:
+            try:
+                filters = (await self.filters(entry.symbol))[entry.symbol]
+            except (ExchangeError, AmbiguousResponse, ExchangeHalted, KeyError) as error:
+                logger.error("exchange: protection of %s not placed: %s", entry.client_order_id, error)
+                return []
         side = "sell" if entry.side == "buy" else "buy"
         quantity = entry.executed_qty or entry.quantity
         # Re-anchored on the fill, as the positions stage does for the position's own SL/TP.
         scale = (
-            entry.fill_price / request.planned_entry
-            if entry.fill_price and request.planned_entry and request.planned_entry > 0
+            entry.fill_price / entry.planned_entry
+            if entry.fill_price and entry.planned_entry and entry.planned_entry > 0
             else Decimal(1)
         )
-        for kind, planned, order_type in (
-            ("stop_loss", request.stop_loss, "STOP_MARKET"),
-            ("take_profit", request.take_profit, "TAKE_PROFIT_MARKET"),
-        ):
-            if planned is None or planned <= 0:
-                continue
-            await self.place_protection(entry, kind, order_type, side, quantity, filters.price(planned * scale))
+        assert filters is not None
+        return list(
+            await asyncio.gather(
+                *(
+                    self.place_protection(entry, kind, order_type, side, quantity, filters.price(planned * scale))
+                    for kind, planned, order_type in plans
+                )
+            )
+        )
 
     async def place_protection(
         self, entry: Intent, kind: str, order_type: str, side: str, quantity: Decimal, trigger: Decimal

@@ -20,7 +20,7 @@ RESTING = ("NEW",)
 _COLUMNS = (
     "client_order_id, kind, parent_client_order_id, exchange, symbol, side, quantity, reduce_only, trigger_price,"
     " reference_price, status, exchange_order_id, fill_price, executed_qty, fee, filled_at, reject_code,"
-    " reject_reason, created_at"
+    " reject_reason, created_at, stop_loss, take_profit, planned_entry"
 )
 
 
@@ -45,6 +45,9 @@ class Intent:
     reject_code: int | None = None
     reject_reason: str | None = None
     created_at: datetime | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    planned_entry: Decimal | None = None
 
     def with_(self, **changes: Any) -> Intent:
         return replace(self, **changes)
@@ -71,6 +74,9 @@ def _intent(row: Sequence[Any]) -> Intent:
         reject_code=row[16],
         reject_reason=row[17],
         created_at=row[18],
+        stop_loss=row[19],
+        take_profit=row[20],
+        planned_entry=row[21],
     )
 
 
@@ -88,8 +94,8 @@ class IntentStore:
         wrote it (the caller may send it, once), else the intent already there (never send it again)."""
         rows = await self._fetch(
             "INSERT INTO exchange_intents (client_order_id, kind, parent_client_order_id, exchange, symbol, side,"
-            " quantity, reduce_only, trigger_price, reference_price, status)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (client_order_id) DO NOTHING"
+            " quantity, reduce_only, trigger_price, reference_price, status, stop_loss, take_profit, planned_entry)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (client_order_id) DO NOTHING"
             " RETURNING client_order_id",
             (
                 intent.client_order_id,
@@ -103,6 +109,9 @@ class IntentStore:
                 intent.trigger_price,
                 intent.reference_price,
                 intent.status,
+                intent.stop_loss,
+                intent.take_profit,
+                intent.planned_entry,
             ),
         )
         if rows:

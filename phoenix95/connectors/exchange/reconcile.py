@@ -151,6 +151,7 @@ class Reconciler:
                     )
                 )
             else:
+                await self.exchange.ensure_protection(settled)
                 report.differences.append(
                     Difference(
                         "order_settled",

@@ -16,6 +16,11 @@ CREATE TABLE exchange_intents (
     reduce_only      BOOLEAN NOT NULL,
     trigger_price    NUMERIC(20, 8),
     reference_price  NUMERIC(20, 8),
+    -- entries: the planned protection (re-anchored on the fill when placed), so any path that finds the
+    -- entry FILLED (a lookup after a crash, reconciliation) can place it
+    stop_loss        NUMERIC(20, 8),
+    take_profit      NUMERIC(20, 8),
+    planned_entry    NUMERIC(20, 8),
     -- SENT (written, sent, no answer yet) | UNKNOWN (ambiguous answer: resolve by query) | NEW (resting at
     -- the exchange: protection) | FILLED | REJECTED | NOT_PLACED (the exchange never had it) |
     -- CANCELED | TRIGGERED (a protection order fired)
