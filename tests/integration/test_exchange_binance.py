@@ -153,6 +153,7 @@ async def test_a_stop_fired_at_the_exchange_cancels_the_take_profit_through_the_
     stream = asyncio.create_task(venue.live.stream.run())
     try:
         await asyncio.wait_for(venue.live.stream.connected.wait(), 30)
+        await _until(lambda: bool(venue.sim._user_sockets))  # the simulator has registered the socket
         stop = next(a for a in venue.sim.state.algo.values() if a.order_type == "STOP_MARKET")
         await venue.sim.set_mark("BTCUSDT", stop.trigger_price - 10)
         await _until(
@@ -162,7 +163,7 @@ async def test_a_stop_fired_at_the_exchange_cancels_the_take_profit_through_the_
             )
         )
         assert venue.sim.state.positions["BTCUSDT"].amount == 0
-        assert venue.live.stream.events > 0
+        await _until(lambda: venue.live.stream.events > 0)  # the ALGO_UPDATE and fills came by the stream
     finally:
         stream.cancel()
 
@@ -173,7 +174,9 @@ async def test_with_the_streams_dropped_a_fired_stop_is_found_by_polling(venue):
     stream = asyncio.create_task(venue.live.stream.run())
     try:
         await asyncio.wait_for(venue.live.stream.connected.wait(), 30)
+        await _until(lambda: bool(venue.sim._user_sockets))
         assert await venue.sim.drop_websockets() >= 1
+        await _until(lambda: venue.live.stream.reconnects >= 1)  # the client saw the stream go
         take_profit = next(a for a in venue.sim.state.algo.values() if a.order_type == "TAKE_PROFIT_MARKET")
         await venue.sim.fire_algo(take_profit.client_algo_id)  # fired while the stream was down
         await _until(

@@ -135,8 +135,7 @@ class BinanceExchange:
         out: dict[str, ExchangeOrder] = {}
         for client_id, intent in intents.items():
             if intent.status in UNSETTLED:
-                intent = await self._resolve(intent, attempts=1)
-                await self.ensure_protection(intent)  # found FILLED after a crash: protect it now
+                intent = await self._resolve(intent, attempts=1)  # found FILLED: protected on the way
             order = self._order(intent)
             if order is not None and intent.status != "NOT_PLACED":
                 out[client_id] = order
@@ -195,7 +194,6 @@ class BinanceExchange:
         existing = await self.store.claim(intent)
         if existing is not None:  # sent before (a crash, a re-delivery): ask, never send again
             resolved = await self._resolve(existing) if existing.status in UNSETTLED else existing
-            await self.ensure_protection(resolved)
             return self._order(resolved)
         params = {
             "symbol": request.symbol,
@@ -238,9 +236,7 @@ class BinanceExchange:
                         intent.with_(status="REJECTED", reject_code=error.code, reject_reason=str(error)[:200])
                     )
             break
-        if settled.status == "FILLED" and kind == "entry":
-            await self.ensure_protection(settled, filters)
-        elif settled.status == "FILLED" and kind == "exit":
+        if settled.status == "FILLED" and kind == "exit":
             await self._after_exit(settled)
         return self._order(settled)
 
@@ -305,18 +301,19 @@ class BinanceExchange:
 
     async def _apply(self, intent: Intent, answer: parse.OrderAnswer) -> Intent:
         if answer.status == "FILLED" or (answer.status in ("EXPIRED", "CANCELED") and answer.executed > 0):
-            fee = await self._fee(intent.symbol, answer.order_id)
-            ORDERS.labels(intent.kind, "filled").inc()
-            return await self.store.save(
-                intent.with_(
-                    status="FILLED",
-                    exchange_order_id=answer.order_id,
-                    fill_price=answer.avg_price,
-                    executed_qty=answer.executed,
-                    fee=fee,
-                    filled_at=answer.update_time,
-                )
+            filled = intent.with_(
+                status="FILLED",
+                exchange_order_id=answer.order_id,
+                fill_price=answer.avg_price,
+                executed_qty=answer.executed,
+                filled_at=answer.update_time,
             )
+            # The fee (from the exchange's fills) and an entry's protection, concurrently. The entry is
+            # saved FILLED only after its protection was placed, so a FILLED entry was always protected
+            # (a worker that dies in between finds it SENT and comes back here).
+            fee, _ = await asyncio.gather(self._fee(intent.symbol, answer.order_id), self.ensure_protection(filled))
+            ORDERS.labels(intent.kind, "filled").inc()
+            return await self.store.save(filled.with_(fee=fee))
         if answer.status in ("NEW", "PARTIALLY_FILLED"):
             # A market order still working: ask again shortly; left UNKNOWN if it does not settle.
             await self._sleep(self.settings.resolve_interval_s)

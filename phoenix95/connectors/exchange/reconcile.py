@@ -151,7 +151,6 @@ class Reconciler:
                     )
                 )
             else:
-                await self.exchange.ensure_protection(settled)
                 report.differences.append(
                     Difference(
                         "order_settled",
