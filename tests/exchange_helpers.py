@@ -12,9 +12,9 @@ from typing import Any
 from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import InputRecord, OrderPlaced, Outcome, PositionChanged
 from phoenix95.connectors.exchange.base import ExchangeOrder
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.connectors.exchange.live import LiveExchange
 from phoenix95.domain import ids
-from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import Fill, MarketTick
 from phoenix95.domain.positions import open_position
@@ -53,7 +53,7 @@ def approved_verdict(symbol: str = "BTCUSDT", price: str = "60000", action: str 
             portfolio=PortfolioView(equity=Decimal(10000)),
             market=MarketView(),
             config=TradingConfig(),
-            brackets=BracketTable.bundled(),
+            brackets=bundled_brackets(),
             now=analysis.ts_event,
         ),
         decided_at=analysis.ts_event,
@@ -138,7 +138,7 @@ async def write_open_position(db: Database, verdict: RiskVerdict, fill_price: De
     """An open position in PostgreSQL as the execution and positions stages write it; returns its id."""
     assert verdict.plan is not None
     config = TradingConfig()
-    brackets = BracketTable.bundled()
+    brackets = bundled_brackets()
     fill = Fill(
         side="buy" if verdict.side == "long" else "sell",
         price=fill_price,

@@ -98,10 +98,16 @@ def reconcile(
 async def _reconcile(settings: Any, act: bool) -> Any:
     from phoenix95.connectors.exchange.live import LiveExchange
     from phoenix95.storage.postgres import Database, migrate
+    from phoenix95.streams.producer import LazyProducer
 
     await migrate(settings.postgres_url(), settings.postgres.db_schema)
     async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
-        live = LiveExchange(settings, db, symbols=sorted(settings.risk.trading_config().allowed_symbols))
+        live = LiveExchange(
+            settings,
+            db,
+            symbols=sorted(settings.risk.trading_config().allowed_symbols),
+            publisher=LazyProducer(settings),
+        )
         try:
             return await live.reconcile(trigger="manual", act=act)
         finally:

@@ -38,10 +38,10 @@ async def run_feed(settings: Any, symbols: list[str], duration: float) -> int:
     from phoenix95.connectors.binance_feed import BinanceFeed
     from phoenix95.connectors.exchange.binance_rest import BinanceRest
     from phoenix95.connectors.exchange.user_stream import ws_base
+    from phoenix95.connectors.kafka_admin import ensure_topics
     from phoenix95.schemas.codec import Codec
-    from phoenix95.streams.admin import ensure_topics
+    from phoenix95.schemas.topics import Topics
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.streams.topics import Topics
 
     topics = Topics(settings.namespace)
     await ensure_topics(settings.kafka.bootstrap_servers, topics.all(), partitions=settings.kafka.partitions)

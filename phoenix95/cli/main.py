@@ -181,6 +181,7 @@ COMMAND_MODULES = (
     "stores",
     "replay",
     "bench",
+    "notify",
     "exchange",
     "feed",
 )

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from phoenix95.schemas import topics as topic_names
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import (
@@ -22,9 +24,8 @@ from phoenix95.schemas.messages import (
     RiskVerdict,
     Signal,
 )
+from phoenix95.schemas.topics import Topics
 from phoenix95.storage.retry import retry_transient
-from phoenix95.streams import topics as topic_names
-from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -114,3 +115,31 @@ class EventProducer:
             await self._producer.send(topic, value, key=key, headers=headers) for topic, key, value, headers in encoded
         ]
         await asyncio.gather(*futures)
+
+
+class LazyProducer:
+    """An EventProducer started on first use (for a connector that publishes rarely: control events)."""
+
+    def __init__(self, settings: Any, client_id: str = "phoenix95-exchange"):
+        self.settings = settings
+        self.client_id = client_id
+        self._producer: EventProducer | None = None
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if self._producer is None:
+            codec = Codec.for_settings(self.settings)
+            codec.prepare()
+            producer = EventProducer(
+                self.settings.kafka.bootstrap_servers,
+                Topics(self.settings.namespace),
+                codec,
+                client_id=self.client_id,
+            )
+            await producer.start()
+            self._producer = producer
+        await self._producer.publish(events)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -15,12 +15,15 @@ from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
 from phoenix95.agents.risk import RiskStage
+from phoenix95.connectors.exchange.brackets import brackets_from_file, bundled_brackets
 from phoenix95.connectors.exchange.factory import build_exchange
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
@@ -29,18 +32,16 @@ from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
 from phoenix95.streams import stages
-from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.metrics import TimedSink
-from phoenix95.streams.producer import EventProducer
-from phoenix95.streams.topics import Topics
+from phoenix95.streams.producer import EventProducer, LazyProducer
 
 logger = logging.getLogger(__name__)
 
 
 def brackets_for(settings: Settings) -> BracketTable:
     if settings.risk.brackets_file is not None:
-        return BracketTable.from_file(str(settings.risk.brackets_file))
-    return BracketTable.bundled()
+        return brackets_from_file(str(settings.risk.brackets_file))
+    return bundled_brackets()
 
 
 def trading_config(settings: Settings) -> TradingConfig:
@@ -109,9 +110,11 @@ class StageRuntime:
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
+        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag, metrics=self.metrics)
         await stage.start()
-        sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
+        # a stage that writes its own rows (the notification hub's outbox) brings its sink
+        own_sink: Sink | None = getattr(stage, "own_sink", None)
+        sink: Sink = own_sink if own_sink is not None else StoreSink(self.database, self.redis, self.timeseries)
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
             self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
@@ -121,9 +124,23 @@ class StageRuntime:
         self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics, outbox=outbox)
         await self.runner.drain_outbox()  # before the first batch: what a killed worker left
         self._started = True
+        await self._announce("started", "info")
         return self.runner
 
+    async def _announce(self, state: str, severity: str) -> None:
+        """A worker event on p95.control.events ("started", "stopping") for the notification hub."""
+        from phoenix95.notify.heartbeat import worker_event
+
+        if self.producer is None:
+            return
+        try:
+            await asyncio.wait_for(self.producer.publish([worker_event(self.stage_name, state, severity)]), 5.0)
+        except Exception as error:  # never blocks a start or a shutdown
+            logger.warning("stage %s: could not announce %s: %s", self.stage_name, state, error)
+
     async def stop(self) -> None:
+        if self._started:
+            await self._announce("stopping", "warning")
         if self.runner is not None:
             await self.runner.stage.stop()
         if self.lag is not None:
@@ -165,6 +182,8 @@ class StageContext:
     codec: Codec
     database: Database
     lag: Any = None
+    #: The process's PipelineMetrics (its registry serves /metrics), if it serves them.
+    metrics: Any = None
 
     @property
     def topics(self) -> Topics:
@@ -206,7 +225,7 @@ def _build_execution(context: StageContext) -> Stage:
     settings, config = context.settings, context.config
     return ExecutionStage(
         context.codec,
-        build_exchange(settings, context.database, config),
+        build_exchange(settings, context.database, config, publisher=LazyProducer(settings)),
         PgExecutionState(context.database),
         quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
         price_history=settings.execution.price_history,
@@ -229,15 +248,25 @@ def _build_positions(context: StageContext) -> Stage:
     )
 
 
+def _build_notifications(context: StageContext) -> Stage:
+    from phoenix95.notify.runtime import build
+
+    registry = getattr(context.metrics, "registry", None)
+    return build(context.settings, context.codec, context.database, registry=registry)
+
+
 #: One builder per stage of `streams/stages.py` (a new stage adds its builder here).
 BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
     stages.ANALYSIS.name: _build_analysis,
     stages.RISK.name: _build_risk,
     stages.EXECUTION.name: _build_execution,
     stages.POSITIONS.name: _build_positions,
+    stages.NOTIFICATIONS.name: _build_notifications,
 }
 
 
-def build_stage(name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None) -> Stage:
+def build_stage(
+    name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None, metrics: Any = None
+) -> Stage:
     stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag))
+    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics))

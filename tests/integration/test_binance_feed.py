@@ -70,10 +70,10 @@ async def test_the_feed_runs_as_a_worker_stage_and_publishes_to_the_prices_topic
     import os
     import sys
 
+    from phoenix95.connectors.kafka_admin import read_records
     from phoenix95.schemas.codec import Codec
+    from phoenix95.schemas.topics import Topics
     from phoenix95.settings import get_settings
-    from phoenix95.streams.admin import read_records
-    from phoenix95.streams.topics import Topics
 
     async with BinanceSimulator() as sim:
         env = {

@@ -14,12 +14,13 @@ import pytest
 
 from phoenix95.connectors.exchange.intents import Intent
 from phoenix95.connectors.exchange.live import LiveExchange
+from phoenix95.connectors.kafka_admin import ensure_topics, read_records
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import ControlEvent
+from phoenix95.schemas.topics import Topics
 from phoenix95.storage import queries
 from phoenix95.storage.postgres import Database, migrate
-from phoenix95.streams.admin import ensure_topics, read_records
-from phoenix95.streams.topics import Topics
+from phoenix95.streams.producer import LazyProducer
 from tests.binance_sim import BinanceSimulator
 from tests.exchange_helpers import StageDriver, approved_verdict, client_id_of, sim_settings, write_open_position
 
@@ -66,7 +67,7 @@ async def test_restart_adopts_closes_and_flags_exactly_the_planted_differences_a
     async with BinanceSimulator() as sim, Database(services.postgres, schema=namespace.schema) as db:
         settings = sim_settings(sim.base_url)
         planted = await _plant(sim, db, settings, stranger=True)
-        restarted = LiveExchange(settings, db, symbols=["BTCUSDT", "ETHUSDT"])
+        restarted = LiveExchange(settings, db, symbols=["BTCUSDT", "ETHUSDT"], publisher=LazyProducer(settings))
         try:
             report = await restarted.start()
         finally:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from phoenix95.agents.risk_desk import RiskDesk
-from phoenix95.domain.brackets import BracketTable
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.convert import analyze
@@ -28,7 +28,7 @@ def _decide(desk: RiskDesk, price_age_s: float | None):
 
 def test_a_signal_with_fresh_market_data_passes_and_one_with_stale_or_no_data_is_stale():
     def desk() -> RiskDesk:
-        return RiskDesk(TradingConfig(), BracketTable.bundled(), clock="wall", max_market_data_age_seconds=15)
+        return RiskDesk(TradingConfig(), bundled_brackets(), clock="wall", max_market_data_age_seconds=15)
 
     fresh = _decide(desk(), 2)
     assert fresh.approved, fresh.details
@@ -40,7 +40,7 @@ def test_a_signal_with_fresh_market_data_passes_and_one_with_stale_or_no_data_is
 
 
 def test_without_a_limit_the_age_of_market_data_is_not_checked():
-    desk = RiskDesk(TradingConfig(), BracketTable.bundled(), clock="wall")
+    desk = RiskDesk(TradingConfig(), bundled_brackets(), clock="wall")
     assert _decide(desk, 40).approved
 
 

@@ -369,7 +369,7 @@ class BinanceExchange:
             "UNKNOWN": "EXCHANGE_STATUS_UNKNOWN",
             "SENT": "EXCHANGE_STATUS_UNKNOWN",
             "NOT_PLACED": "EXCHANGE_NOT_PLACED",
-        }.get(intent.status) or (f"EXCHANGE_REJECTED {intent.reject_code}" if intent.reject_code else None)
+        }.get(intent.status, "EXCHANGE_REJECTED")
         if intent.reject_reason and intent.reject_reason.startswith("EXCHANGE_HALTED"):
             reason = "EXCHANGE_HALTED"
         return ExchangeOrder(
@@ -379,7 +379,7 @@ class BinanceExchange:
             side=intent.side,  # type: ignore[arg-type]
             quantity=intent.quantity,
             status=status,  # type: ignore[arg-type]
-            reason=reason or "EXCHANGE_REJECTED",
+            reason=reason,
         )
 
     # -- protection ------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from phoenix95.connectors.exchange.base import ExchangeConnector
 from phoenix95.domain.config import TradingConfig
 from phoenix95.settings import Settings
@@ -12,7 +14,9 @@ class ExchangeConfigError(ValueError):
     """The exchange settings cannot trade (missing keys, live without confirmation)."""
 
 
-def build_exchange(settings: Settings, database: Database, config: TradingConfig) -> ExchangeConnector:
+def build_exchange(
+    settings: Settings, database: Database, config: TradingConfig, *, publisher: Any = None
+) -> ExchangeConnector:
     if not settings.exchange.live():
         from phoenix95.connectors.exchange.paper import PaperExchange
 
@@ -22,4 +26,4 @@ def build_exchange(settings: Settings, database: Database, config: TradingConfig
         raise ExchangeConfigError("; ".join(problems))
     from phoenix95.connectors.exchange.live import LiveExchange
 
-    return LiveExchange(settings, database, symbols=sorted(config.allowed_symbols))
+    return LiveExchange(settings, database, symbols=sorted(config.allowed_symbols), publisher=publisher)

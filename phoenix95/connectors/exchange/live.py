@@ -40,7 +40,7 @@ class ExchangeStartError(RuntimeError):
 class LiveExchange:
     """`ExchangeConnector` for Binance, with start/stop for the execution stage."""
 
-    def __init__(self, settings: Settings, database: Database, *, symbols: Sequence[str] = ()):
+    def __init__(self, settings: Settings, database: Database, *, symbols: Sequence[str] = (), publisher: Any = None):
         self.settings = settings
         self.database = database
         self.rest = BinanceRest(settings.exchange, on_halt=self._halt)
@@ -49,7 +49,8 @@ class LiveExchange:
         self.reconciler = Reconciler(self.exchange, database, symbols=list(symbols))
         self.stream = UserStream(self.exchange, settings.exchange)
         self._tasks: list[asyncio.Task[Any]] = []
-        self._producer: Any = None
+        #: Produces ControlEvents (`publish(events)`, optional `stop()`); None: logged only.
+        self._producer: Any = publisher
         self.last_report: Report | None = None
 
     # -- the port --------------------------------------------------------------------------------
@@ -92,8 +93,9 @@ class LiveExchange:
                 await task
         self._tasks.clear()
         await self.rest.close()
-        if self._producer is not None:
-            await self._producer.stop()
+        stop = getattr(self._producer, "stop", None)
+        if stop is not None:
+            await stop()
 
     async def reconcile(self, *, trigger: str, act: bool) -> Report:
         report = await self.reconciler.run(trigger=trigger, act=act, halt=True)
@@ -125,22 +127,10 @@ class LiveExchange:
 
     async def publish(self, kind: str, severity: str, subject: str, message: str, details: dict[str, Any]) -> None:
         event = control_event(kind, severity, subject, message, details, actor=f"exchange:{self.name}")
+        if self._producer is None:
+            logger.warning("exchange: %s (%s): %s", kind, severity, message)
+            return
         try:
-            if self._producer is None:
-                from phoenix95.schemas.codec import Codec
-                from phoenix95.streams.producer import EventProducer
-                from phoenix95.streams.topics import Topics
-
-                codec = Codec.for_settings(self.settings)
-                codec.prepare()
-                producer = EventProducer(
-                    self.settings.kafka.bootstrap_servers,
-                    Topics(self.settings.namespace),
-                    codec,
-                    client_id="phoenix95-exchange",
-                )
-                await producer.start()
-                self._producer = producer
             await asyncio.wait_for(self._producer.publish([event]), timeout=10)
         except Exception as error:  # the event is also in the log and (reconciliation) in PostgreSQL
             logger.warning("exchange: control event not published (%s): %s", error, message)
