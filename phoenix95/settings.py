@@ -47,6 +47,10 @@ class KafkaSettings(BaseModel):
     batch_max_records: int = Field(2000, ge=1)
     batch_within_s: float = Field(0.005, gt=0)
     linger_ms: int = Field(1, ge=0)
+    #: The stages' producers always wait for every in-sync replica (acks=all). Idempotence (no
+    #: duplicate or reordered batch on a producer retry) needs a broker that answers InitProducerId:
+    #: Apache Kafka does (the cluster compose file turns it on), Tansu does not (keep it off there).
+    idempotent_producer: bool = False
     schema_registry_url: str | None = None
 
 

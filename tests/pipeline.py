@@ -26,11 +26,17 @@ TIMEOUT_SCALE = float(os.environ.get("P95_TEST_TIMEOUT_SCALE", "1"))
 
 
 class Pipeline:
-    def __init__(self, ns: Namespace, stages: Sequence[str] = STAGES, web_ports: dict[str, int] | None = None):
+    def __init__(
+        self,
+        ns: Namespace,
+        stages: Sequence[str] = STAGES,
+        web_ports: dict[str, int] | None = None,
+        instances: int = 1,
+    ):
         self.ns = ns
         self.settings = Settings()  # from the environment the namespace fixture exported
         self.topics = Topics(ns.name)
-        self.workers = WorkerSet(stages, env=ns.env, log_dir=ns.home / "logs", web_ports=web_ports)
+        self.workers = WorkerSet(stages, env=ns.env, log_dir=ns.home / "logs", web_ports=web_ports, instances=instances)
         self.codec = Codec()
 
     async def prepare(self) -> None:
@@ -84,7 +90,7 @@ class Pipeline:
             while time.monotonic() < deadline:
                 if await check(db):
                     return
-                dead = [s for s in self.workers.stages if not self.workers.alive(s)]
+                dead = [s for s in self.workers.names if not self.workers.alive(s)]
                 if dead:
                     raise AssertionError(f"worker(s) {dead} died; see {self.ns.home / 'logs'}")
                 await asyncio.sleep(0.3)

@@ -23,6 +23,7 @@ db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -145,11 +146,14 @@ def worker(
         help="Serve /metrics on this port; with several stages the first gets it, the next ones consecutive ports.",
     ),
     log_level: str = typer.Option("info", "--log-level"),
+    instances: int = typer.Option(
+        1, "--instances", help="Processes per stage, sharing the stage's consumer group (docs/scaling.md)."
+    ),
 ) -> None:
     """Run pipeline stages. One stage runs in this process; several run as supervised processes."""
     from phoenix95.cli.worker import run_worker
 
-    run_worker(stage or [], web_port=web_port, log_level=log_level)
+    run_worker(stage or [], web_port=web_port, log_level=log_level, instances=instances)
 
 
 @app.command()

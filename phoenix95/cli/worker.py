@@ -1,5 +1,10 @@
 """`p95 worker`: run one stage in this process (a Faust worker), or several as supervised processes.
 
+`--instances N` runs N processes of each chosen stage (`risk-1`, `risk-2`, ...) in the stage's one
+consumer group: they share its partitions, and a rebalance hands a killed or stopped instance's
+partitions to the others (docs/scaling.md). The same holds for `p95 worker --stage X` started on
+several machines against the same brokers and PostgreSQL.
+
 With several stages, `--web-port N` gives the first stage port N and each next one the next port
 (`--stage analysis --stage risk --web-port 6066`: analysis on 6066, risk on 6067); the mapping is
 printed at start.
@@ -40,7 +45,11 @@ def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
     return {stage: first_port + index for index, stage in enumerate(stages)}
 
 
-def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -> None:
+def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str, instances: int = 1) -> None:
+    if instances < 1:
+        from phoenix95.cli.console import UserError
+
+        raise UserError(f"--instances {instances}: give 1 or more")
     unknown = [s for s in stages if s not in BY_NAME and s not in EXTRA_STAGES]
     if unknown:
         from phoenix95.cli.console import UserError
@@ -51,11 +60,14 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
     chosen = list(dict.fromkeys(stages)) or list(default_stages(settings))
     if "notifications" in chosen:
         check_notify_config(settings)
-    ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
+    from phoenix95.streams.supervisor import instance_names
+
+    names = instance_names(chosen, instances)  # `risk-1`, `risk-2`, ... with several instances
+    ports = stage_web_ports(names, web_port) if web_port is not None else {}
     if ports and max(ports.values()) > 65535:
         from phoenix95.cli.console import UserError
 
-        raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
+        raise UserError(f"--web-port {web_port}: {len(names)} workers need ports up to {max(ports.values())}")
     from phoenix95.streams.wiring import prepare
 
     prepare(settings)
@@ -65,13 +77,15 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
     if chosen == ["feed"]:
         run_feed(settings)
         return
-    if len(chosen) == 1:
+    if len(names) == 1:
         run_stage(chosen[0], web_port=web_port, log_level=log_level)
         return
     from phoenix95.streams.supervisor import WorkerSet
 
-    workers = WorkerSet(chosen, log_dir=settings.home / "logs", web_ports=ports, log_level=log_level)
-    logger.info("supervising %s", ", ".join(chosen))
+    workers = WorkerSet(
+        chosen, log_dir=settings.home / "logs", web_ports=ports, log_level=log_level, instances=instances
+    )
+    logger.info("supervising %s", ", ".join(names))
     announce_ports(ports, settings.metrics.host)
     workers.supervise()
 

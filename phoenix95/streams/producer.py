@@ -26,6 +26,7 @@ from phoenix95.schemas.messages import (
 )
 from phoenix95.schemas.topics import Topics
 from phoenix95.storage.retry import retry_transient
+from phoenix95.streams.ownership import BOOK_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ TOPIC_OF: dict[type[Event], str] = {
 def key_of(event: Event) -> bytes | None:
     if isinstance(event, DeadLetter):
         return event.original_key
+    if isinstance(event, Analysis):
+        # the risk stage's input: keyed by book, so one risk instance decides for a whole book at a
+        # time and its portfolio limits stay exact with several instances (docs/scaling.md)
+        return BOOK_KEY
     symbol = getattr(event, "symbol", None)
     return symbol.encode() if isinstance(symbol, str) else None
 
@@ -66,6 +71,7 @@ class EventProducer:
         linger_ms: int = 1,
         client_id: str = "phoenix95",
         request_timeout_ms: int = 30000,
+        enable_idempotence: bool = False,
     ):
         self.topics = topics
         self.codec = codec
@@ -76,7 +82,9 @@ class EventProducer:
             linger_ms=linger_ms,
             max_batch_size=1 << 20,
             request_timeout_ms=request_timeout_ms,
-            enable_idempotence=False,  # Tansu cannot: InitProducerId fails (see README, Guarantees)
+            # Tansu cannot (InitProducerId fails: see README, Guarantees); Apache Kafka can
+            # (`kafka.idempotent_producer`, on in docker-compose.cluster.yml)
+            enable_idempotence=enable_idempotence,
         )
         self._started = False
 

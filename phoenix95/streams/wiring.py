@@ -65,6 +65,8 @@ class StageRuntime:
     runner: StageRunner | None = None
     metrics: Any = None
     lag: Any = None
+    #: The symbols this instance owns (`streams/ownership.py`), kept by the app's rebalance hooks.
+    ownership: Any = None
     _started: bool = field(default=False, repr=False)
 
     async def start(self) -> StageRunner:
@@ -106,11 +108,20 @@ class StageRuntime:
             codec,
             linger_ms=settings.kafka.linger_ms,
             client_id=f"phoenix95-{self.stage_name}",
+            enable_idempotence=settings.kafka.idempotent_producer,
         )
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag, metrics=self.metrics)
+        stage = build_stage(
+            self.stage_name,
+            settings,
+            codec,
+            self.database,
+            lag=self.lag,
+            metrics=self.metrics,
+            ownership=self.ownership,
+        )
         await stage.start()
         # a stage that writes its own rows (the notification hub's outbox) brings its sink
         own_sink: Sink | None = getattr(stage, "own_sink", None)
@@ -184,6 +195,7 @@ class StageContext:
     lag: Any = None
     #: The process's PipelineMetrics (its registry serves /metrics), if it serves them.
     metrics: Any = None
+    ownership: Any = None
 
     @property
     def topics(self) -> Topics:
@@ -245,6 +257,7 @@ def _build_positions(context: StageContext) -> Stage:
         price_history=settings.execution.price_history,
         prices_topic=context.topics.market_prices,
         mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
+        ownership=context.ownership,
     )
 
 
@@ -266,7 +279,14 @@ BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
 
 
 def build_stage(
-    name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None, metrics: Any = None
+    name: str,
+    settings: Settings,
+    codec: Codec,
+    database: Database,
+    *,
+    lag: Any = None,
+    metrics: Any = None,
+    ownership: Any = None,
 ) -> Stage:
     stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics))
+    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics, ownership))

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -119,10 +119,16 @@ class Chaos:
         return thread
 
 
-def kill_plan(duration: float, kills: int, seed: int = 5) -> list[tuple[float, str]]:
-    """At least one kill of every stage, spread over the run."""
+def kill_plan(
+    duration: float, kills: int, seed: int = 5, targets: Sequence[str] | None = None
+) -> list[tuple[float, str]]:
+    """At least one kill of every stage, spread over the run. With `targets` (worker names, e.g.
+    the instances `risk-1`, `risk-2`, ...): `kills` kills taken from them in their order, cycling."""
     rng = random.Random(seed)
-    stages = list(STAGES) + [rng.choice(STAGES) for _ in range(max(0, kills - len(STAGES)))]
+    if targets is not None:
+        stages = [targets[index % len(targets)] for index in range(kills)]
+    else:
+        stages = list(STAGES) + [rng.choice(STAGES) for _ in range(max(0, kills - len(STAGES)))]
     rng.shuffle(stages)
     slots = [duration * (i + 1) / (len(stages) + 1) for i in range(len(stages))]
     return [
