@@ -128,6 +128,9 @@ class RiskSettings(BaseModel):
     starting_equity: Decimal = Decimal("10000")
     #: Reject new signals with SIGNAL_STALE while the analysis or risk stage lags more than this.
     max_pipeline_lag_s: float = 30.0
+    #: Wall clock: reject with SIGNAL_STALE when the symbol's latest market price is older than this
+    #: (a stale live feed). 0 = off; with a live exchange (P95_EXCHANGE__KIND) it defaults to 15 s.
+    max_market_data_age_s: float = Field(0.0, ge=0)
     #: wall: staleness and monitoring use the wall clock (live trading); event: the latest market
     #: event time (replays and the demo, which replays recorded candles).
     clock: Literal["wall", "event"] = "wall"
@@ -170,6 +173,59 @@ class ExecutionSettings(BaseModel):
     quiet_feed_fill_after_s: float = 2.0
     #: Price events kept per symbol to find "the next price after the decision".
     price_history: int = 5000
+
+
+class ExchangeSettings(BaseModel):
+    """The exchange connector (``P95_EXCHANGE__*``). ``paper`` (the default) fills on the paper model;
+    ``binance-demo`` trades on Binance's USDⓈ-M demo environment; ``binance`` trades real money and also
+    needs ``P95_EXCHANGE__LIVE_CONFIRM=yes``."""
+
+    kind: Literal["paper", "binance-demo", "binance"] = "paper"
+    api_key: SecretStr = SecretStr("")
+    api_secret: SecretStr = SecretStr("")
+    live_confirm: str = ""
+    #: REST base URL override (a local simulator in the tests), e.g. http://127.0.0.1:9999.
+    base_url: str | None = None
+    #: Websocket base URL override (default: derived from base_url, else Binance's).
+    ws_url: str | None = None
+    recv_window_ms: int = Field(5000, ge=1, le=60000)
+    request_timeout_s: float = Field(10.0, gt=0)
+    #: An order whose answer was lost or ambiguous (-1006/-1007, 5xx, timeout) is asked for by its client
+    #: order id this many times, this far apart, before it is left UNKNOWN for reconciliation.
+    resolve_attempts: int = Field(6, ge=1)
+    resolve_interval_s: float = Field(0.5, ge=0)
+    #: An UNKNOWN order the exchange still does not know this long after recvWindow was never placed
+    #: (Binance refuses a request older than its recvWindow): it is settled NOT_PLACED, never re-sent.
+    not_placed_after_s: float = Field(5.0, ge=0)
+    #: Reconcile with the exchange this often while running (0 = only at start).
+    reconcile_interval_s: float = Field(60.0, ge=0)
+    #: Poll fills/positions by REST this often when the user-data stream is down.
+    poll_interval_s: float = Field(5.0, gt=0)
+    #: Alarm (p95_exchange_clock_drift_seconds) when the local clock is off by more than this.
+    max_clock_drift_s: float = Field(1.0, gt=0)
+    #: Stop sending when the used request weight reaches this fraction of the limit (1-minute window).
+    weight_headroom: float = Field(0.9, gt=0, le=1)
+    #: Place reduce-only stop-loss and take-profit orders at the exchange after an entry fills.
+    protection: bool = True
+    #: Symbols of `p95 worker --stage feed` (default: the allowed symbols).
+    feed_symbols: list[str] = Field(default_factory=list)
+
+    def live(self) -> bool:
+        return self.kind != "paper"
+
+    #: The stale-feed limit risk applies with a live exchange unless P95_RISK__MAX_MARKET_DATA_AGE_S is set.
+    default_market_data_age_s: float = Field(15.0, gt=0)
+
+    def problems(self) -> list[str]:
+        """Why this configuration cannot trade (empty when it can)."""
+        if not self.live():
+            return []
+        problems = []
+        if not self.api_key.get_secret_value() or not self.api_secret.get_secret_value():
+            problems.append("P95_EXCHANGE__API_KEY and P95_EXCHANGE__API_SECRET are required for " + self.kind)
+        if self.kind == "binance" and self.live_confirm != "yes":
+            problems.append("P95_EXCHANGE__KIND=binance trades real money: also set P95_EXCHANGE__LIVE_CONFIRM=yes")
+        return problems
 
 
 class WebhookSettings(BaseModel):
@@ -311,6 +367,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
@@ -346,6 +403,12 @@ class Settings(BaseSettings):
         if self.redis.url is None:
             raise RuntimeError("no Redis configured: run `p95 up` or set P95_REDIS__URL")
         return self.redis.url.get_secret_value()
+
+    def market_data_age_limit(self) -> float | None:
+        """Seconds after which risk calls a symbol's market data stale (None: not checked)."""
+        if self.risk.max_market_data_age_s > 0:
+            return self.risk.max_market_data_age_s
+        return self.exchange.default_market_data_age_s if self.exchange.live() else None
 
     def masked(self) -> dict[str, Any]:
         """Everything, with secrets masked (for `p95 config show`)."""

@@ -65,6 +65,17 @@ class ExecutionStage(Stage):
         self.pending: dict[tuple[str, int, int], _Pending] = {}
         self._monotonic = monotonic
 
+    async def start(self) -> None:
+        """A live exchange connects and reconciles here, before the first verdict becomes an order."""
+        starter = getattr(self.exchange, "start", None)
+        if starter is not None:
+            await starter()
+
+    async def stop(self) -> None:
+        stopper = getattr(self.exchange, "stop", None)
+        if stopper is not None:
+            await stopper()
+
     def reset(self) -> None:
         self.prices.clear()
         self.pending.clear()
@@ -210,6 +221,11 @@ class ExecutionStage(Stage):
                     time=max(tick.time, verdict.ts_event),
                     volume=tick.volume,
                     price_event_id=tick.event_id,
+                    leverage=verdict.plan.leverage if verdict.plan is not None else None,
+                    margin_mode=verdict.plan.margin_mode if verdict.plan is not None else None,
+                    stop_loss=verdict.plan.stop_loss_price if verdict.plan is not None else None,
+                    take_profit=verdict.plan.take_profit_price if verdict.plan is not None else None,
+                    planned_entry=verdict.plan.entry_price if verdict.plan is not None else None,
                 )
             )
         placed = dict(known)
@@ -222,6 +238,8 @@ class ExecutionStage(Stage):
             reason = rejected.get(verdict.verdict_id)
             if exchange_order is None and reason is None:
                 reason = OrderRejectReason.EXCHANGE_DID_NOT_ACCEPT
+            elif exchange_order is not None and exchange_order.status != "FILLED" and reason is None:
+                reason = _exchange_reason(exchange_order.reason)
             order = order_message(
                 verdict, client_id, exchange_order, reason, quantities[verdict.verdict_id], self.exchange.name
             )
@@ -256,3 +274,11 @@ def is_kill_switch_close(verdict: RiskVerdict) -> bool:
         and verdict.close_position_id is not None
         and verdict.verdict_id == ids.kill_switch_verdict_id(verdict.close_position_id)
     )
+
+
+def _exchange_reason(text: str | None) -> OrderRejectReason:
+    """A live connector's reason for an order it did not fill."""
+    try:
+        return OrderRejectReason(text or "EXCHANGE_REJECTED")
+    except ValueError:
+        return OrderRejectReason.EXCHANGE_REJECTED

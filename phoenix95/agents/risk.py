@@ -59,6 +59,7 @@ class RiskStage(Stage):
         hold_timeout: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
         locks: Callable[[], Awaitable[Mapping[str, SymbolLock]]] | None = None,
+        max_market_data_age_seconds: float | None = None,
     ):
         self.codec = codec
         #: Reads the compliance monitor's symbol locks (cached by the reader).
@@ -69,7 +70,14 @@ class RiskStage(Stage):
         self.prices_topic = prices_topic
         self.hold_timeout = hold_timeout
         self._monotonic = monotonic
-        self.desk = RiskDesk(config, brackets, clock=clock, funding=funding, max_lag_seconds=max_lag_seconds)
+        self.desk = RiskDesk(
+            config,
+            brackets,
+            clock=clock,
+            funding=funding,
+            max_lag_seconds=max_lag_seconds,
+            max_market_data_age_seconds=max_market_data_age_seconds,
+        )
         self.held: dict[tuple[str, int, int], _Held] = {}
         #: When each symbol's prices last reached this stage (monotonic seconds): a held analysis is
         #: decided without its prices only once the prices it waits for stopped coming, not while

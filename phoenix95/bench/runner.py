@@ -28,6 +28,7 @@ SCENARIOS = (
     "tap",
     "notify_latency",
     "e2e_notifications",
+    "exchange_order_ack",
 )
 
 
@@ -104,6 +105,10 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import replay
 
         return replay.kafka(settings, quick=quick)
+    if name == "exchange_order_ack":
+        from phoenix95.bench import exchange
+
+        return exchange.run(settings.postgres_url(), quick=quick)
     if name in ("tap", "webhook_ack_latency"):
         from phoenix95.bench import external
 

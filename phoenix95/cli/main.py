@@ -135,7 +135,10 @@ def db_migrate() -> None:
 @app.command()
 def worker(
     stage: list[str] = typer.Option(
-        None, "--stage", "-s", help="Stage(s) to run: analysis, risk, execution, positions. Default: all."
+        None,
+        "--stage",
+        "-s",
+        help="Stage(s) to run: analysis, risk, execution, positions (default: all); feed: the live Binance market feed.",
     ),
     web_port: int = typer.Option(
         None,
@@ -185,6 +188,8 @@ COMMAND_MODULES = (
     "notify",
     "audit",
     "compliance",
+    "exchange",
+    "feed",
 )
 
 

@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: Worker stages that are not consumer stages of the registry: run only when named (`--stage feed`: the
+#: live Binance market feed of `p95 feed binance`, for P95_EXCHANGE__FEED_SYMBOLS or the allowed symbols).
+EXTRA_STAGES: tuple[str, ...] = ("feed",)
+
+
+def run_feed(settings: Any) -> None:
+    import asyncio
+
+    from phoenix95.cli.feed import run_feed as feed
+
+    symbols = settings.exchange.feed_symbols or sorted(settings.risk.trading_config().allowed_symbols)
+    asyncio.run(feed(settings, symbols, 0.0))
+
+
 def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
     """One /metrics port per stage: `first_port` for the first, then consecutive ports, in order."""
     return {stage: first_port + index for index, stage in enumerate(stages)}
@@ -36,11 +50,11 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str, i
         from phoenix95.cli.console import UserError
 
         raise UserError(f"--instances {instances}: give 1 or more")
-    unknown = [s for s in stages if s not in BY_NAME]
+    unknown = [s for s in stages if s not in BY_NAME and s not in EXTRA_STAGES]
     if unknown:
         from phoenix95.cli.console import UserError
 
-        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(BY_NAME)}")
+        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join([*BY_NAME, *EXTRA_STAGES])}")
     settings = get_settings()
     settings.check_production()
     if problems := settings.compliance.problems():
@@ -61,6 +75,12 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str, i
     from phoenix95.streams.wiring import prepare
 
     prepare(settings)
+    from phoenix95.cli.exchange import preflight
+
+    preflight(settings, chosen)  # wrong keys: one line, before any worker starts
+    if chosen == ["feed"]:
+        run_feed(settings)
+        return
     if len(names) == 1:
         run_stage(chosen[0], web_port=web_port, log_level=log_level)
         return

@@ -156,6 +156,8 @@ class MarketView:
     last_price: Decimal | None = None
     #: Daily volatility of the symbol's recent returns (None: not enough history for a VaR).
     daily_volatility: Decimal | None = None
+    #: Seconds since the symbol's latest market price (live trading; None: no price seen).
+    data_age_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ def evaluate(
     brackets: BracketTable,
     now: datetime,
     max_pipeline_lag_seconds: float | None = None,
+    max_market_data_age_seconds: float | None = None,
 ) -> Verdict:
     """Decide on one scored signal. Pure: same inputs, same verdict."""
     cfg = config.for_symbol(request.symbol)
@@ -251,6 +254,14 @@ def evaluate(
         found.add(
             RiskReason.SIGNAL_STALE,
             f"pipeline lag {portfolio.pipeline_lag_seconds:.1f}s > {max_pipeline_lag_seconds:.1f}s",
+        )
+    if max_market_data_age_seconds is not None and (
+        market.data_age_seconds is None or market.data_age_seconds > max_market_data_age_seconds
+    ):
+        seen = "no market data" if market.data_age_seconds is None else f"{market.data_age_seconds:.1f}s old"
+        found.add(
+            RiskReason.SIGNAL_STALE,
+            f"market data of {request.symbol}: {seen} > {max_market_data_age_seconds:.0f}s (stale feed)",
         )
     if portfolio.activity is not None:
         duplicate = portfolio.activity.find_duplicate(request, cfg.duplicate_window)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -122,3 +123,31 @@ class EventProducer:
             await self._producer.send(topic, value, key=key, headers=headers) for topic, key, value, headers in encoded
         ]
         await asyncio.gather(*futures)
+
+
+class LazyProducer:
+    """An EventProducer started on first use (for a connector that publishes rarely: control events)."""
+
+    def __init__(self, settings: Any, client_id: str = "phoenix95-exchange"):
+        self.settings = settings
+        self.client_id = client_id
+        self._producer: EventProducer | None = None
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if self._producer is None:
+            codec = Codec.for_settings(self.settings)
+            codec.prepare()
+            producer = EventProducer(
+                self.settings.kafka.bootstrap_servers,
+                Topics(self.settings.namespace),
+                codec,
+                client_id=self.client_id,
+            )
+            await producer.start()
+            self._producer = producer
+        await self._producer.publish(events)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -17,7 +17,7 @@ from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
 from phoenix95.agents.risk import RiskStage
 from phoenix95.connectors.exchange.brackets import brackets_from_file, bundled_brackets
-from phoenix95.connectors.exchange.paper import PaperExchange
+from phoenix95.connectors.exchange.factory import build_exchange
 from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.brackets import BracketTable
@@ -36,7 +36,7 @@ from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
 from phoenix95.streams import stages
 from phoenix95.streams.metrics import TimedSink
-from phoenix95.streams.producer import EventProducer
+from phoenix95.streams.producer import EventProducer, LazyProducer
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +243,7 @@ def _build_risk(context: StageContext) -> Stage:
         funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
         hold_timeout=settings.execution.quiet_feed_fill_after_s,
         locks=LockCache(context.database).get,
+        max_market_data_age_seconds=settings.market_data_age_limit() if settings.risk.clock == "wall" else None,
     )
 
 
@@ -250,7 +251,7 @@ def _build_execution(context: StageContext) -> Stage:
     settings, config = context.settings, context.config
     return ExecutionStage(
         context.codec,
-        PaperExchange(context.database, config),
+        build_exchange(settings, context.database, config, publisher=LazyProducer(settings)),
         PgExecutionState(context.database),
         quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
         price_history=settings.execution.price_history,
