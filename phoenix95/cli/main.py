@@ -23,6 +23,7 @@ db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -134,19 +135,27 @@ def db_migrate() -> None:
 @app.command()
 def worker(
     stage: list[str] = typer.Option(
-        None, "--stage", "-s", help="Stage(s) to run: analysis, risk, execution, positions. Default: all."
+        None,
+        "--stage",
+        "-s",
+        help="Stage(s) to run: analysis, risk, execution, positions, feed (simulated prices). "
+        "Default: the four pipeline stages.",
     ),
+    feed: bool = typer.Option(False, "--feed", help="Also run the simulated market-data feed (P95_FEED__*)."),
     web_port: int = typer.Option(
         None,
         "--web-port",
-        help="Serve /metrics on this port; with several stages the first gets it, the next ones consecutive ports.",
+        help="Serve /health and /metrics on this port (0: free ports); with several stages the first gets it, "
+        "the next ones consecutive ports. Default: each stage's port (P95_PORTS__<STAGE>: analysis 8103, "
+        "risk 8104, execution 8106, positions 8107, feed 8102).",
     ),
+    no_web: bool = typer.Option(False, "--no-web", help="Serve no /health and /metrics."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Run pipeline stages. One stage runs in this process; several run as supervised processes."""
     from phoenix95.cli.worker import run_worker
 
-    run_worker(stage or [], web_port=web_port, log_level=log_level)
+    run_worker(stage or [], web_port=web_port, log_level=log_level, web=not no_web, feed=feed)
 
 
 @app.command()
@@ -167,7 +176,19 @@ def demo(
 
 
 #: Command modules, each with `register(app)`: one module per area keeps this file small.
-COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench")
+COMMAND_MODULES = (
+    "publish",
+    "serve",
+    "tap",
+    "lag",
+    "risk",
+    "trading",
+    "dlq",
+    "stores",
+    "replay",
+    "bench",
+    "market_feed",
+)
 
 
 def _register_commands() -> None:

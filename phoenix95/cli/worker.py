@@ -27,23 +27,45 @@ def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
     return {stage: first_port + index for index, stage in enumerate(stages)}
 
 
-def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -> None:
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        from phoenix95.cli.console import UserError
+#: What `p95 worker --stage` runs: the pipeline stages, and the simulated market-data feed.
+WORKER_STAGES: tuple[str, ...] = (*STAGES, "feed")
 
-        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(STAGES)}")
+
+def run_worker(
+    stages: Sequence[str], *, web_port: int | None, log_level: str, web: bool = True, feed: bool = False
+) -> None:
+    """Run the stages (default: the four pipeline stages; `feed` adds the simulated feed). Each
+    serves /health and /metrics on its port from the settings (P95_PORTS__<STAGE>), or from
+    `web_port` on (consecutive), unless `web` is off."""
+    from phoenix95.cli.console import UserError
+    from phoenix95.cli.ports import check_port_free
+
+    unknown = [s for s in stages if s not in WORKER_STAGES]
+    if unknown:
+        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(WORKER_STAGES)}")
     settings = get_settings()
     settings.check_production()
     chosen = list(dict.fromkeys(stages)) or list(STAGES)
-    ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
+    if feed and "feed" not in chosen:
+        chosen.append("feed")
+    if not web:
+        ports: dict[str, int] = {}
+    elif web_port is not None:
+        ports = stage_web_ports(chosen, web_port) if web_port else dict.fromkeys(chosen, 0)
+    else:
+        ports = {stage: settings.port_of(stage) for stage in chosen}
     if ports and max(ports.values()) > 65535:
-        from phoenix95.cli.console import UserError
-
         raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
+    for stage, port in ports.items():
+        check_port_free(
+            settings.metrics.host, port, what=f"the {stage} stage", setting=f"P95_PORTS__{stage.upper()} or --web-port"
+        )
     prepare(settings)
     if len(chosen) == 1:
-        run_stage(chosen[0], web_port=web_port, log_level=log_level)
+        if chosen[0] == "feed":
+            run_feed_stage(settings, web_port=ports.get("feed"))
+        else:
+            run_stage(chosen[0], web_port=ports.get(chosen[0]), log_level=log_level)
         return
     from phoenix95.streams.supervisor import WorkerSet
 
@@ -53,6 +75,22 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
     workers.supervise()
 
 
+def run_feed_stage(settings: Any, *, web_port: int | None) -> None:
+    """The simulated feed as a worker stage, with the feed settings (P95_FEED__*)."""
+    from phoenix95.cli.market_feed import run_simulated_feed
+
+    feed = settings.feed
+    run_simulated_feed(
+        settings,
+        [symbol.upper() for symbol in feed.symbols],
+        interval_s=feed.interval_s,
+        volatility=feed.volatility,
+        seed=feed.seed,
+        starts={},
+        port=web_port,
+    )
+
+
 def announce_ports(ports: Mapping[str, int], host: str) -> None:
     """Which port serves which stage's /metrics (on stderr, and in the log)."""
     from rich.console import Console
@@ -60,7 +98,7 @@ def announce_ports(ports: Mapping[str, int], host: str) -> None:
     console = Console(stderr=True, highlight=False)
     for stage, port in ports.items():
         logger.info("stage %s: metrics on port %d", stage, port)
-        console.print(f"{stage}: http://{host}:{port}/metrics")
+        console.print(f"{stage}: http://{host}:{port}/health  /metrics")
 
 
 def prepare(settings: object) -> None:
@@ -103,11 +141,18 @@ def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
         lag = PipelineLagProbe.from_settings(settings, (stage,))  # this stage's own lag, for /metrics
     if metrics is not None and lag is not None:
         metrics.attach_lag(lag.monitor)
+    if web_port == 0:
+        from phoenix95.cli.ports import free_port
+
+        web_port = free_port(settings.metrics.host)
     app = create_app(settings, stage, web_port=web_port, metrics=metrics, lag=lag)
     if metrics is not None and stage == "positions" and settings.risk.clock == "wall":
         metrics.resolve_signal_times_with(signal_ingest_times(app.p95_runtime))  # type: ignore[attr-defined]
+    from phoenix95.monitoring.health import registered
+
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    with registered(settings.home, stage, port=web_port, host=settings.metrics.host, kind="worker"):
+        worker.execute_from_commandline()
 
 
 def signal_ingest_times(runtime: Any) -> SignalTimes:

@@ -49,6 +49,8 @@ class WorkerSet:
         command = [sys.executable, "-m", "phoenix95", "worker", "--stage", stage, "--log-level", self.log_level]
         if stage in self.web_ports:
             command += ["--web-port", str(self.web_ports[stage])]
+        else:
+            command += ["--no-web"]
         return command
 
     def start(self, stage: str | None = None) -> None:
