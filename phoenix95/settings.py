@@ -39,6 +39,10 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 
+class ServiceNotConfigured(RuntimeError):
+    """A command needs a store no setting points to (the stack is not running): says `p95 up`."""
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     partitions: int = Field(4, ge=1)
@@ -284,12 +288,16 @@ class Settings(BaseSettings):
 
     def postgres_url(self) -> str:
         if self.postgres.url is None:
-            raise RuntimeError("no PostgreSQL configured: run `p95 up` or set P95_POSTGRES__URL")
+            raise ServiceNotConfigured(
+                "no PostgreSQL configured: the stack is not running; start it with `p95 up` (or set P95_POSTGRES__URL)"
+            )
         return self.postgres.url.get_secret_value()
 
     def redis_url(self) -> str:
         if self.redis.url is None:
-            raise RuntimeError("no Redis configured: run `p95 up` or set P95_REDIS__URL")
+            raise ServiceNotConfigured(
+                "no Redis configured: the stack is not running; start it with `p95 up` (or set P95_REDIS__URL)"
+            )
         return self.redis.url.get_secret_value()
 
     def masked(self) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from phoenix95.settings import get_settings
+from phoenix95.streams.supervisor import SUPERVISED_ENV
 from phoenix95.streams.wiring import STAGES
 
 if TYPE_CHECKING:
@@ -60,6 +62,10 @@ def run_worker(
         check_port_free(
             settings.metrics.host, port, what=f"the {stage} stage", setting=f"P95_PORTS__{stage.upper()} or --web-port"
         )
+    if os.environ.get(SUPERVISED_ENV) != "1":  # what `p95 worker` supervises retries instead
+        from phoenix95.stack.ready import preflight
+
+        preflight(settings, ("broker",) if chosen == ["feed"] else ("broker", "postgres", "redis"))
     prepare(settings)
     if len(chosen) == 1:
         if chosen[0] == "feed":

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+#: Set in the environment of the stage processes a WorkerSet starts: they wait for the stores
+#: instead of failing fast (the set restarts them anyway).
+SUPERVISED_ENV = "P95_SUPERVISED"
 
 
 @dataclass
@@ -39,7 +42,7 @@ class WorkerSet:
         log_level: str = "info",
     ):
         self.stages = list(dict.fromkeys(stages))  # a stage named twice runs once
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **(env or {}), SUPERVISED_ENV: "1"}
         self.log_dir = Path(log_dir)
         self.web_ports = web_ports or {}
         self.log_level = log_level
