@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from phoenix95.settings import get_settings
-from phoenix95.streams.wiring import STAGES
+from phoenix95.streams.stages import STAGES
 from phoenix95.tap.trace import trace_signal
 from tests.conftest import Namespace, cleanup_namespace, make_namespace
 from tests.pipeline import TIMEOUT_SCALE, Pipeline
