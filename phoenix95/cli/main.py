@@ -178,12 +178,15 @@ def worker(
         "risk 8104, execution 8106, positions 8107, feed 8102).",
     ),
     no_web: bool = typer.Option(False, "--no-web", help="Serve no /health and /metrics."),
+    check: bool = typer.Option(
+        False, "--check", help="Check the stores and ports, create the topics, migrate; then exit without running."
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Run pipeline stages. One stage runs in this process; several run as supervised processes."""
     from phoenix95.cli.worker import run_worker
 
-    run_worker(stage or [], web_port=web_port, log_level=log_level, web=not no_web, feed=feed)
+    run_worker(stage or [], web_port=web_port, log_level=log_level, web=not no_web, feed=feed, check=check)
 
 
 @app.command()

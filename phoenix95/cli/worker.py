@@ -33,7 +33,13 @@ WORKER_STAGES: tuple[str, ...] = (*STAGES, "feed")
 
 
 def run_worker(
-    stages: Sequence[str], *, web_port: int | None, log_level: str, web: bool = True, feed: bool = False
+    stages: Sequence[str],
+    *,
+    web_port: int | None,
+    log_level: str,
+    web: bool = True,
+    feed: bool = False,
+    check: bool = False,
 ) -> None:
     """Run the stages (default: the four pipeline stages; `feed` adds the simulated feed). Each
     serves /health and /metrics on its port from the settings (P95_PORTS__<STAGE>), or from
@@ -68,6 +74,13 @@ def run_worker(
     from phoenix95.streams.wiring import prepare
 
     prepare(settings)
+    if check:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"ready to run {', '.join(chosen)}: the stores answer, the topics exist, the schema is migrated"
+        )
+        return
     if len(chosen) == 1:
         if chosen[0] == "feed":
             run_feed_stage(settings, web_port=ports.get("feed"))
@@ -109,13 +122,25 @@ def announce_ports(ports: Mapping[str, int], host: str) -> None:
 
 
 def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
+    from phoenix95.monitoring.health import registered
+
+    settings = get_settings()
+    if web_port == 0:
+        from phoenix95.cli.ports import free_port
+
+        web_port = free_port(settings.metrics.host)
+    # registered from the start: `p95 status` shows the stage while Faust starts ("no answer" until then)
+    with registered(settings.home, stage, port=web_port, host=settings.metrics.host, kind="worker"):
+        _run_faust_stage(settings, stage, web_port=web_port, log_level=log_level)
+
+
+def _run_faust_stage(settings: Any, stage: str, *, web_port: int | None, log_level: str) -> None:
     import faust
 
     from phoenix95.monitoring.probe import SIGNAL_PATH_STAGES, PipelineLagProbe
     from phoenix95.streams.app import create_app
     from phoenix95.streams.metrics import PipelineMetrics
 
-    settings = get_settings()
     metrics = PipelineMetrics(stage, clock=settings.risk.clock) if web_port is not None else None
     lag = None
     if stage == "risk" and settings.risk.clock == "wall":
@@ -125,18 +150,11 @@ def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
         lag = PipelineLagProbe.from_settings(settings, (stage,))  # this stage's own lag, for /metrics
     if metrics is not None and lag is not None:
         metrics.attach_lag(lag.monitor)
-    if web_port == 0:
-        from phoenix95.cli.ports import free_port
-
-        web_port = free_port(settings.metrics.host)
     app = create_app(settings, stage, web_port=web_port, metrics=metrics, lag=lag)
     if metrics is not None and stage == "positions" and settings.risk.clock == "wall":
         metrics.resolve_signal_times_with(signal_ingest_times(app.p95_runtime))  # type: ignore[attr-defined]
-    from phoenix95.monitoring.health import registered
-
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
-    with registered(settings.home, stage, port=web_port, host=settings.metrics.host, kind="worker"):
-        worker.execute_from_commandline()
+    worker.execute_from_commandline()
 
 
 def signal_ingest_times(runtime: Any) -> SignalTimes:
