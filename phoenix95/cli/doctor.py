@@ -16,7 +16,8 @@ import typer
 MIN_PYTHON = (3, 11)
 #: Most clock skew against PostgreSQL's clock still accepted (Binance refuses requests at 1 s: -1021).
 MAX_SKEW_S = 1.0
-CHECK_TIMEOUT_S = 3.0
+#: A service that refuses answers at once; this is for one that is slow (or a loaded machine).
+CHECK_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -112,7 +113,7 @@ async def _service_checks(settings: Any) -> list[Check]:
 async def _broker(settings: Any) -> Check:
     from aiokafka import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=2000)
+    client = AIOKafkaClient(bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=8000)
     try:
         await client.bootstrap()
         brokers = len(client.cluster.brokers())
@@ -129,11 +130,11 @@ async def _broker(settings: Any) -> Check:
 async def _topics(settings: Any) -> Check:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from phoenix95.streams.topics import Topics
+    from phoenix95.schemas.topics import Topics
 
     topics = Topics(settings.namespace)
     wanted = topics.partition_counts(settings.kafka.partitions, settings.risk.clock)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=2000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=8000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -166,7 +167,7 @@ async def _postgres(url: str | None) -> Check:
         return Check("postgresql", False, "not configured (the stack is not running)", "start the stack: p95 up")
     import psycopg
 
-    async with await psycopg.AsyncConnection.connect(url, connect_timeout=2) as conn:
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=8) as conn:
         cursor = await conn.execute("SHOW server_version")
         row = await cursor.fetchone()
     return Check("postgresql", True, f"PostgreSQL {row[0] if row else '?'}")
@@ -186,7 +187,7 @@ async def _redis(url: str | None) -> Check:
         return Check("redis", False, "not configured (the stack is not running)", "start the stack: p95 up")
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    client = aioredis.Redis.from_url(url, socket_timeout=8, socket_connect_timeout=8)
     try:
         info = await client.info("server")
     finally:
@@ -202,11 +203,11 @@ async def _timeseries(settings: Any) -> Check:
     def probe() -> str:
         import urllib.request
 
-        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=2) as response:
+        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=8) as response:
             influx = response.headers.get("X-Influxdb-Version")
         if influx:
             return f"InfluxDB {influx}"
-        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=2) as response:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=8) as response:
             for line in response.read().decode(errors="replace").splitlines():
                 if line.startswith("vm_app_version{"):
                     version = line.split('{version="', 1)[-1].split('"', 1)[0]
@@ -223,7 +224,7 @@ async def _clock(url: str | None) -> Check:
         return Check("clock", True, f"{now:%Y-%m-%d %H:%M:%S} UTC (no PostgreSQL to compare with)")
     import psycopg
 
-    async with await psycopg.AsyncConnection.connect(url, connect_timeout=2) as conn:
+    async with await psycopg.AsyncConnection.connect(url, connect_timeout=8) as conn:
         before = datetime.now(UTC)
         cursor = await conn.execute("SELECT clock_timestamp()")
         row = await cursor.fetchone()

@@ -129,12 +129,12 @@ async def _run(
 ) -> None:
     from prometheus_client import CollectorRegistry, Counter, Gauge
 
+    from phoenix95.connectors.kafka_admin import ensure_topics
     from phoenix95.connectors.simulated_feed import FeedStats, GbmWalk, run_feed, start_prices
     from phoenix95.monitoring.health import Dependency, Health, dependency_checks, registered, serve_health
     from phoenix95.schemas.codec import Codec
-    from phoenix95.streams.admin import ensure_topics
+    from phoenix95.schemas.topics import Topics
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.streams.topics import Topics
 
     topics = Topics(settings.namespace)
     await ensure_topics(

@@ -27,7 +27,7 @@ The whole API, in the order a component uses it::
      "dependencies": {"broker": {"status": "up" | "down" | "off", "required": true, "detail": "..."}, ...}}
 
 ``GET /health/live`` answers 200 while the process serves requests. Checks run concurrently, each
-within ``timeout_s`` (1 s), and a report is reused for ``cache_s`` (2 s), so probes never load the
+within ``timeout_s`` (2 s), and a report is reused for ``cache_s`` (2 s), so probes never load the
 stores. Registration writes ``$P95_HOME/components/<name>-<pid>.json`` (name, kind, pid, host, port,
 started_at, health_url); ``list_components(home)`` returns those of live processes and removes the
 rest; ``probe(component)`` fetches a component's /health for `p95 status`.
@@ -72,7 +72,7 @@ class Health:
 
     component: str
     dependencies: Mapping[str, Dependency | Check | None] = field(default_factory=dict)
-    timeout_s: float = 1.0
+    timeout_s: float = 2.0
     cache_s: float = 2.0
     port: int | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -135,7 +135,7 @@ def broker_check(bootstrap_servers: str) -> Check:
     async def check() -> str | None:
         from aiokafka import AIOKafkaClient
 
-        client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=1000)
+        client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
         try:
             await client.bootstrap()
         finally:
@@ -152,7 +152,7 @@ def postgres_check(url: str, schema: str = "public") -> Check:
         import psycopg
         from psycopg import sql
 
-        async with await psycopg.AsyncConnection.connect(url, connect_timeout=2, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(url, connect_timeout=5, autocommit=True) as conn:
             cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.schema_migrations",))
             row = await cursor.fetchone()
             if not row or not row[0]:
@@ -180,7 +180,7 @@ def redis_check(url: str) -> Check:
     async def check() -> str | None:
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
             await client.ping()
         finally:

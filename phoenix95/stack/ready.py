@@ -13,9 +13,9 @@ logger = logging.getLogger(__name__)
 
 def make_ready(settings: Any) -> list[str]:
     """Migrate, create the topics, set up the buckets; returns one line per step done."""
+    from phoenix95.connectors.kafka_admin import ensure_topics
+    from phoenix95.schemas.topics import Topics
     from phoenix95.storage.postgres import migrate
-    from phoenix95.streams.admin import ensure_topics
-    from phoenix95.streams.topics import Topics
 
     topics = Topics(settings.namespace)
 

@@ -166,7 +166,7 @@ def _row(pipeline: Pipeline, query: str, *args: object) -> tuple | None:
 
 def _stages_consuming(pipeline: Pipeline) -> bool:
     """The stages that read prices committed offsets on them: joined, and keeping up with the feed."""
-    from phoenix95.streams.admin import committed_offsets
+    from phoenix95.connectors.kafka_admin import committed_offsets
 
     async def committed() -> bool:
         bootstrap, prices = pipeline.settings.kafka.bootstrap_servers, pipeline.topics.market_prices
