@@ -26,6 +26,8 @@ SCENARIOS = (
     "replay_inprocess",
     "replay_kafka",
     "tap",
+    "notify_latency",
+    "e2e_notifications",
 )
 
 
@@ -106,6 +108,14 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import external
 
         return external.run(name, settings, quick=quick)
+    if name == "notify_latency":
+        from phoenix95.bench import notify
+
+        return notify.notify_latency(settings, quick=quick)
+    if name == "e2e_notifications":
+        from phoenix95.bench import notify
+
+        return notify.e2e_with_notifications(settings, quick=quick)
     raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
 
 

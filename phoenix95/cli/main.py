@@ -218,6 +218,7 @@ COMMAND_MODULES = (
     "stores",
     "replay",
     "bench",
+    "notify",
     "market_feed",
     "doctor",
 )

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from phoenix95.settings import get_settings
-from phoenix95.streams.stages import STAGES
+from phoenix95.streams.stages import BY_NAME, default_stages
 from phoenix95.streams.supervisor import SUPERVISED_ENV
 
 if TYPE_CHECKING:
@@ -28,8 +28,8 @@ def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
     return {stage: first_port + index for index, stage in enumerate(stages)}
 
 
-#: What `p95 worker --stage` runs: the pipeline stages, and the simulated market-data feed.
-WORKER_STAGES: tuple[str, ...] = (*STAGES, "feed")
+#: What `p95 worker --stage` runs: the registered stages, and the simulated market-data feed.
+WORKER_STAGES: tuple[str, ...] = (*BY_NAME, "feed")
 
 
 def run_worker(
@@ -52,7 +52,9 @@ def run_worker(
         raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(WORKER_STAGES)}")
     settings = get_settings()
     settings.check_production()
-    chosen = list(dict.fromkeys(stages)) or list(STAGES)
+    chosen = list(dict.fromkeys(stages)) or list(default_stages(settings))
+    if "notifications" in chosen:
+        check_notify_config(settings)
     if feed and "feed" not in chosen:
         chosen.append("feed")
     if not web:
@@ -109,6 +111,19 @@ def run_feed_stage(settings: Any, *, web_port: int | None) -> None:
         starts={},
         port=web_port,
     )
+
+
+def check_notify_config(settings: object) -> None:
+    """A malformed Apprise URL or routing rule is refused at start, in one line naming the entry."""
+    from phoenix95.cli.console import UserError
+    from phoenix95.notify.channels import ConfigError, build_channels
+    from phoenix95.settings import Settings
+
+    assert isinstance(settings, Settings)
+    try:
+        build_channels(settings.notify)
+    except ConfigError as error:
+        raise UserError(str(error)) from None
 
 
 def announce_ports(ports: Mapping[str, int], host: str) -> None:
