@@ -100,6 +100,9 @@ SAMPLES: dict[str, Sample] = {
     "influx setup": Sample(),
     "replay": Sample(("--signals", "sample", "--json"), skip=dict.fromkeys(SCENARIOS[1:], NO_SERVICE)),
     "replay clean": Sample(("no-such-run",)),
+    "notify list": Sample(),
+    "notify retry": Sample(),
+    "notify test": Sample(),
     "feed simulate": Sample(("--symbols", "XRPUSDT", "--count", "1", "--port", "{port}")),
 }
 
