@@ -23,6 +23,25 @@ from phoenix95.domain.config import DEFAULT_SYMBOLS, TradingConfig
 
 ENDPOINTS_FILE = "endpoints.json"
 
+#: The seed's service map: the default port of each long-running component, which serves /health
+#: and /metrics there. Set one with P95_PORTS__<NAME> (the webhook: P95_WEBHOOK__PORT).
+DEFAULT_PORTS: dict[str, int] = {
+    "api": 8100,
+    "webhook": 8101,
+    "feed": 8102,
+    "analysis": 8103,
+    "risk": 8104,
+    "execution": 8106,
+    "positions": 8107,
+    "compliance": 8108,
+    "notifications": 8109,
+    "dashboard": 8110,
+}
+
+
+class ServiceNotConfigured(RuntimeError):
+    """A command needs a store no setting points to (the stack is not running): says `p95 up`."""
+
 
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -228,9 +247,23 @@ class ExchangeSettings(BaseModel):
         return problems
 
 
+class PortSettings(BaseModel):
+    """Default ports of the components (see DEFAULT_PORTS); the webhook's is `webhook.port`."""
+
+    api: int = Field(DEFAULT_PORTS["api"], ge=0, le=65535)
+    feed: int = Field(DEFAULT_PORTS["feed"], ge=0, le=65535)
+    analysis: int = Field(DEFAULT_PORTS["analysis"], ge=0, le=65535)
+    risk: int = Field(DEFAULT_PORTS["risk"], ge=0, le=65535)
+    execution: int = Field(DEFAULT_PORTS["execution"], ge=0, le=65535)
+    positions: int = Field(DEFAULT_PORTS["positions"], ge=0, le=65535)
+    compliance: int = Field(DEFAULT_PORTS["compliance"], ge=0, le=65535)
+    notifications: int = Field(DEFAULT_PORTS["notifications"], ge=0, le=65535)
+    dashboard: int = Field(DEFAULT_PORTS["dashboard"], ge=0, le=65535)
+
+
 class WebhookSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 8095
+    port: int = Field(DEFAULT_PORTS["webhook"], ge=0, le=65535)
     #: source name -> secret. A request must carry one of them (body "passphrase" or header).
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
     allow_ips: list[str] = Field(default_factory=list)
@@ -289,6 +322,16 @@ class ComplianceSettings(BaseModel):
         if self.price_collar_bps is not None and self.price_collar_bps <= 0:
             found.append(f"compliance.price_collar_bps must be > 0 (or unset), not {self.price_collar_bps}")
         return found
+
+
+class FeedSettings(BaseModel):
+    """`p95 feed simulate` / `p95 worker --stage feed`: simulated live prices (GBM on the wall clock)."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["XRPUSDT", "BTCUSDT", "ETHUSDT"])
+    interval_s: float = Field(1.0, gt=0)
+    #: Annualized volatility of the simulated prices (0.8 = 80 %/year).
+    volatility: float = Field(0.8, ge=0)
+    seed: int | None = None
 
 
 class NotifyUrl(BaseModel):
@@ -371,6 +414,8 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
+    ports: PortSettings = Field(default_factory=PortSettings)
+    feed: FeedSettings = Field(default_factory=FeedSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("home", mode="after")
@@ -391,17 +436,27 @@ class Settings(BaseSettings):
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    def port_of(self, component: str) -> int:
+        """The configured port of a component (DEFAULT_PORTS names)."""
+        if component == "webhook":
+            return self.webhook.port
+        return int(getattr(self.ports, component))
+
     def endpoints_path(self) -> Path:
         return self.home / ENDPOINTS_FILE
 
     def postgres_url(self) -> str:
         if self.postgres.url is None:
-            raise RuntimeError("no PostgreSQL configured: run `p95 up` or set P95_POSTGRES__URL")
+            raise ServiceNotConfigured(
+                "no PostgreSQL configured: the stack is not running; start it with `p95 up` (or set P95_POSTGRES__URL)"
+            )
         return self.postgres.url.get_secret_value()
 
     def redis_url(self) -> str:
         if self.redis.url is None:
-            raise RuntimeError("no Redis configured: run `p95 up` or set P95_REDIS__URL")
+            raise ServiceNotConfigured(
+                "no Redis configured: the stack is not running; start it with `p95 up` (or set P95_REDIS__URL)"
+            )
         return self.redis.url.get_secret_value()
 
     def market_data_age_limit(self) -> float | None:

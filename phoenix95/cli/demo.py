@@ -99,6 +99,10 @@ def run_demo(
         "P95_RISK__CLOCK": "event",
         "P95_EXECUTION__QUIET_FEED_FILL_AFTER_S": "5",
     }
+    from phoenix95.stack.ready import check_reachable
+
+    url = {name: endpoint.url for name, endpoint in endpoints.items()}
+    check_reachable(url.get("kafka"), url.get("postgres"), url.get("redis"))  # fail fast: before anything starts
     for name, endpoint in endpoints.items():
         if endpoint.url:
             key = {
@@ -148,7 +152,24 @@ def run_demo(
             stack.down()
     if progress is not None:
         _print_summary(progress, summary)
+    if keep and summary and not summary.get("error"):
+        console = progress or Console(stderr=True)
+        for line in next_steps(namespace, summary.get("trace_signal_id") or f"{namespace}-signal-000"):
+            console.print(line, highlight=False, soft_wrap=True)
     return summary
+
+
+def next_steps(namespace: str, signal_id: str) -> list[str]:
+    """What to try after `p95 demo --keep`: the demo's data stays in its namespace on the running stack."""
+    ns = f"P95_NAMESPACE={namespace}"
+    return [
+        f"[bold]Next[/bold] (the stack is still running; the demo's data is in namespace {namespace}):",
+        f"  {ns} p95 tap p95.positions.ticks --exit-at-end --count 10   # messages on a topic",
+        f"  {ns} p95 lag                                                 # each stage's consumer lag",
+        f"  {ns} p95 tap --trace {signal_id}     # one demo signal through every stage",
+        "  p95 replay --signals sample --report replay-report.html      # the replay report (HTML)",
+        "  p95 down                                                      # stop the stack",
+    ]
 
 
 def _signals(start: datetime, namespace: str) -> list[Signal]:
@@ -298,6 +319,9 @@ async def _summary(settings: Settings) -> dict[str, Any]:
         closes = await db.fetch(
             "SELECT COALESCE(close_reason, status), COUNT(*) FROM positions WHERE status <> 'open' GROUP BY 1"
         )
+        traced = await db.fetch(  # a signal that went all the way: opened, ticked, closed
+            "SELECT signal_id FROM positions WHERE status <> 'open' ORDER BY signal_id LIMIT 1"
+        )
         dlq_reasons = await db.fetch("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason ORDER BY reason")
     (analyzed, dead_signals, approved, rejected, orders, positions, trades, closed, realized, dead_rows) = rows[0]
     redis = RedisState.from_url(settings.redis_url(), prefix=settings.redis.prefix)
@@ -323,6 +347,7 @@ async def _summary(settings: Settings) -> dict[str, Any]:
         "rejection_reasons": {reason: count for reason, count in reasons},
         "close_reasons": {reason: count for reason, count in closes},
         "realized_pnl": str(realized),
+        "trace_signal_id": traced[0][0] if traced else None,
     }
 
 

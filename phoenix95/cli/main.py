@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.console import Console
 
-from phoenix95.cli.console import UserError, print_json, stderr
+from phoenix95.cli.console import print_json, stderr
 
 app = typer.Typer(
     name="p95",
@@ -75,19 +75,31 @@ def up() -> None:
     for name, endpoint in endpoints.items():
         stderr.print(f"[green]✓[/green] {name:<11} {endpoint.url or '-'}  {endpoint.note}")
     stderr.print(f"endpoints written to {settings.home / 'endpoints.json'}")
+    from phoenix95.stack.ready import make_ready
+
+    get_settings.cache_clear()  # the endpoints just written
+    for line in make_ready(get_settings()):
+        stderr.print(f"[green]✓[/green] {line}")
+    stderr.print("ready: try `p95 doctor`, `p95 worker --feed`, `p95 serve`, `p95 status`")
 
 
 @app.command()
 def status(
-    as_json: bool = typer.Option(False, "--json", help="One object keyed kafka, postgres, redis, timeseries."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One object keyed kafka, postgres, redis, timeseries, and components (a list)."
+    ),
 ) -> None:
-    """Show each service of the stack with its endpoint, pid and health."""
+    """Show each service of the stack (endpoint, pid, health) and every running component (workers per
+    stage, webhook, feed, ...: port, health, uptime). Exit status 1 when something is down."""
+    from phoenix95.cli.components import component_rows
     from phoenix95.settings import get_settings
     from phoenix95.stack.manager import Stack
 
-    report = Stack(get_settings().home).status()
+    home = get_settings().home
+    report = Stack(home).status()
+    components = component_rows(home)
     if as_json:
-        print_json(report)
+        print_json({**report, "components": components})
     else:
         from rich.table import Table
 
@@ -96,7 +108,23 @@ def status(
             health = "[green]healthy[/green]" if item["healthy"] else "[red]down[/red]"
             table.add_row(name, str(item["url"] or "-"), str(item["pid"] or "-"), health, item.get("note") or "")
         Console().print(table)
-    if not all(item["healthy"] or item.get("kind") == "none" for item in report.values()):
+        if components:
+            table = Table("component", "pid", "port", "health", "uptime", "not ready")
+            for row in components:
+                color = {"ready": "green", "not_ready": "red"}.get(row["health"], "yellow")
+                table.add_row(
+                    row["name"],
+                    str(row["pid"]),
+                    str(row["port"] or "-"),
+                    f"[{color}]{row['health']}[/{color}]",
+                    row["uptime"],
+                    ", ".join(row["down"]),
+                )
+            Console().print(table)
+        else:
+            stderr.print("no components running (start them with `p95 worker --feed` and `p95 serve`)")
+    services_ok = all(item["healthy"] or item.get("kind") == "none" for item in report.values())
+    if not services_ok or any(row["health"] == "not_ready" for row in components):
         raise typer.Exit(1)
 
 
@@ -138,12 +166,20 @@ def worker(
         None,
         "--stage",
         "-s",
-        help="Stage(s) to run: analysis, risk, execution, positions (default: all); feed: the live Binance market feed.",
+        help="Stage(s) to run: analysis, risk, execution, positions (default: these four); notifications, "
+        "compliance; feed (market data: simulated prices on paper, Binance's streams with a live exchange).",
     ),
+    feed: bool = typer.Option(False, "--feed", help="Also run the simulated market-data feed (P95_FEED__*)."),
     web_port: int = typer.Option(
         None,
         "--web-port",
-        help="Serve /metrics on this port; with several stages the first gets it, the next ones consecutive ports.",
+        help="Serve /health and /metrics on this port (0: free ports); with several stages the first gets it, "
+        "the next ones consecutive ports. Default: each stage's port (P95_PORTS__<STAGE>: analysis 8103, "
+        "risk 8104, execution 8106, positions 8107, feed 8102).",
+    ),
+    no_web: bool = typer.Option(False, "--no-web", help="Serve no /health and /metrics."),
+    check: bool = typer.Option(
+        False, "--check", help="Check the stores and ports, create the topics, migrate; then exit without running."
     ),
     log_level: str = typer.Option("info", "--log-level"),
     instances: int = typer.Option(
@@ -153,7 +189,15 @@ def worker(
     """Run pipeline stages. One stage runs in this process; several run as supervised processes."""
     from phoenix95.cli.worker import run_worker
 
-    run_worker(stage or [], web_port=web_port, log_level=log_level, instances=instances)
+    run_worker(
+        stage or [],
+        web_port=web_port,
+        log_level=log_level,
+        instances=instances,
+        web=not no_web,
+        feed=feed,
+        check=check,
+    )
 
 
 @app.command()
@@ -190,6 +234,8 @@ COMMAND_MODULES = (
     "compliance",
     "exchange",
     "feed",
+    "market_feed",
+    "doctor",
 )
 
 
@@ -203,15 +249,33 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run `p95`. An expected failure (cli/errors.py) is one or two lines on stderr and exit status 2;
+    an unexpected one is one line and exit status 1, and its traceback with `--log-level DEBUG`."""
+    from phoenix95.cli.errors import explain
+
     try:
-        app()
-    except UserError as error:
-        stderr.print(f"[red]error:[/red] {error}")
+        app(args=argv, prog_name="p95")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as error:
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+        message = explain(error)
+        if message is None:
+            if debug:
+                raise
+            stderr.print(
+                f"[red]error:[/red] unexpected {type(error).__name__}: {str(error).strip()[:300]}\n"
+                "Run it again with `--log-level DEBUG` for the traceback (and report it).",
+                highlight=False,
+            )
+            sys.exit(1)
+        if debug:
+            import traceback
+
+            traceback.print_exception(error)
+        stderr.print(f"[red]error:[/red] {message}", highlight=False)
         sys.exit(2)
-    except RuntimeError as error:
-        stderr.print(f"[red]error:[/red] {error}")
-        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -251,7 +251,9 @@ def publish(
     _print_summary(stderr, summary)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_json(), indent=2) + "\n")
-    if summary.error or summary.rejected:
+    if summary.error:  # the broker could not be reached: an expected condition (exit 2)
+        raise typer.Exit(2)
+    if summary.rejected:
         raise typer.Exit(1)
 
 

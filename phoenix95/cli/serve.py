@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     host: str = typer.Option(None, "--host", help="Address to listen on. Default: P95_WEBHOOK__HOST (127.0.0.1)."),
-    port: int = typer.Option(None, "--port", help="Port. Default: P95_WEBHOOK__PORT (8095)."),
+    port: int = typer.Option(None, "--port", help="Port. Default: P95_WEBHOOK__PORT (8101)."),
     allow_ip: list[str] = typer.Option(
         None, "--allow-ip", help="Only accept these addresses/CIDRs (repeat); `tradingview` = TradingView's four."
     ),
@@ -30,7 +30,6 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve the TradingView-compatible webhook: POST /webhook/signal, GET /health, GET /metrics, /docs."""
-    import uvicorn
 
     from phoenix95.connectors.webhook import create_app, parse_networks
     from phoenix95.settings import get_settings
@@ -56,6 +55,12 @@ def serve(
         redis_url = settings.redis_url()
     except (RuntimeError, ValueError) as error:
         _fail(str(error))
+    from phoenix95.cli.ports import check_port_free
+
+    try:
+        check_port_free(webhook.host, webhook.port, what="the webhook", setting="P95_WEBHOOK__PORT or --port")
+    except Exception as error:
+        _fail(str(error))
     _check_services(settings, redis_url)
 
     app = create_app(settings, tune_gc=True)
@@ -67,6 +72,15 @@ def serve(
         f"webhook on http://{webhook.host}:{webhook.port}/webhook/signal  sources: {sources}  allowed: {allowed}  "
         f"topic: {settings.namespace + '.' if settings.namespace else ''}p95.signals  ({loop}, {http})"
     )
+    from phoenix95.monitoring.health import registered
+
+    with registered(settings.home, "webhook", port=webhook.port, host=webhook.host):
+        _run_uvicorn(app, webhook, loop, http, log_level)
+
+
+def _run_uvicorn(app: Any, webhook: Any, loop: str, http: str, log_level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
         app,
         host=webhook.host,
@@ -116,4 +130,4 @@ def _check_services(settings: Any, redis_url: str) -> None:
 
 def _fail(message: str) -> NoReturn:
     stderr.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+    raise typer.Exit(2)

@@ -118,7 +118,9 @@ def tap(
             stderr=stderr,
         )
     except KafkaConnectionError:
-        raise _fail(f"cannot reach the broker at {get_settings().kafka.bootstrap_servers}", code=1) from None
+        raise _fail(
+            f"cannot reach the broker at {get_settings().kafka.bootstrap_servers}: is the stack running? `p95 up`"
+        ) from None
     except BrokenPipeError:
         _quiet_stdout()
     except KeyboardInterrupt:

@@ -160,6 +160,7 @@ class Database:
         self.statement_timeout = statement_timeout
         #: Called with (attempt, error) when a write is retried (the stage counts them).
         self.on_retry: Callable[[int, BaseException], None] | None = None
+        self._connect_timeout = max(1, int(connect_timeout))
         self._pool = psycopg_pool.AsyncConnectionPool(
             url,
             min_size=min_size,
@@ -180,6 +181,11 @@ class Database:
         await connection.commit()
 
     async def open(self) -> None:
+        """Open the pool. A server that refuses the connection now raises at once (one direct
+        connection attempt) instead of every query waiting for it: a command run while PostgreSQL is
+        down says so; a stage starts only after its migrations reached the server anyway."""
+        conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=self._connect_timeout)
+        await conn.close()
         await self._pool.open(wait=False)
 
     async def close(self) -> None:

@@ -171,12 +171,12 @@ def create_app(
         if runner is not None and assigned:
             await runner.reload()
 
-    if metrics is not None and web_port is not None:
+    if web_port is not None:
+        from phoenix95.monitoring.health import Health, add_faust_pages, dependency_checks
 
-        @app.page("/metrics")
-        async def metrics_page(web: Any, request: Any) -> Any:
-            body, content_type = metrics.exposition()
-            return web.bytes(body, content_type=content_type)
+        # /health (ready when the broker, PostgreSQL (migrated) and Redis answer) and /metrics
+        health = Health(stage, dependency_checks(settings, "broker", "postgres", "redis", "timeseries"), port=web_port)
+        add_faust_pages(app, health, metrics=metrics.exposition if metrics is not None else None)
 
     app.p95_runtime = runtime  # type: ignore[attr-defined]
     return app

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+#: Set in the environment of the stage processes a WorkerSet starts: they wait for the stores
+#: instead of failing fast (the set restarts them anyway).
+SUPERVISED_ENV = "P95_SUPERVISED"
 
 
 @dataclass
@@ -56,7 +59,7 @@ class WorkerSet:
         self.stages = list(dict.fromkeys(stages))  # a stage named twice runs once
         #: One process per name: a stage, or with `instances` > 1 each of its instances.
         self.names = instance_names(self.stages, instances)
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **(env or {}), SUPERVISED_ENV: "1"}
         self.log_dir = Path(log_dir)
         self.web_ports = web_ports or {}
         self.log_level = log_level
@@ -67,6 +70,8 @@ class WorkerSet:
         command = [sys.executable, "-m", "phoenix95", "worker", "--stage", stage, "--log-level", self.log_level]
         if name in self.web_ports:
             command += ["--web-port", str(self.web_ports[name])]
+        else:
+            command += ["--no-web"]
         return command
 
     def start(self, stage: str | None = None) -> None:

@@ -130,7 +130,7 @@ def test_an_unreachable_broker_is_a_clear_error(namespace, tmp_path: Path, monke
     path = tmp_path / "signals.jsonl"
     path.write_text(JSON_LINES)
     result = publish(str(path), "--timeout", "3")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"cannot reach the broker at {closed}" in " ".join(result.stderr.split())
     assert "Traceback" not in result.output
 

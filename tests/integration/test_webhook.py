@@ -279,7 +279,9 @@ async def test_health_metrics_and_openapi(namespace):
         health = await client.get("/health")
         metrics = (await client.get("/metrics")).text
         openapi = (await client.get("/openapi.json")).json()
-    assert health.status_code == 200 and health.json() == {"status": "ok", "broker": True, "redis": True}
+    body = health.json()
+    assert health.status_code == 200 and body["status"] == "ready" and body["component"] == "webhook"
+    assert {name: dep["status"] for name, dep in body["dependencies"].items()} == {"broker": "up", "redis": "up"}
     assert 'p95_webhook_requests_total{outcome="published",source="tradingview"} 1.0' in metrics
     assert 'p95_webhook_requests_total{outcome="unauthorized",source="-"} 1.0' in metrics
     assert "p95_webhook_ack_seconds_bucket" in metrics
@@ -296,14 +298,14 @@ async def test_an_unconfirmed_write_gets_503_and_frees_the_alert_for_a_retry(nam
         )
         alert = json_alert(signal_id="unconfirmed-1")
         async with serving(settings) as client:
-            assert (await client.get("/health")).json()["broker"] is True
+            assert (await client.get("/health")).json()["dependencies"]["broker"]["status"] == "up"
             await asyncio.to_thread(stop, broker.pid, expect=broker.expect, timeout=0.2)  # as if it crashed
             answer = await post(client, alert)
             health = await client.get("/health")
     finally:
         await asyncio.to_thread(stop, broker.pid, expect=broker.expect)
     assert answer.status_code == 503 and answer.json()["status"] == "unavailable"
-    assert health.status_code == 503 and health.json()["broker"] is False
+    assert health.status_code == 503 and health.json()["dependencies"]["broker"]["status"] == "down"
     client_redis = redis.Redis.from_url(settings.redis_url())
     try:
         assert not list(client_redis.scan_iter(match=f"{settings.redis.prefix}webhook:seen:*"))

@@ -13,8 +13,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 
 from phoenix95.connectors.publisher import PublishError, SignalPublisher
@@ -30,6 +28,7 @@ from phoenix95.connectors.webhook.access import (
 from phoenix95.connectors.webhook.alerts import UnreadableAlert, alert_digest, build_alert_signal, parse_alert
 from phoenix95.connectors.webhook.guard import AlertGuard, age_problem, retry_after
 from phoenix95.connectors.webhook.metrics import RequestOutcome, WebhookMetrics
+from phoenix95.monitoring.health import Health, add_health_routes
 from phoenix95.schemas.envelope import new_id
 from phoenix95.schemas.messages import Signal
 from phoenix95.schemas.signal_input import InvalidSignal
@@ -172,19 +171,24 @@ def create_app(
     # description) skips FastAPI's per-request machinery, ~0.1 ms of CPU per alert.
     app.router.routes.insert(0, Route(SIGNAL_PATH, handler.handle, methods=["POST"]))
 
-    @app.get("/health", summary="Broker and Redis reachability")
-    async def health() -> JSONResponse:
-        broker = await publisher.ping(timeout=1.0)
-        try:
-            store = bool(await redis_client.ping())
-        except Exception:
-            store = False
-        body = {"status": "ok" if broker and store else "unavailable", "broker": broker, "redis": store}
-        return JSONResponse(body, status_code=200 if broker and store else 503)
+    async def broker_up() -> str | None:
+        if not await publisher.ping(timeout=1.0):
+            raise RuntimeError("the broker does not answer")
+        return None
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def redis_up() -> str | None:
+        await redis_client.ping()
+        return None
+
+    # GET /health, /health/ready, /health/live and /metrics (see phoenix95/monitoring/health.py)
+    health = Health(
+        "webhook",
+        {"broker": broker_up, "redis": redis_up},
+        timeout_s=1.5,
+        cache_s=0.0,
+        port=settings.webhook.port,
+    )
+    add_health_routes(app, health, metrics=metrics.registry)
 
     return app
 
