@@ -167,7 +167,7 @@ def demo(
 
 
 #: Command modules, each with `register(app)`: one module per area keeps this file small.
-COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench")
+COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench", "api")
 
 
 def _register_commands() -> None:
