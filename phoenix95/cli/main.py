@@ -23,6 +23,7 @@ db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -167,7 +168,20 @@ def demo(
 
 
 #: Command modules, each with `register(app)`: one module per area keeps this file small.
-COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench", "api")
+COMMAND_MODULES = (
+    "publish",
+    "serve",
+    "tap",
+    "lag",
+    "risk",
+    "trading",
+    "dlq",
+    "stores",
+    "replay",
+    "bench",
+    "api",
+    "dashboard",
+)
 
 
 def _register_commands() -> None:
