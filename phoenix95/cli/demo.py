@@ -136,9 +136,24 @@ def run_demo(
         if started_here and not keep:
             say("stopping the embedded stack")
             stack.down()
+    if keep and summary:
+        summary["dashboard"] = _dashboard_login(namespace)
     if progress is not None:
         _print_summary(progress, summary)
+        if summary.get("dashboard"):
+            progress.print(
+                f"dashboard: run [cyan]{summary['dashboard']['command']}[/cyan]\n"
+                f"then open (one-time login, valid 1 h): {summary['dashboard']['login_url']}"
+            )
     return summary
+
+
+def _dashboard_login(namespace: str) -> dict[str, str]:
+    """How to look at the kept demo in the dashboard: the command and a one-time login URL (#19)."""
+    from phoenix95.cli.dashboard import login_url
+
+    env = f"P95_NAMESPACE={namespace} P95_POSTGRES__DB_SCHEMA={namespace} P95_REDIS__PREFIX={namespace}:s4:"
+    return {"command": f"{env} p95 dashboard", "login_url": login_url("operator")}
 
 
 def _signals(start: datetime, namespace: str) -> list[Signal]:

@@ -137,11 +137,13 @@ def test_pages_logins_roles_csrf_and_escaping(dashboard, namespace) -> None:
     assert 429 in codes and "Retry-After" in anonymous.post("/login", data={"api_key": "x"}).headers
 
 
-def test_one_time_login_link_works_once(dashboard) -> None:
-    from phoenix95.cli.dashboard import login_url
+def test_one_time_login_link_of_the_demo_works_once(dashboard, namespace) -> None:
+    from phoenix95.cli.demo import _dashboard_login
 
     url, _ = dashboard
-    link = login_url("viewer")
+    printed = _dashboard_login(namespace.name)  # what `p95 demo --keep` prints
+    assert printed["command"].endswith("p95 dashboard") and f"P95_NAMESPACE={namespace.name}" in printed["command"]
+    link = printed["login_url"]
     path = link[link.index("/login/once") :]
     client = httpx.Client(base_url=url, timeout=30)
     assert client.get(path).status_code == 303
