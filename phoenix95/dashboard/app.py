@@ -21,8 +21,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from phoenix95.api import accounts, reads
 from phoenix95.api.runtime import Runtime, minute_now
 from phoenix95.api.security import Principal
-from phoenix95.dashboard import charts, live, sessions
+from phoenix95.dashboard import live, sessions
 from phoenix95.domain.trading_state import TradingState
+from phoenix95.replay import charts
 from phoenix95.settings import Settings
 
 HERE = Path(__file__).parent

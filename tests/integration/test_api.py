@@ -198,6 +198,13 @@ async def test_replay_reports_and_openapi(api: Api) -> None:
     assert report["status"] == "done", report
     assert report["summary"]["signals"] > 0 and report["summary"]["settings"] == {"P95_RISK__LEVERAGE": "10"}
     assert [r["report_id"] for r in (await api.get("/v1/replays")).json()["items"]] == [report_id]
+    [(html,)] = await api.runtime.db.fetch("SELECT html FROM replay_reports WHERE report_id = %s", (report_id,))
+    for chart in ("equity-curve", "drawdown", "xrpusdt-price", "returns-by-day"):  # every chart with its grid
+        svg = html.split(f"<svg id='{chart}'", 1)[1].split("</svg>", 1)[0]
+        assert "class='grid'" in svg and "class='tick'" in svg, chart
+    price = html.split("<svg id='xrpusdt-price'", 1)[1].split("</svg>", 1)[0]
+    assert "fill='#16a34a'" in price and "fill='#dc2626'" in price  # entries coloured by outcome
+    assert "<th>ROE</th>" in html
     schema = (await api.client.get("/openapi.json")).json()
     for path in ("/v1/signals", "/v1/positions", "/v1/account", "/v1/trading-state", "/v1/lag", "/v1/replays"):
         assert path in schema["paths"]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 34
+LEFT, RIGHT, TOP, BOTTOM = 76, 16, 14, 34
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -97,7 +97,7 @@ class Frame:
 
 def _svg(chart_id: str, title: str, width: int, height: int, body: str) -> str:
     return (
-        f"<svg class='chart' id='{html.escape(chart_id)}' viewBox='0 0 {width} {height}' width='{width}' "
+        f"<svg id='{html.escape(chart_id)}' class='chart' viewBox='0 0 {width} {height}' width='{width}' "
         f"height='{height}' role='img' aria-label='{html.escape(title)}'><title>{html.escape(title)}</title>"
         f"<style>.grid{{stroke:#e5e7eb;stroke-width:1}}.axis{{stroke:#6b7280}}.tick{{font:11px system-ui,sans-serif;"
         f"fill:#4b5563}}</style>{body}</svg>"
