@@ -375,14 +375,15 @@ async def today(db: Database) -> dict[str, Any]:
 async def equity_curve(db: Database, starting_equity: Decimal, points: int = 240) -> list[tuple[datetime, Decimal]]:
     """Equity after each close (realized), thinned to about `points` points (always keeping the last)."""
     rows = await db.fetch(
-        """SELECT closed_at, SUM(realized_pnl) OVER (ORDER BY closed_at, position_id)
-             FROM positions WHERE status <> 'open' AND closed_at IS NOT NULL ORDER BY closed_at, position_id"""
+        """SELECT closed_at, total FROM (
+               SELECT closed_at, SUM(realized_pnl) OVER w AS total, row_number() OVER w AS n, COUNT(*) OVER () AS size
+                 FROM positions WHERE status <> 'open' AND closed_at IS NOT NULL
+               WINDOW w AS (ORDER BY closed_at, position_id)) AS curve
+            WHERE n %% GREATEST(1, size / %s) = 0 OR n = size OR n = 1
+            ORDER BY closed_at""",
+        (points,),
     )
-    curve = [(at, starting_equity + Decimal(total or 0)) for at, total in rows]
-    if len(curve) > points:
-        step = len(curve) / points
-        curve = [curve[int(i * step)] for i in range(points)] + [curve[-1]]
-    return curve
+    return [(at, starting_equity + Decimal(total or 0)) for at, total in rows]
 
 
 async def dead_letters_since(db: Database, window: timedelta) -> int:
@@ -395,12 +396,15 @@ async def dead_letters_since(db: Database, window: timedelta) -> int:
 
 
 async def workers_alive(redis: RedisState) -> list[str]:
-    """Stages whose worker reported its metrics within redis.metrics_ttl_s (the key expires)."""
-    prefix = redis.keys.metrics("")
-    found = []
-    async for key in redis.client.scan_iter(match=prefix + "*", count=200):
-        found.append(_text(key)[len(prefix) :])
-    return sorted(found)
+    """Stages whose worker reported its metrics within redis.metrics_ttl_s (the key expires). One
+    EXISTS per registered stage, not a SCAN (the keyspace may be large)."""
+    from phoenix95.streams.stages import STAGES
+
+    pipe = redis.client.pipeline(transaction=False)
+    for stage in STAGES:
+        pipe.exists(redis.keys.metrics(stage))
+    found = await pipe.execute()
+    return [stage for stage, exists in zip(STAGES, found, strict=True) if exists]
 
 
 async def rejections_by_reason(db: Database, window: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
