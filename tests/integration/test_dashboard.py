@@ -49,6 +49,7 @@ async def _prepare(settings) -> str:
 def dashboard(namespace, monkeypatch) -> Iterator[tuple[str, str]]:
     monkeypatch.setenv("P95_DASHBOARD__LOGIN_ATTEMPTS_PER_MINUTE", "6")
     monkeypatch.setenv("P95_DASHBOARD__POLL_INTERVAL_S", "0.1")
+    monkeypatch.setenv("P95_DASHBOARD__HEARTBEAT_S", "1")
     get_settings.cache_clear()
     settings = get_settings()
     key = asyncio.run(_prepare(settings))
@@ -157,6 +158,8 @@ def test_sse_resumes_from_last_event_id_without_missing_events(dashboard, namesp
     key = f"{namespace.redis_prefix}dashboard:events"
     store = redis.Redis.from_url(get_settings().redis_url(), decode_responses=True)
 
+    heartbeats: list[str] = []
+
     def read_events(last_id: str | None, want: int) -> list[tuple[str, str, str]]:
         headers = {"Last-Event-ID": last_id} if last_id else {}
         found: list[tuple[str, str, str]] = []
@@ -168,6 +171,8 @@ def test_sse_resumes_from_last_event_id_without_missing_events(dashboard, namesp
             assert "content-encoding" not in response.headers
             event: dict[str, str] = {}
             for line in response.iter_lines():
+                if line.startswith(":"):
+                    heartbeats.append(line)
                 if line.startswith(("id:", "event:", "data:")):
                     name, _, value = line.partition(":")
                     event[name] = event.get(name, "") + value.strip()
@@ -187,10 +192,11 @@ def test_sse_resumes_from_last_event_id_without_missing_events(dashboard, namesp
         if store.exists(key):
             break
         threading.Event().wait(0.05)
-    threading.Event().wait(0.5)  # the listener is connected
+    threading.Event().wait(1.6)  # the listener is connected (and has had a heartbeat)
     store.xadd(key, {"event": "test-a", "data": "one"}, maxlen=1000, approximate=True)
     listener.join(timeout=20)
     assert [e[1:] for e in first] == [("test-a", "one")]
+    assert heartbeats, "no heartbeat comment within 1.6 s (heartbeat every 1 s here, 15 s by default)"
     # disconnected: three events happen meanwhile
     for name in ("test-b", "test-c", "test-d"):
         store.xadd(key, {"event": name, "data": name.upper()}, maxlen=1000, approximate=True)

@@ -14,9 +14,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from phoenix95.api.accounts import add_user
+from phoenix95.api.app import create_app as create_api
 from phoenix95.dashboard.app import create_app
 from phoenix95.settings import get_settings
 from tests import factories
@@ -50,12 +52,14 @@ def run(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
-async def _add_user() -> None:
+async def _add_user() -> str:
+    from phoenix95.api.accounts import create_key
     from phoenix95.storage.postgres import Database
 
     settings = get_settings()
     async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
         await add_user(db, "alice", "correct horse battery", "operator")
+        return (await create_key(db, "viewer", created_by="test"))[1]
 
 
 async def _wait_row(pipeline: Pipeline, query: str, params: tuple, what: str) -> tuple:
@@ -85,9 +89,13 @@ def test_live_positions_halt_and_rejection_in_a_real_browser(namespace, tmp_path
     pipeline.start()
     errors: list[str] = []
     try:
-        run(_add_user())
+        key = run(_add_user())
         settings = get_settings()
-        with serve(create_app(settings)) as url, playwright_api.sync_playwright() as play:
+        with (
+            serve(create_app(settings)) as url,
+            serve(create_api(settings)) as api_url,
+            playwright_api.sync_playwright() as play,
+        ):
             browser = play.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
@@ -168,6 +176,23 @@ def test_live_positions_halt_and_rejection_in_a_real_browser(namespace, tmp_path
             page.wait_for_selector("h1 >> text=Signal trace")
             page.wait_for_selector("#trace-conclusion", timeout=30000)
             assert "TRADING_HALTED" in page.locator("#trace-conclusion").inner_text()
+
+            # the API's broker-backed endpoints on the same live pipeline: the trace and the lag per stage
+            api = httpx.Client(base_url=api_url, timeout=60, headers={"X-API-Key": key})
+            trace = api.get(f"/v1/signals/{rejected.signal_id}/trace").json()
+            assert "TRADING_HALTED" in trace["conclusion"]
+            first_step = trace["steps"][0]
+            assert first_step["stage"] == "analysis" and first_step["sightings"][0]["offset"] >= 0
+            opened = api.get(f"/v1/signals/{signal.signal_id}/trace").json()
+            assert [bool(step["sightings"]) for step in opened["steps"]] == [True] * 5  # signal .. position ticks
+            for _ in range(60):
+                lag = api.get("/v1/lag")
+                if lag.status_code == 200:
+                    break
+                time.sleep(0.5)
+            assert lag.status_code == 200, lag.text
+            assert {g["stage"] for g in lag.json()["groups"]} == {"analysis", "risk", "execution", "positions"}
+            assert all(g["status"] in ("OK", "WARN", "ERR") and g["lag"] >= 0 for g in lag.json()["groups"])
 
             for path, headings in HEADINGS.items():
                 page.goto(url + path)
