@@ -220,3 +220,42 @@ def test_production_refuses_to_start_without_a_user(namespace, monkeypatch) -> N
     result = CliRunner().invoke(app, ["dashboard", "--port", "1"])
     assert result.exit_code != 0
     assert "without a dashboard user" in str(result.exception) or "without a dashboard user" in result.output
+
+
+def test_cli_creates_and_revokes_keys_and_adds_users(namespace, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from phoenix95.api.accounts import principal_for_key
+    from phoenix95.cli.console import UserError
+    from phoenix95.cli.main import app
+
+    runner = CliRunner()
+    created = runner.invoke(app, ["api", "key", "create", "--role", "operator", "--label", "ci"])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("p95_k")
+    key_id = key.split("_")[1]
+    monkeypatch.setenv("P95_TEST_PASSWORD", "a long enough password")
+    added = runner.invoke(
+        app, ["dashboard", "user", "add", "carol", "--role", "viewer", "--password-env", "P95_TEST_PASSWORD"]
+    )
+    assert added.exit_code == 0, added.output
+    wrong_role = runner.invoke(app, ["api", "key", "create", "--role", "admin"])
+    assert isinstance(wrong_role.exception, UserError) and "viewer or operator" in str(wrong_role.exception)
+
+    async def check() -> tuple:
+        settings = get_settings()
+        async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
+            principal = await principal_for_key(db, key)
+            stored = await db.fetch("SELECT key_hash FROM api_keys WHERE key_id = %s", (key_id,))
+            user = await db.fetch("SELECT role, password_hash FROM dashboard_users WHERE name = 'carol'")
+            return principal, stored, user
+
+    principal, stored, user = asyncio.run(check())
+    assert principal is not None and principal.role == "operator" and key not in str(stored)
+    assert user[0][0] == "viewer" and user[0][1].startswith("$argon2id$")
+    revoked = runner.invoke(app, ["api", "key", "revoke", key_id])
+    assert revoked.exit_code == 0, revoked.output
+    assert asyncio.run(check())[0] is None
+    again = runner.invoke(app, ["api", "key", "revoke", key_id])
+    assert isinstance(again.exception, UserError) and "no active API key" in str(again.exception)
