@@ -38,6 +38,7 @@ def api(
 
     settings = _settings()
     serve_host, serve_port = host or settings.api.host, port or settings.api.port
+    asyncio.run(_with_db(lambda db: asyncio.sleep(0)))  # the schema is migrated (idempotent)
     app = create_app(settings)
     stderr.print(f"API on http://{serve_host}:{serve_port}  (OpenAPI: http://{serve_host}:{serve_port}/docs)")
     try:

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
 SHOTS = Path(os.environ.get("P95_SCREENSHOT_DIR", "/tmp"))
+XSS = "<script>window.__xss=1</script>"
 HEADINGS = {
     "/": ["Overview", "Equity curve", "Trading state", "Exposure per symbol", "Pipeline health"],
     "/positions": ["Positions", "Open", "Closed"],
@@ -112,7 +113,9 @@ def test_live_positions_halt_and_rejection_in_a_real_browser(namespace, tmp_path
 
             run(pipeline.publish([factories.price(value="1.19", at=now(), namespace=namespace.name)]))
             signal = factories.signal(action="buy", confidence="0.9", at=now())
-            run(pipeline.publish([signal]))
+            # a strategy name that would run script if any page interpolated it unescaped
+            hostile = factories.signal(action="sell", confidence="0.2", at=now(), strategy=XSS)
+            run(pipeline.publish([signal, hostile]))
             run(pipeline.publish([factories.price(value="1.19", at=now(), namespace=namespace.name)]))
             (position_id,) = run(
                 _wait_row(
@@ -169,6 +172,12 @@ def test_live_positions_halt_and_rejection_in_a_real_browser(namespace, tmp_path
             )
             assert (decision, reasons) == ("REJECTED", ["TRADING_HALTED"])
             page.goto(url + "/signals")
+            page.locator(f"text={XSS}").first.wait_for(timeout=10000)  # shown as text
+            assert page.evaluate("window.__xss") is None
+            page.goto(url + f"/signals/{hostile.signal_id}")
+            page.wait_for_selector("#trace-conclusion", timeout=30000)
+            assert XSS in page.locator("table.kv").inner_text() and page.evaluate("window.__xss") is None
+            page.goto(url + "/signals")
             newest = page.locator("#signals tbody tr").first
             assert rejected.signal_id[:13] in newest.inner_text()
             assert "REJECTED" in newest.inner_text() and "TRADING_HALTED" in newest.inner_text()
@@ -200,6 +209,7 @@ def test_live_positions_halt_and_rejection_in_a_real_browser(namespace, tmp_path
                 page.screenshot(path=str(shot), full_page=True)
                 non_blank(shot)
                 found = page.locator("h1, h2").all_inner_texts()
+                assert page.evaluate("window.__xss") is None, path
                 for heading in headings:
                     assert any(text.strip().startswith(heading) for text in found), (path, heading, found)
             browser.close()
