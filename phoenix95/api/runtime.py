@@ -107,16 +107,24 @@ class Runtime:
     ) -> datetime:
         """The same path as `p95 halt`: the PostgreSQL row (with its audit entry, actor api:<key id> or
         user:<name>), then the Redis mirror; and the API audit entry with the client address."""
-        updated_at = await queries.set_trading_state(self.db, state, reason=reason, actor=principal.actor)
+        import inspect
+
+        facts = {"remote": remote, "via": principal.kind}
+        switch: Any = queries.set_trading_state
+        if "details" in inspect.signature(switch).parameters:
+            # the compliance chain (#18): one entry with the address in its details
+            updated_at = await switch(self.db, state, reason=reason, actor=principal.actor, details=facts)
+        else:
+            updated_at = await queries.set_trading_state(self.db, state, reason=reason, actor=principal.actor)
+            await audit.record(
+                self.db,
+                actor=principal.actor,
+                action="trading_state",
+                subject=state.value,
+                remote=remote,
+                details={"reason": reason, "via": principal.kind},
+            )
         await self.redis.set_trading_state(state.value, reason, updated_at)
-        await audit.record(
-            self.db,
-            actor=principal.actor,
-            action="trading_state",
-            subject=state.value,
-            remote=remote,
-            details={"reason": reason, "via": principal.kind},
-        )
         return updated_at
 
     async def trace(self, signal_id: str, received_at: datetime | None) -> dict[str, Any]:

@@ -38,6 +38,8 @@ def run(base: Settings, *, signals: int, clients: int = 100) -> dict[str, Any]:
         "clients": clients,
         "clients_connected": watched["clients_connected"],
         "events_received": watched["events_received"],
+        "dashboard_alive_at_end": watched["dashboard_alive_at_end"],
+        "dashboard_log": watched["dashboard_log"],
         "signals": signals,
     }
 
@@ -52,11 +54,14 @@ async def _with_clients(running: Any, signals: int, clients: int) -> dict[str, A
         await add_user(db, USER, PASSWORD, "viewer")
     port = _free_port()
     env = {**os.environ, **running.env}
+    log_dir = settings.home / "logs" / running.run_id
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / "dashboard.log").open("w")
     dashboard = subprocess.Popen(
-        [sys.executable, "-m", "phoenix95", "dashboard", "--port", str(port)],
+        [sys.executable, "-m", "phoenix95", "--log-level", "INFO", "dashboard", "--port", str(port)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
     )
     watchers = None
     try:
@@ -76,10 +81,18 @@ async def _with_clients(running: Any, signals: int, clients: int) -> dict[str, A
         if watchers is not None:
             watchers.terminate()
             report = watchers.communicate(timeout=30)[0]
+        alive = dashboard.poll() is None
         dashboard.terminate()
         dashboard.wait(timeout=30)
+        log.close()
     connected, events = (int(x) for x in (report.split() or ["0", "0"])[:2])
-    return {**figure, "clients_connected": connected, "events_received": events}
+    return {
+        **figure,
+        "clients_connected": connected,
+        "events_received": events,
+        "dashboard_alive_at_end": alive,
+        "dashboard_log": str(log_dir / "dashboard.log"),
+    }
 
 
 def _free_port() -> int:
@@ -88,7 +101,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _wait_up(url: str, timeout: float = 60.0) -> None:
+async def _wait_up(url: str, timeout: float = 180.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
