@@ -135,6 +135,8 @@ async def _clients(url: str, count: int) -> None:
         async def listen() -> None:
             nonlocal connected, events
             async with http.stream("GET", "/events") as stream:
+                if stream.status_code != 200:  # not logged in, or refused: not a connected client
+                    return
                 connected += 1
                 async for line in stream.aiter_lines():
                     if line.startswith("event:"):
