@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.connectors.market_data import price_event
 from phoenix95.domain import ids
 from phoenix95.domain.book import PendingOrder
@@ -223,7 +224,7 @@ def position(
         fill=fill,
         leverage=leverage,
         margin_mode="ISOLATED",
-        brackets=(brackets or BracketTable.bundled()).for_symbol(symbol),
+        brackets=(brackets or bundled_brackets()).for_symbol(symbol),
         config=config,
         tick_size=config.rules(symbol).tick_size,
     ).position

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.storage.postgres import Database, migrate
-from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.producer import EventProducer
 from phoenix95.streams.stages import STAGES
 from phoenix95.streams.supervisor import WorkerSet
-from phoenix95.streams.topics import Topics
 from tests.conftest import Namespace
 
 #: Waits are for hangs, not speed: P95_TEST_TIMEOUT_SCALE=3 triples them on a slow machine.
@@ -96,7 +96,7 @@ class Pipeline:
 
     async def caught_up(self, stages: Sequence[str] = ("positions",)) -> bool:
         """Every input of the stages is committed up to its end (nothing left to process)."""
-        from phoenix95.streams.admin import committed_offsets, end_offsets
+        from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets
         from phoenix95.streams.stages import spec
 
         bootstrap = self.settings.kafka.bootstrap_servers

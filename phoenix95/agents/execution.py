@@ -20,13 +20,13 @@ from decimal import Decimal
 from phoenix95.agents.base import Stage, record_key
 from phoenix95.agents.ports import ExchangeConnector, ExecutionState, InputRecord, OrderPlaced, OrderRequest, Outcome
 from phoenix95.domain import ids
-from phoenix95.domain.execution import MarketTick, PriceHistory, next_price_at_or_after
+from phoenix95.domain.execution import MarketTick, OrderRejectReason, PriceHistory, next_price_at_or_after
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.values import entry_order_side
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter, order_message, tick_of
 from phoenix95.schemas.messages import MarketPrice, RiskVerdict
-from phoenix95.streams import topics
 from phoenix95.streams.stages import EXECUTION
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class ExecutionStage(Stage):
         client_ids = {v.verdict_id: ids.client_order_id(ids.order_id(v.verdict_id)) for _, v, _ in ready}
         known = await self.exchange.query(list(client_ids.values()))
         requests: list[OrderRequest] = []
-        rejected: dict[str, str] = {}
+        rejected: dict[str, OrderRejectReason] = {}
         quantities: dict[str, Decimal] = {}
         for _, verdict, tick in ready:
             client_id = client_ids[verdict.verdict_id]
@@ -204,7 +204,7 @@ class ExecutionStage(Stage):
             exchange_order = placed.get(client_id)
             reason = rejected.get(verdict.verdict_id)
             if exchange_order is None and reason is None:
-                reason = "EXCHANGE_DID_NOT_ACCEPT"
+                reason = OrderRejectReason.EXCHANGE_DID_NOT_ACCEPT
             order = order_message(
                 verdict, client_id, exchange_order, reason, quantities[verdict.verdict_id], self.exchange.name
             )
@@ -220,11 +220,13 @@ class ExecutionStage(Stage):
     @staticmethod
     def _reject_reason(
         verdict: RiskVerdict, state: TradingState, tick: MarketTick | None, quantity: Decimal | None
-    ) -> str | None:
+    ) -> OrderRejectReason | None:
         if not state.allows(reduces_position=verdict.intent == "close"):
-            return "TRADING_HALTED" if state is TradingState.HALTED else "TRADING_REDUCING"
+            return (
+                OrderRejectReason.TRADING_HALTED if state is TradingState.HALTED else OrderRejectReason.TRADING_REDUCING
+            )
         if tick is None:
-            return "NO_MARKET_DATA"
+            return OrderRejectReason.NO_MARKET_DATA
         if quantity is None or quantity <= 0:
-            return "POSITION_NOT_OPEN" if verdict.intent == "close" else "NO_QUANTITY"
+            return OrderRejectReason.POSITION_NOT_OPEN if verdict.intent == "close" else OrderRejectReason.NO_QUANTITY
         return None

@@ -33,11 +33,11 @@ from phoenix95.domain.positions import (
 from phoenix95.domain.positions import (
     PositionEvent as DomainEvent,
 )
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter, fill_of, position_message, tick_of
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import MarketPrice, Order
-from phoenix95.streams import topics
 from phoenix95.streams.stages import POSITIONS
 
 logger = logging.getLogger(__name__)

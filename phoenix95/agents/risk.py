@@ -18,10 +18,10 @@ from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.risk import Exposure
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter
 from phoenix95.schemas.messages import Analysis, MarketPrice, RiskVerdict
-from phoenix95.streams import topics
 from phoenix95.streams.stages import RISK
 
 logger = logging.getLogger(__name__)

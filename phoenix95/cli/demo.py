@@ -24,10 +24,10 @@ from phoenix95.connectors.market_data import GbmFeed, bundled_candle_events, mer
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import MarketPrice, Signal
 from phoenix95.schemas.signal_input import build_signal
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings, get_settings
 from phoenix95.stack.manager import Stack
 from phoenix95.streams.stages import STAGES
-from phoenix95.streams.topics import Topics
 
 SETTLE_TIMEOUT_S = 240.0
 
@@ -236,8 +236,8 @@ def _priced(signal: Signal, prices: list[MarketPrice]) -> Signal:
 
 
 async def _wait_settled(settings: Settings, timeout: float, workers: Any) -> bool:
+    from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets, message_counts
     from phoenix95.storage.postgres import Database
-    from phoenix95.streams.admin import committed_offsets, end_offsets, message_counts
 
     topics = Topics(settings.namespace)
     deadline = time.monotonic() + timeout
@@ -276,9 +276,9 @@ async def _lag(settings: Settings, topics: Topics, committed_offsets: Any, end_o
 
 
 async def _summary(settings: Settings) -> dict[str, Any]:
+    from phoenix95.connectors.kafka_admin import message_counts
     from phoenix95.storage.postgres import Database
     from phoenix95.storage.redis_state import RedisState
-    from phoenix95.streams.admin import message_counts
 
     topics = Topics(settings.namespace)
     counts = await message_counts(

@@ -138,10 +138,10 @@ def dlq_replay(
 
 async def _replay(where: str, params: list[Any], dry_run: bool) -> int:
     from phoenix95.schemas.codec import Codec
+    from phoenix95.schemas.topics import Topics
     from phoenix95.settings import get_settings
     from phoenix95.storage.postgres import Database
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.streams.topics import Topics
 
     settings = get_settings()
     async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:

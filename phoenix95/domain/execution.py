@@ -17,11 +17,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.values import ZERO, OrderSide, money, round_price
 
 IMPACT_COEFFICIENT = Decimal("0.1")
+
+
+class OrderRejectReason(StrEnum):
+    """Why an order was not placed (an order's `reject_reason`; the values are stored and digested)."""
+
+    TRADING_HALTED = "TRADING_HALTED"
+    TRADING_REDUCING = "TRADING_REDUCING"
+    NO_MARKET_DATA = "NO_MARKET_DATA"
+    #: A close whose position is no longer open.
+    POSITION_NOT_OPEN = "POSITION_NOT_OPEN"
+    NO_QUANTITY = "NO_QUANTITY"
+    #: The connector answered without the order (neither placed nor rejected by us).
+    EXCHANGE_DID_NOT_ACCEPT = "EXCHANGE_DID_NOT_ACCEPT"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ unconsumed message, with long-lived clients (a lag exporter samples every second
 
 Broker notes (Tansu, checked with aiokafka 0.14):
 - ListOffsets(latest) answers the base offset of the last record batch + 1, so the last batch is read
-  to find the true end (`phoenix95.streams.admin`); the answer is cached while it does not change.
+  to find the true end (`phoenix95.connectors.kafka_admin`); the answer is cached while it does not change.
 - The admin client's OffsetFetch works when the partitions are named (not for "all topics").
 - DescribeGroups never drops a member that left, so group membership says nothing about liveness.
 """
@@ -20,7 +20,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from phoenix95.streams.admin import exact_ends, partitions_of
+from phoenix95.connectors.kafka_admin import exact_ends, partitions_of
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -88,7 +88,9 @@ def _is_text_literal(value: str) -> bool:
 
 
 class PgWrite:
-    """One row for one statement: its parameters, or the fact they are built from.
+    """One row for one statement: its parameters, or the fact they are built from. The parameters of
+    an upsert are a tuple in its column order (built from a `{column: value}` row, see
+    `storage/tables/`); those of a statement with named placeholders (`%(name)s`) a mapping.
 
     A write built from a fact (`PgWrite.of`) builds its row on first use. The sink then builds a
     batch's rows while it streams them to PostgreSQL (COPY sends every 32 KiB), so Python's row
@@ -100,7 +102,7 @@ class PgWrite:
     def __init__(
         self,
         statement: Statement,
-        params: tuple[Any, ...] | None = None,
+        params: tuple[Any, ...] | Mapping[str, Any] | None = None,
         build: Callable[[Any], tuple[Any, ...]] | None = None,
         source: Any = None,
     ):
@@ -116,7 +118,7 @@ class PgWrite:
         return cls(statement, None, build, source)
 
     @property
-    def params(self) -> tuple[Any, ...]:
+    def params(self) -> Any:
         if self._params is None:
             assert self._build is not None
             self._params = self._build(self._source)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from phoenix95.agents.ports import DeadLettered, Fact, Outcome, PositionChanged
 from phoenix95.storage.postgres import Database
 from phoenix95.storage.redis_state import RedisState
-from phoenix95.storage.rows import writes_for
+from phoenix95.storage.tables import writes_for
 from phoenix95.storage.timeseries import TimeseriesSink
 
 logger = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 
+from phoenix95.connectors.kafka_admin import ensure_topics, lost_partitions
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.streams import stages
-from phoenix95.streams.admin import ensure_topics, lost_partitions
 from phoenix95.streams.system_metrics import SystemMetricsReporter
-from phoenix95.streams.topics import Topics
 from phoenix95.streams.transport import TunedApp
 from phoenix95.streams.wiring import StageRuntime
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from phoenix95.schemas import topics as topic_names
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import (
@@ -22,9 +23,8 @@ from phoenix95.schemas.messages import (
     RiskVerdict,
     Signal,
 )
+from phoenix95.schemas.topics import Topics
 from phoenix95.storage.retry import retry_transient
-from phoenix95.streams import topics as topic_names
-from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from phoenix95.streams import topics
+from phoenix95.schemas import topics
 
 if TYPE_CHECKING:
     from phoenix95.settings import Settings

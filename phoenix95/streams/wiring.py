@@ -15,12 +15,15 @@ from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
 from phoenix95.agents.risk import RiskStage
+from phoenix95.connectors.exchange.brackets import brackets_from_file, bundled_brackets
 from phoenix95.connectors.exchange.paper import PaperExchange
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
@@ -29,18 +32,16 @@ from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
 from phoenix95.streams import stages
-from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.metrics import TimedSink
 from phoenix95.streams.producer import EventProducer
-from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
 
 
 def brackets_for(settings: Settings) -> BracketTable:
     if settings.risk.brackets_file is not None:
-        return BracketTable.from_file(str(settings.risk.brackets_file))
-    return BracketTable.bundled()
+        return brackets_from_file(str(settings.risk.brackets_file))
+    return bundled_brackets()
 
 
 def trading_config(settings: Settings) -> TradingConfig:

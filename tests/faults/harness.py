@@ -217,7 +217,7 @@ async def _order_kept(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
 
 
 async def _read_topic(pipeline: Pipeline, topic: str, model: Any) -> list[Any]:
-    from phoenix95.streams.admin import read_records
+    from phoenix95.connectors.kafka_admin import read_records
 
     codec = Codec()
     return [
