@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from phoenix95.domain.config import DEFAULT_SYMBOLS, TradingConfig
@@ -219,6 +219,61 @@ class DashboardSettings(BaseModel):
     #: Mark the session cookie Secure even behind a proxy that terminates TLS (the cookie is
     #: always Secure when the request itself is HTTPS).
     secure_cookies: bool = False
+class NotifyUrl(BaseModel):
+    """One notification channel: an Apprise URL (a secret: it holds tokens and passwords), optional
+    tags for routing, an optional name (the channel's key in the outbox and in metrics; default: the
+    URL's scheme and a hash of it) and optional limits (default: by channel kind, see notify/channels.py)."""
+
+    url: SecretStr
+    tags: list[str] = Field(default_factory=list)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,40}$")
+    per_second: float | None = Field(None, gt=0)
+    per_minute: float | None = Field(None, gt=0)
+
+    @field_serializer("url", when_used="json")
+    def _masked_url(self, value: SecretStr) -> str:
+        from phoenix95.notify.masking import mask_url
+
+        return mask_url(value.get_secret_value())
+
+
+class NotifyRule(BaseModel):
+    """Routing: events of these types (or "*") at or above this severity go to the URLs with these tags."""
+
+    types: list[str] = Field(default_factory=lambda: ["*"])
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    tags: list[str]
+
+
+class NotifySettings(BaseModel):
+    """The notification hub (`p95 worker --stage notifications`). ``P95_NOTIFY__URLS`` is a JSON list
+    of Apprise URLs, each a string or ``{"url": ..., "tags": [...], "per_minute": 20}``."""
+
+    urls: list[NotifyUrl] = Field(default_factory=list)
+    rules: list[NotifyRule] = Field(default_factory=list)
+    #: Event type -> on | silent | off (merged over the defaults in notify/events.py).
+    types: dict[str, Literal["on", "silent", "off"]] = Field(default_factory=dict)
+    #: A row is marked failed after this many attempts (`p95 notify retry` sends it again).
+    max_attempts: int = Field(8, ge=1)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    #: A sender holds rows it is sending for this long; a killed sender's rows are taken over after it.
+    lease_s: float = Field(15.0, gt=0)
+    #: How often the sender looks for pending rows (it is also woken by each write).
+    poll_s: float = Field(0.25, gt=0)
+    #: Dead letters are summarised per stage and reason over this window.
+    dlq_window_s: float = Field(30.0, gt=0)
+    #: Pipeline health (lag status, worker heartbeats) is checked this often.
+    health_interval_s: float = Field(5.0, gt=0)
+    #: HTTP connect / read timeouts handed to Apprise (seconds).
+    timeout_s: float = Field(4.0, gt=0)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _url_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
 
 
 class Settings(BaseSettings):
@@ -244,6 +299,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -27,6 +27,8 @@ SCENARIOS = (
     "replay_kafka",
     "tap",
     "e2e_sse_clients",
+    "notify_latency",
+    "e2e_notifications",
 )
 
 
@@ -111,6 +113,14 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import dashboard_sse
 
         return dashboard_sse.run(settings, signals=2_000 if quick else 10_000, clients=100)
+    if name == "notify_latency":
+        from phoenix95.bench import notify
+
+        return notify.notify_latency(settings, quick=quick)
+    if name == "e2e_notifications":
+        from phoenix95.bench import notify
+
+        return notify.e2e_with_notifications(settings, quick=quick)
     raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
 
 

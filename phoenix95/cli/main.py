@@ -181,6 +181,7 @@ COMMAND_MODULES = (
     "bench",
     "api",
     "dashboard",
+    "notify",
 )
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from phoenix95.settings import get_settings
-from phoenix95.streams.stages import STAGES
+from phoenix95.streams.stages import BY_NAME, default_stages
 
 if TYPE_CHECKING:
     from phoenix95.streams.metrics import SignalTimes
@@ -27,14 +27,16 @@ def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
 
 
 def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -> None:
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in BY_NAME]
     if unknown:
         from phoenix95.cli.console import UserError
 
-        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(STAGES)}")
+        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(BY_NAME)}")
     settings = get_settings()
     settings.check_production()
-    chosen = list(dict.fromkeys(stages)) or list(STAGES)
+    chosen = list(dict.fromkeys(stages)) or list(default_stages(settings))
+    if "notifications" in chosen:
+        check_notify_config(settings)
     ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
     if ports and max(ports.values()) > 65535:
         from phoenix95.cli.console import UserError
@@ -52,6 +54,19 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
     logger.info("supervising %s", ", ".join(chosen))
     announce_ports(ports, settings.metrics.host)
     workers.supervise()
+
+
+def check_notify_config(settings: object) -> None:
+    """A malformed Apprise URL or routing rule is refused at start, in one line naming the entry."""
+    from phoenix95.cli.console import UserError
+    from phoenix95.notify.channels import ConfigError, build_channels
+    from phoenix95.settings import Settings
+
+    assert isinstance(settings, Settings)
+    try:
+        build_channels(settings.notify)
+    except ConfigError as error:
+        raise UserError(str(error)) from None
 
 
 def announce_ports(ports: Mapping[str, int], host: str) -> None:

@@ -110,9 +110,11 @@ class StageRuntime:
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
+        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag, metrics=self.metrics)
         await stage.start()
-        sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
+        # a stage that writes its own rows (the notification hub's outbox) brings its sink
+        own_sink: Sink | None = getattr(stage, "own_sink", None)
+        sink: Sink = own_sink if own_sink is not None else StoreSink(self.database, self.redis, self.timeseries)
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
             self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
@@ -122,9 +124,23 @@ class StageRuntime:
         self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics, outbox=outbox)
         await self.runner.drain_outbox()  # before the first batch: what a killed worker left
         self._started = True
+        await self._announce("started", "info")
         return self.runner
 
+    async def _announce(self, state: str, severity: str) -> None:
+        """A worker event on p95.control.events ("started", "stopping") for the notification hub."""
+        from phoenix95.notify.heartbeat import worker_event
+
+        if self.producer is None:
+            return
+        try:
+            await asyncio.wait_for(self.producer.publish([worker_event(self.stage_name, state, severity)]), 5.0)
+        except Exception as error:  # never blocks a start or a shutdown
+            logger.warning("stage %s: could not announce %s: %s", self.stage_name, state, error)
+
     async def stop(self) -> None:
+        if self._started:
+            await self._announce("stopping", "warning")
         if self.runner is not None:
             await self.runner.stage.stop()
         if self.lag is not None:
@@ -166,6 +182,8 @@ class StageContext:
     codec: Codec
     database: Database
     lag: Any = None
+    #: The process's PipelineMetrics (its registry serves /metrics), if it serves them.
+    metrics: Any = None
 
     @property
     def topics(self) -> Topics:
@@ -229,15 +247,25 @@ def _build_positions(context: StageContext) -> Stage:
     )
 
 
+def _build_notifications(context: StageContext) -> Stage:
+    from phoenix95.notify.runtime import build
+
+    registry = getattr(context.metrics, "registry", None)
+    return build(context.settings, context.codec, context.database, registry=registry)
+
+
 #: One builder per stage of `streams/stages.py` (a new stage adds its builder here).
 BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
     stages.ANALYSIS.name: _build_analysis,
     stages.RISK.name: _build_risk,
     stages.EXECUTION.name: _build_execution,
     stages.POSITIONS.name: _build_positions,
+    stages.NOTIFICATIONS.name: _build_notifications,
 }
 
 
-def build_stage(name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None) -> Stage:
+def build_stage(
+    name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None, metrics: Any = None
+) -> Stage:
     stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag))
+    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics))
