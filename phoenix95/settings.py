@@ -334,6 +334,33 @@ class FeedSettings(BaseModel):
     seed: int | None = None
 
 
+class ApiSettings(BaseModel):
+    """`p95 api`: the REST API for programs (issue #19)."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORTS["api"]
+    #: Requests per API key per minute (Redis counter s4:rate_limit:{key id}:{minute}); 429 past it.
+    rate_limit_per_minute: int = Field(300, ge=1)
+    #: The largest page a list endpoint serves (`limit` above it is a 422 naming `limit`).
+    max_page_size: int = Field(500, ge=1)
+
+
+class DashboardSettings(BaseModel):
+    """`p95 dashboard`: the server-rendered web page (issue #19)."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORTS["dashboard"]
+    session_ttl_s: int = Field(8 * 3600, ge=60)
+    #: Failed and successful login attempts per client address per minute.
+    login_attempts_per_minute: int = Field(10, ge=1)
+    #: Entries kept in the live-update stream (XADD MAXLEN ~): how far back a reconnect can resume.
+    stream_max_len: int = Field(5000, ge=10)
+    #: How often the live feed reads the position state in Redis.
+    poll_interval_s: float = Field(0.25, gt=0)
+    heartbeat_s: float = Field(15.0, gt=0)
+    #: Mark the session cookie Secure even behind a proxy that terminates TLS (the cookie is
+    #: always Secure when the request itself is HTTPS).
+    secure_cookies: bool = False
 class NotifyUrl(BaseModel):
     """One notification channel: an Apprise URL (a secret: it holds tokens and passwords), optional
     tags for routing, an optional name (the channel's key in the outbox and in metrics; default: the
@@ -416,6 +443,8 @@ class Settings(BaseSettings):
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
     ports: PortSettings = Field(default_factory=PortSettings)
     feed: FeedSettings = Field(default_factory=FeedSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("home", mode="after")

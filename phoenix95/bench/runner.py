@@ -26,6 +26,7 @@ SCENARIOS = (
     "replay_inprocess",
     "replay_kafka",
     "tap",
+    "e2e_sse_clients",
     "notify_latency",
     "e2e_notifications",
     "exchange_order_ack",
@@ -113,6 +114,10 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import external
 
         return external.run(name, settings, quick=quick)
+    if name == "e2e_sse_clients":
+        from phoenix95.bench import dashboard_sse
+
+        return dashboard_sse.run(settings, signals=2_000 if quick else 10_000, clients=100)
     if name == "notify_latency":
         from phoenix95.bench import notify
 

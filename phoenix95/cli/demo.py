@@ -150,12 +150,21 @@ def run_demo(
         if started_here and not keep:
             say("stopping the embedded stack")
             stack.down()
+    if keep and summary:
+        summary["dashboard"] = _dashboard_login(namespace)
     if progress is not None:
         _print_summary(progress, summary)
     if keep and summary and not summary.get("error"):
         console = progress or Console(stderr=True)
         for line in next_steps(namespace, summary.get("trace_signal_id") or f"{namespace}-signal-000"):
             console.print(line, highlight=False, soft_wrap=True)
+        if summary.get("dashboard"):
+            console.print(
+                f"  dashboard: run {summary['dashboard']['command']}\n"
+                f"  then open (one-time login, valid 1 h): {summary['dashboard']['login_url']}",
+                highlight=False,
+                soft_wrap=True,
+            )
     return summary
 
 
@@ -170,6 +179,14 @@ def next_steps(namespace: str, signal_id: str) -> list[str]:
         "  p95 replay --signals sample --report replay-report.html      # the replay report (HTML)",
         "  p95 down                                                      # stop the stack",
     ]
+
+
+def _dashboard_login(namespace: str) -> dict[str, str]:
+    """How to look at the kept demo in the dashboard: the command and a one-time login URL (#19)."""
+    from phoenix95.cli.dashboard import login_url
+
+    env = f"P95_NAMESPACE={namespace} P95_POSTGRES__DB_SCHEMA={namespace} P95_REDIS__PREFIX={namespace}:s4:"
+    return {"command": f"{env} p95 dashboard", "login_url": login_url("operator")}
 
 
 def _signals(start: datetime, namespace: str) -> list[Signal]:

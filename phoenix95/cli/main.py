@@ -236,6 +236,8 @@ COMMAND_MODULES = (
     "feed",
     "market_feed",
     "doctor",
+    "api",
+    "dashboard",
 )
 
 

@@ -238,8 +238,14 @@ def run(
     if request.report is not None:
         from phoenix95.replay.report import render
 
+        traded = {p.symbol for p in closed}
+        prices: dict[str, list[tuple[datetime, Decimal]]] = {}
+        for tick in ticks:
+            if tick.symbol in traded:
+                prices.setdefault(tick.symbol, []).append((tick.time, tick.price))
         request.report.write_text(
-            render(summary, curve, closed, title=f"Phoenix95 replay ({request.mode})"), encoding="utf-8"
+            render(summary, curve, closed, title=f"Phoenix95 replay ({request.mode})", prices=prices),
+            encoding="utf-8",
         )
         summary["report"] = str(request.report)
     return summary

@@ -1,0 +1,1 @@
+"""`p95 dashboard`: the server-rendered web page (FastAPI, Jinja2, htmx, Server-Sent Events)."""
