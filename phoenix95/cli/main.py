@@ -23,6 +23,7 @@ db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(),
