@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit integration faults bench setup tsdb browser clean
+.PHONY: demo test lint typecheck unit integration faults bench profile setup tsdb browser clean
 
 setup: $(STAMP) tsdb
 
@@ -81,3 +81,7 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .p95 .pytest_cache .mypy_cache .ruff_cache
+
+# The e2e scenario with py-spy on each stage worker: flame graphs per stage (docs/performance.md).
+profile: setup
+	$(BIN)/p95 bench --profile --json

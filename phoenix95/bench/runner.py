@@ -27,6 +27,8 @@ SCENARIOS = (
     "replay_kafka",
     "tap",
 )
+#: Run only when named (`--only`) or by `--profile`: not part of a full `p95 bench`.
+ON_DEMAND = ("e2e_profile",)
 
 
 def machine(settings: Settings) -> dict[str, Any]:
@@ -98,6 +100,14 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         ours["baseline"] = baseline
         ours["ratio"] = round(ours["value"] / naive["signals_per_s"], 2) if naive.get("signals_per_s") else None
         return ours
+    if name == "e2e_profile":
+        from pathlib import Path
+
+        from phoenix95.bench import profile
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = Path(os.environ.get("P95_PROFILE_DIR") or settings.home / "profile" / stamp)
+        return profile.run(settings, signals=1_000 if quick else 5_000, out_dir=out)
     if name == "signal_to_order_latency":
         from phoenix95.bench import pipeline
 
@@ -114,7 +124,7 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import external
 
         return external.run(name, settings, quick=quick)
-    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS + ON_DEMAND)}")
 
 
 def run(
@@ -127,9 +137,10 @@ def run(
     from phoenix95.settings import get_settings
     from phoenix95.stack.manager import Stack
 
-    unknown = [name for name in only or [] if name not in SCENARIOS]
+    known = SCENARIOS + ON_DEMAND
+    unknown = [name for name in only or [] if name not in known]
     if unknown:
-        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
     base = get_settings()
     stack = Stack(base.home)
     before = stack.status() if stack.path.exists() else {}
