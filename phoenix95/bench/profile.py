@@ -46,7 +46,14 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+#: Leaf frames that are a thread waiting, not working: py-spy's --nonblocking mode cannot always tell an
+#: idle thread (blocked in epoll) from a running one, so they are counted apart.
+IDLE_LEAVES = ("EpollSelector.select (selectors.py:468)", "select (selectors.py:468)")
+
+
 def area_of(stack: list[str]) -> str:
+    if stack and any(stack[-1].startswith(leaf) for leaf in IDLE_LEAVES):
+        return "idle (epoll wait)"
     for frame in reversed(stack):
         for area, patterns in AREAS:
             if any(p in frame for p in patterns):
@@ -66,24 +73,39 @@ def read_folded(path: Path) -> Counter[str]:
 
 
 def areas(stacks: Counter[str]) -> dict[str, float]:
-    """Share of samples per area, largest first."""
-    total = sum(stacks.values())
+    """Share of the busy samples per area, largest first (idle samples excluded)."""
     found: Counter[str] = Counter()
     for stack, count in stacks.items():
         found[area_of(stack.split(";"))] += count
+    found.pop("idle (epoll wait)", None)
+    total = sum(found.values())
     return {area: round(count / total, 3) for area, count in found.most_common()} if total else {}
 
 
-def top_frames(stacks: Counter[str], limit: int = 8) -> list[tuple[str, float]]:
-    """Functions by inclusive share (a frame counted once per sample)."""
+def idle_share(stacks: Counter[str]) -> float:
     total = sum(stacks.values())
+    idle = sum(c for s, c in stacks.items() if area_of(s.split(";")) == "idle (epoll wait)")
+    return round(idle / total, 3) if total else 0.0
+
+
+def consumer_thread_share(stacks: Counter[str]) -> float:
+    """Share of the busy samples in a thread of its own (Faust runs the Kafka consumer in one)."""
+    busy = {s: c for s, c in stacks.items() if area_of(s.split(";")) != "idle (epoll wait)"}
+    total = sum(busy.values())
+    threaded = sum(c for s, c in busy.items() if s.startswith("Thread._bootstrap"))
+    return round(threaded / total, 3) if total else 0.0
+
+
+def top_frames(stacks: Counter[str], limit: int = 10) -> list[tuple[str, float]]:
+    """Our own functions (phoenix95/, not the CLI) by inclusive share of the busy samples."""
+    busy = {s: c for s, c in stacks.items() if area_of(s.split(";")) != "idle (epoll wait)"}
+    total = sum(busy.values())
     inclusive: Counter[str] = Counter()
-    for stack, count in stacks.items():
+    for stack, count in busy.items():
         for frame in set(stack.split(";")):
-            inclusive[frame] += count
-    skip = ("<module>", "run (asyncio", "run_forever", "_run_once", "_run (asyncio", "run_until_complete")
-    ranked = [(f, c) for f, c in inclusive.most_common() if not any(s in f for s in skip)]
-    return [(frame, round(count / total, 3)) for frame, count in ranked[:limit]] if total else []
+            if "phoenix95/" in frame and not any(x in frame for x in ("phoenix95/cli/", "streams/app.py", "__main__")):
+                inclusive[frame] += count
+    return [(frame, round(count / total, 3)) for frame, count in inclusive.most_common(limit)] if total else []
 
 
 def flame_svg(stacks: Counter[str], title: str, width: int = 1200, row: int = 16) -> str:
@@ -186,6 +208,9 @@ def run(base: Settings, *, signals: int, out_dir: Path, rate: int = 97) -> dict[
             for stage, process in processes.items()
         }
         time.sleep(1.0)  # py-spy attached
+        idle_from = {stage: sum(p.cpu_times()[:2]) for stage, p in processes.items()}
+        time.sleep(3.0)
+        idle_cores = {stage: (sum(p.cpu_times()[:2]) - idle_from[stage]) / 3.0 for stage, p in processes.items()}
         cpu_before = {stage: sum(p.cpu_times()[:2]) for stage, p in processes.items()}
         start = datetime(2022, 1, 1, tzinfo=UTC)
         batch, prices = event_time_workload(signals, pipeline.settings.namespace, start=start)
@@ -219,7 +244,10 @@ def run(base: Settings, *, signals: int, out_dir: Path, rate: int = 97) -> dict[
             "consumed": consumed,
             "cpu_us_per_consumed": round(cpu / consumed * 1e6, 1) if consumed else None,
             "cpu_us_per_signal": round(cpu / signals * 1e6, 1),
+            "idle_cores_before": round(idle_cores[stage], 3),
             "samples": sum(stacks.values()),
+            "idle_sample_share": idle_share(stacks),
+            "consumer_thread_share": consumer_thread_share(stacks),
             "areas": areas(stacks),
             "top_frames": top_frames(stacks),
             "flame_graph": str(out_dir / f"{stage}.svg"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from phoenix95.bench.profile import area_of, areas, flame_svg, read_folded
+from phoenix95.bench.profile import area_of, areas, flame_svg, idle_share, read_folded
 
 FOLDED = (
     "run (asyncio/runners.py:118);process (phoenix95/agents/positions.py:80);decode (phoenix95/schemas/codec.py:90);"
     "schemaless_reader (fastavro/_read_py.py:10) 3\n"
     "run (asyncio/runners.py:118);persist (phoenix95/storage/sink.py:40);execute (psycopg/cursor_async.py:100) 5\n"
     "run (asyncio/runners.py:118);_run_once (asyncio/base_events.py:1900) 2\n"
+    "run (asyncio/runners.py:118);_run_once (asyncio/base_events.py:1900);EpollSelector.select (selectors.py:468) 10\n"
 )
 
 
@@ -18,8 +19,10 @@ def test_samples_are_attributed_to_the_innermost_known_area(tmp_path):
     path = tmp_path / "positions.folded"
     path.write_text(FOLDED)
     stacks = read_folded(path)
-    assert sum(stacks.values()) == 10
+    assert sum(stacks.values()) == 20
+    # shares of the busy samples: a thread waiting in epoll is idle, counted apart
     assert areas(stacks) == {"postgres client (psycopg)": 0.5, "avro codec": 0.3, "asyncio loop": 0.2}
+    assert idle_share(stacks) == 0.5
     assert area_of(["main (app.py:1)"]) == "other"
 
 
