@@ -57,19 +57,22 @@ async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
 
 
 async def end_offsets(bootstrap: str, topics: Iterable[str], *, exact: bool = True) -> dict[TopicPartition, int]:
-    """End offset (the next offset to be written) of every partition of the topics.
+    """End offset (the next offset to be written) of every partition of the topics, looked up now
+    (on demand: a periodic reader keeps an `OffsetReader`, which caches).
 
     Tansu answers ListOffsets(latest) with the base offset of the partition's last record batch
-    + 1, not its last offset + 1: six messages produced in one batch report an end offset of 1.
-    With `exact` (the default) the last batch is read to find the true end; Apache Kafka's answer
-    is already exact and the read only confirms it.
+    + 1, not its last offset + 1: six messages produced in one batch report an end offset of 1. The
+    high watermark of a fetch response is exact on Tansu as on Apache Kafka, so with `exact` (the
+    default) one fetch at the reported offset settles it (see `fetched_highwaters`; it returns the
+    rest of the last batch, or nothing when the last batch held one record).
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",
         request_timeout_ms=15000,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=64 * 1024,
+        fetch_max_wait_ms=10,
     )
     await consumer.start()
     try:
@@ -126,35 +129,54 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> li
     return partitions
 
 
+async def fetched_highwaters(
+    consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int], timeout: float = 5.0
+) -> dict[TopicPartition, int]:
+    """The high watermark (exact end) of each partition, from one fetch response at the given offset.
+
+    On Tansu a fetch costs broker CPU in proportion to the partition's record batches when it
+    returns records, but little when it starts at the end (nothing to return); ListOffsets always
+    costs the former. So a reader that knows where a partition ended fetches there: it pays only when
+    the partition grew. A position past the log's end (the broker lost data) is reset to the log's
+    start by the consumer (auto_offset_reset) and fetched again. Partitions without an answer within
+    `timeout` are left out. The consumer is left unassigned (no background fetching)."""
+    if not positions:
+        return {}
+    consumer.assign(sorted(positions))
+    before: dict[TopicPartition, int | None] = {}
+    for tp, offset in positions.items():
+        before[tp] = consumer.last_poll_timestamp(tp)
+        consumer.seek(tp, max(0, offset))
+    found: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        pending = set(positions)
+        while pending and time.monotonic() < deadline:
+            await consumer.getmany(*pending, timeout_ms=20)
+            for tp in list(pending):
+                stamp = consumer.last_poll_timestamp(tp)
+                highwater = consumer.highwater(tp)
+                if stamp is not None and stamp != before[tp] and highwater is not None:
+                    found[tp] = highwater
+                    pending.discard(tp)
+    finally:
+        consumer.assign([])
+    return found
+
+
 async def exact_ends(
     consumer: AIOKafkaConsumer, reported: dict[TopicPartition, int], timeout: float = 5.0
 ) -> dict[TopicPartition, int]:
+    """Exact ends from the broker's ListOffsets answers (`reported`; low on Tansu, see `end_offsets`)."""
     exact = dict(reported)
-    pending = {tp for tp, offset in reported.items() if offset > 0}
-    if not pending:
-        return exact
-    consumer.assign(sorted(pending))
-    for tp in pending:
-        consumer.seek(tp, reported[tp] - 1)
-    deadline = time.monotonic() + timeout
-    reached: set[TopicPartition] = set()
-    while pending and time.monotonic() < deadline:
-        batches = await consumer.getmany(*pending, timeout_ms=60 if reached else 200)
-        fresh = set()
-        for tp, records in batches.items():
-            if records:
-                exact[tp] = max(exact[tp], records[-1].offset + 1)
-                fresh.add(tp)
-        # the last batch may come in more than one piece: a partition is done when, having
-        # returned records, it returns none
-        for tp in list(pending):
-            if tp in reached and tp not in fresh:
-                pending.discard(tp)
-        reached |= fresh
-    if pending - reached:
+    pending = {tp: offset for tp, offset in reported.items() if offset > 0}
+    fetched = await fetched_highwaters(consumer, pending, timeout)
+    for tp, highwater in fetched.items():
+        exact[tp] = max(exact[tp], highwater)
+    if set(pending) - set(fetched):
         logger.warning(
-            "end offsets: could not read the last batch of %s within %.0fs; using the broker's answer, which may be low",
-            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending - reached)),
+            "end offsets: no fetch answer for %s within %.0fs; using the broker's answer, which may be low",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(set(pending) - set(fetched))),
             timeout,
         )
     return exact
@@ -166,37 +188,25 @@ async def lost_partitions(
     """The partitions whose log no longer holds the record at the offset given (the last one a
     stage read): the broker lost its data (Tansu keeps topics in memory; a restart empties them).
 
-    A partition is suspect when the broker's end offset is not past that offset, and lost only if
-    the record cannot be fetched either: Tansu's end offsets can be low (see `end_offsets`), and a
-    fetch that returns the record settles it. A partition that neither answers nor looks short is
-    not reported.
+    One fetch at that offset per partition (no ListOffsets, whose cost on Tansu grows with the
+    partition): a high watermark not past the offset, or a missing topic or partition, is a loss. A
+    partition that does not answer is not reported.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
-        auto_offset_reset="none",
+        auto_offset_reset="earliest",
         request_timeout_ms=15000,
-        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=1024,
+        fetch_max_wait_ms=10,
     )
     await consumer.start()
     try:
         known = set(await partitions_of(consumer, sorted({tp.topic for tp in read})))
-        reported = dict(await consumer.end_offsets([tp for tp in read if tp in known])) if known else {}
-        suspects = {tp for tp, offset in read.items() if tp not in known or reported.get(tp, 0) <= offset}
-        fetchable = sorted(tp for tp in suspects if tp in known)
-        if fetchable:
-            consumer.assign(fetchable)
-            for tp in fetchable:
-                consumer.seek(tp, read[tp])
-            deadline = time.monotonic() + timeout
-            waiting = set(fetchable)
-            while waiting and time.monotonic() < deadline:
-                batches = await consumer.getmany(*waiting, timeout_ms=200)
-                for tp, records in batches.items():
-                    if any(record.offset >= read[tp] for record in records):
-                        waiting.discard(tp)
-                        suspects.discard(tp)
-        return sorted(suspects)
+        highwaters = await fetched_highwaters(consumer, {tp: o for tp, o in read.items() if tp in known}, timeout)
+        return sorted(
+            tp for tp, offset in read.items() if tp not in known or (tp in highwaters and highwaters[tp] <= offset)
+        )
     finally:
         await consumer.stop()
 
