@@ -12,6 +12,7 @@ without idle stacks, so the shares are of the time the worker was running Python
 from __future__ import annotations
 
 import asyncio
+import gzip
 import html
 import json
 import os
@@ -65,7 +66,8 @@ def read_folded(path: Path) -> Counter[str]:
     stacks: Counter[str] = Counter()
     if not path.exists():
         return stacks
-    for line in path.read_text(errors="replace").splitlines():
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    for line in raw.decode(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
             stacks[stack] += int(count)
