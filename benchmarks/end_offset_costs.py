@@ -25,7 +25,12 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 
 async def main(url, pid):
     await ensure_topics(url, ["t"], partitions=1)
+    import psutil
+
+    rss = psutil.Process(pid).memory_info().rss
     fill(url, "t", 1, N)
+    grown = psutil.Process(pid).memory_info().rss - rss
+    print(f"broker RSS grew {grown / 2**20:.1f} MiB for {N} one-record batches ({grown / N:.0f} bytes a batch)")
     tp = TopicPartition("t", 0)
     c = AIOKafkaConsumer(
         bootstrap_servers=url,
