@@ -28,7 +28,7 @@ SCENARIOS = (
     "tap",
 )
 #: Run only when named (`--only`) or by `--profile`: not part of a full `p95 bench`.
-ON_DEMAND = ("e2e_profile",)
+ON_DEMAND = ("e2e_profile", "soak")
 
 
 def machine(settings: Settings) -> dict[str, Any]:
@@ -108,6 +108,15 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out = Path(os.environ.get("P95_PROFILE_DIR") or settings.home / "profile" / stamp)
         return profile.run(settings, signals=1_000 if quick else 5_000, out_dir=out)
+    if name == "soak":
+        from pathlib import Path
+
+        from phoenix95.bench import soak
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = Path(os.environ.get("P95_SOAK_DIR") or settings.home / "soak" / stamp)
+        duration = soak.parse_duration(os.environ.get("P95_SOAK_DURATION", "2m" if quick else "2h"))
+        return soak.run(settings, duration_s=duration, speed=float(os.environ.get("P95_SOAK_SPEED", "1")), out_dir=out)
     if name == "signal_to_order_latency":
         from phoenix95.bench import pipeline
 
