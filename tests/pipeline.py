@@ -16,9 +16,9 @@ from phoenix95.settings import Settings
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.producer import EventProducer
+from phoenix95.streams.stages import STAGES
 from phoenix95.streams.supervisor import WorkerSet
 from phoenix95.streams.topics import Topics
-from phoenix95.streams.wiring import STAGES
 from tests.conftest import Namespace
 
 #: Waits are for hangs, not speed: P95_TEST_TIMEOUT_SCALE=3 triples them on a slow machine.
@@ -97,11 +97,11 @@ class Pipeline:
     async def caught_up(self, stages: Sequence[str] = ("positions",)) -> bool:
         """Every input of the stages is committed up to its end (nothing left to process)."""
         from phoenix95.streams.admin import committed_offsets, end_offsets
-        from phoenix95.streams.wiring import STAGE_CLASSES
+        from phoenix95.streams.stages import spec
 
         bootstrap = self.settings.kafka.bootstrap_servers
         for stage in stages:
-            inputs = [self.topics.name(base) for base in STAGE_CLASSES[stage].inputs]
+            inputs = [self.topics.name(base) for base in spec(stage).inputs]
             ends = await end_offsets(bootstrap, inputs)
             committed = await committed_offsets(bootstrap, self.topics.group(stage), inputs)
             if any(committed.get(tp, 0) < end for tp, end in ends.items() if end > 0):

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
-from phoenix95.agents.base import Stage, dead_letter
-from phoenix95.agents.ports import InputRecord, Outcome, SignalAnalyzed
+from phoenix95.agents.base import Stage
+from phoenix95.agents.ports import InputRecord, Outcome, SeenSignals, SignalAnalyzed
 from phoenix95.domain import ids
-from phoenix95.domain.scoring import ScoringInput, score
-from phoenix95.domain.values import side_of
 from phoenix95.schemas.codec import Codec, DecodeError, Reason
-from phoenix95.schemas.envelope import utc_now
-from phoenix95.schemas.messages import Analysis, ScoreAdjustment, Signal
-from phoenix95.streams import topics
-
-#: signal ids -> the ts_ingest each was first recorded with (to tell a re-delivery from a duplicate).
-SeenSignals = Callable[[Sequence[str]], Awaitable[dict[str, object]]]
+from phoenix95.schemas.convert import analyze, dead_letter
+from phoenix95.schemas.messages import Signal
+from phoenix95.streams.stages import ANALYSIS
 
 
 class AnalysisStage(Stage):
-    name = "analysis"
-    inputs = (topics.SIGNALS,)
+    name = ANALYSIS.name
+    inputs = ANALYSIS.inputs
 
     def __init__(self, codec: Codec, known_symbols: frozenset[str], seen_signals: SeenSignals):
         self.codec = codec
@@ -80,36 +75,3 @@ class AnalysisStage(Stage):
             analysis = analyze(signal)
             outcomes.append(Outcome(record, produce=[analysis], persist=[SignalAnalyzed(signal, analysis)]))
         return outcomes
-
-
-def analyze(signal: Signal, *, producer: str = "analysis") -> Analysis:
-    """The Phoenix-95 analysis of a signal (also used by replays and `p95 risk quote`)."""
-    side = side_of(signal.action)
-    result = score(
-        ScoringInput(side=side, confidence=signal.confidence, rsi=signal.rsi, macd=signal.macd, volume=signal.volume)
-    )
-    return Analysis.trusted(
-        event_id=ids.analysis_id(signal.event_id),
-        correlation_id=signal.signal_id,
-        causation_id=signal.event_id,
-        ts_event=signal.ts_event,
-        ts_ingest=utc_now(),
-        schema_version=Analysis.SCHEMA_VERSION,
-        producer=producer,
-        signal_id=signal.signal_id,
-        symbol=signal.symbol,
-        action=signal.action,
-        side=side,
-        price=signal.price,
-        confidence=signal.confidence,
-        strategy=signal.strategy,
-        timeframe=signal.timeframe,
-        phoenix95_score=result.phoenix95_score,
-        final_confidence=result.final_confidence,
-        quality_score=result.quality_score,
-        base_score=result.base_score,
-        analysis_type=result.analysis_type,
-        adjustments=tuple(
-            ScoreAdjustment.model_construct(code=a.code, delta=a.delta, detail=a.detail) for a in result.adjustments
-        ),
-    )

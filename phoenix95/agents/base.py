@@ -31,43 +31,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from phoenix95.agents.ports import InputRecord, Outbox, Outcome, Publisher, Sink
-from phoenix95.domain import ids
 from phoenix95.schemas.codec import Reason
-from phoenix95.schemas.envelope import Event, utc_now
-from phoenix95.schemas.messages import DeadLetter, Header
+from phoenix95.schemas.convert import dead_letter
+from phoenix95.schemas.envelope import Event
 
 logger = logging.getLogger(__name__)
 
 
 def record_key(record: InputRecord) -> tuple[str, int, int]:
     return (record.topic, record.partition, record.offset)
-
-
-def dead_letter(
-    stage: str, record: InputRecord, reason: Reason | str, error: str, *, correlation_id: str | None = None
-) -> DeadLetter:
-    """A dead letter with the original bytes; its id is derived from the record's coordinates, so a
-    re-delivered bad message is recorded once."""
-    event_id = ids.derive("dead-letter", stage, record.topic, record.partition, record.offset)
-    return DeadLetter.trusted(
-        event_id=event_id,
-        correlation_id=correlation_id or event_id,
-        causation_id=None,
-        ts_event=record.timestamp or utc_now(),
-        ts_ingest=utc_now(),
-        schema_version=DeadLetter.SCHEMA_VERSION,
-        producer=stage,
-        stage=stage,
-        reason=str(reason),
-        error=error[:4000],
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        source_timestamp=record.timestamp,
-        original_key=record.key,
-        original_value=record.value,
-        original_headers=tuple(Header.model_construct(key=k, value=v) for k, v in record.headers),
-    )
 
 
 @dataclass
@@ -94,10 +66,9 @@ class Stage(ABC):
     """One pipeline stage: decode -> domain -> outcomes. No I/O except through its ports."""
 
     name: str = "stage"
-    #: Base names of the topics the stage consumes.
+    #: Base names of the topics the stage consumes (name and inputs come from `streams/stages.py`;
+    #: so does how often `on_clock` runs).
     inputs: tuple[str, ...] = ()
-    #: Run `on_clock` this often (seconds); None: no timer.
-    clock_interval: float | None = None
     #: Write the outputs through the outbox (see `Outbox`): for a stage that, given a re-delivered
     #: input whose writes are done, cannot produce its outputs again.
     uses_outbox: bool = False

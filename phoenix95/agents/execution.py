@@ -16,29 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
 
-from phoenix95.agents.base import Stage, dead_letter, record_key
-from phoenix95.agents.ports import InputRecord, OrderPlaced, Outcome
-from phoenix95.connectors.exchange.base import ExchangeConnector, ExchangeOrder, OrderRequest
+from phoenix95.agents.base import Stage, record_key
+from phoenix95.agents.ports import ExchangeConnector, ExecutionState, InputRecord, OrderPlaced, OrderRequest, Outcome
 from phoenix95.domain import ids
 from phoenix95.domain.execution import MarketTick, PriceHistory, next_price_at_or_after
 from phoenix95.domain.trading_state import TradingState
-from phoenix95.domain.values import entry_order_side, opposite
+from phoenix95.domain.values import entry_order_side
 from phoenix95.schemas.codec import Codec, DecodeError
-from phoenix95.schemas.envelope import utc_now
-from phoenix95.schemas.messages import Fill, MarketPrice, Order, RiskVerdict
+from phoenix95.schemas.convert import dead_letter, order_message, tick_of
+from phoenix95.schemas.messages import MarketPrice, RiskVerdict
 from phoenix95.streams import topics
+from phoenix95.streams.stages import EXECUTION
 
 logger = logging.getLogger(__name__)
-
-
-class ExecutionState(Protocol):
-    async def trading_state(self) -> TradingState: ...
-
-    async def orders(self, verdict_ids: Sequence[str]) -> dict[str, Order]: ...
-
-    async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]: ...
 
 
 @dataclass
@@ -48,25 +39,9 @@ class _Pending:
     since: float
 
 
-def tick_of(price: MarketPrice) -> MarketTick:
-    return MarketTick(
-        symbol=price.symbol,
-        time=price.ts_event,
-        price=price.price,
-        mark_price=price.mark_price,
-        open=price.open,
-        high=price.high,
-        low=price.low,
-        volume=price.volume,
-        funding_rate=price.funding_rate,
-        event_id=price.event_id,
-    )
-
-
 class ExecutionStage(Stage):
-    name = "execution"
-    inputs = (topics.RISK_VERDICTS, topics.MARKET_PRICES)
-    clock_interval = 0.25
+    name = EXECUTION.name
+    inputs = EXECUTION.inputs
 
     def __init__(
         self,
@@ -253,61 +228,3 @@ class ExecutionStage(Stage):
         if quantity is None or quantity <= 0:
             return "POSITION_NOT_OPEN" if verdict.intent == "close" else "NO_QUANTITY"
         return None
-
-
-def order_message(
-    verdict: RiskVerdict,
-    client_order_id: str,
-    placed: ExchangeOrder | None,
-    reject_reason: str | None,
-    quantity: Decimal,
-    exchange: str,
-) -> Order:
-    fill = None
-    if (
-        placed is not None
-        and placed.status == "FILLED"
-        and placed.fill_price is not None
-        and placed.filled_at is not None
-    ):
-        fill = Fill.model_construct(
-            price=placed.fill_price,
-            quantity=placed.quantity,
-            notional=placed.fill_price * placed.quantity,
-            fee=placed.fee if placed.fee is not None else Decimal(0),
-            fee_asset="USDT",
-            slippage_rate=placed.slippage_rate if placed.slippage_rate is not None else Decimal(0),
-            reference_price=placed.reference_price if placed.reference_price is not None else placed.fill_price,
-            filled_at=placed.filled_at,
-            price_event_id=None,
-        )
-    plan = verdict.plan
-    order_id = ids.order_id(verdict.verdict_id)
-    return Order.trusted(
-        event_id=order_id,
-        correlation_id=verdict.signal_id,
-        causation_id=verdict.event_id,
-        ts_event=fill.filled_at if fill is not None else verdict.ts_event,
-        ts_ingest=utc_now(),
-        schema_version=Order.SCHEMA_VERSION,
-        producer="execution",
-        order_id=order_id,
-        client_order_id=client_order_id,
-        verdict_id=verdict.verdict_id,
-        signal_id=verdict.signal_id,
-        symbol=verdict.symbol,
-        side=entry_order_side(verdict.side),
-        position_side=verdict.side if verdict.intent == "open" else opposite(verdict.side),
-        intent=verdict.intent,
-        close_position_id=verdict.close_position_id,
-        order_type="market",
-        quantity=quantity,
-        status="filled" if fill is not None else "rejected",
-        reject_reason=None if fill is not None else reject_reason,
-        requested_price=verdict.price,
-        leverage=plan.leverage if plan is not None else 0,
-        margin_mode=plan.margin_mode if plan is not None else "ISOLATED",
-        exchange=exchange,
-        exchange_order_id=placed.exchange_order_id if placed is not None else None,
-        fill=fill,
-    )

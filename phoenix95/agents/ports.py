@@ -1,18 +1,27 @@
-"""What a stage hands to the outside world, and the small interfaces (ports) it does it through.
+"""What a stage hands to the outside world, and every small interface (port) it does it through.
 
 A stage turns a batch of input records into one `Outcome` per input: the events to produce, the
-facts to persist, or a dead letter. Adapters (storage, producer) implement the ports; the app factory
-wires them, so a stage never imports an adapter.
+facts to persist, or a dead letter. Adapters (storage, producer, exchange connectors) implement the
+ports; the composition root (`streams/wiring.py`) wires them, so a stage never imports an adapter.
+
+Write ports: `Sink`, `Outbox`, `Publisher`. Read ports: `PortfolioReader` (risk), `LagProbe`
+(risk), `ExecutionState` (execution), `PositionStore` (positions), `SeenSignals` (analysis), and
+the exchange connector contract (`ExchangeConnector`, re-exported from `connectors/exchange/base.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Protocol
 
+from phoenix95.connectors.exchange.base import ExchangeConnector, ExchangeOrder, OrderRequest
+from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.positions import Position
+from phoenix95.domain.risk import Exposure, RecentSignal
+from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import (
     Analysis,
@@ -127,3 +136,76 @@ class Publisher(Protocol):
     """Produces events and waits until the broker confirmed them."""
 
     async def publish(self, events: Sequence[Event], *, dead_letter_keys: Sequence[bytes | None] = ()) -> None: ...
+
+
+# Read ports, one group per stage that reads.
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The portfolio as the risk stage decides on it (wall clock)."""
+
+    equity: Decimal
+    trading_state: TradingState
+    exposures: tuple[Exposure, ...]
+
+
+class PortfolioReader(Protocol):
+    async def snapshot(self) -> Snapshot: ...
+
+    async def verdicts(self, verdict_ids: Sequence[str]) -> dict[str, RiskVerdict]: ...
+
+    async def recent(self, window: timedelta) -> tuple[list[datetime], list[RecentSignal]]: ...
+
+    async def book_state(self) -> tuple[list[Position], list[PendingOrder], Decimal]: ...
+
+    async def trading_state(self) -> TradingState: ...
+
+
+class LagProbe(Protocol):
+    def lag_seconds(self) -> float: ...
+
+
+class ExecutionState(Protocol):
+    async def trading_state(self) -> TradingState: ...
+
+    async def orders(self, verdict_ids: Sequence[str]) -> dict[str, Order]: ...
+
+    async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]: ...
+
+
+class PositionStore(Protocol):
+    async def open_positions(self) -> list[Position]: ...
+
+    async def positions(self, position_ids: Sequence[str]) -> dict[str, Position]: ...
+
+    async def realized_pnl(self) -> Decimal: ...
+
+
+#: signal ids -> the ts_ingest each was first recorded with (to tell a re-delivery from a duplicate).
+SeenSignals = Callable[[Sequence[str]], Awaitable[dict[str, object]]]
+
+__all__ = [
+    "DeadLettered",
+    "ExchangeConnector",
+    "ExchangeOrder",
+    "ExecutionState",
+    "Fact",
+    "InputRecord",
+    "LagProbe",
+    "OrderPlaced",
+    "OrderRequest",
+    "Outbox",
+    "Outboxed",
+    "Outcome",
+    "PortfolioReader",
+    "PositionChanged",
+    "PositionStore",
+    "PriceObserved",
+    "Publisher",
+    "SeenSignals",
+    "SignalAnalyzed",
+    "Sink",
+    "Snapshot",
+    "VerdictMade",
+]

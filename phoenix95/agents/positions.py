@@ -13,15 +13,13 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal
 
-from phoenix95.agents.base import Stage, dead_letter
-from phoenix95.agents.execution import tick_of
-from phoenix95.agents.ports import Fact, InputRecord, Outcome, PositionChanged, PriceObserved
+from phoenix95.agents.base import Stage
+from phoenix95.agents.ports import Fact, InputRecord, Outcome, PositionChanged, PositionStore, PriceObserved
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
-from phoenix95.domain.execution import Fill as DomainFill
 from phoenix95.domain.execution import PriceHistory, prices_after
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.positions import (
@@ -36,24 +34,18 @@ from phoenix95.domain.positions import (
     PositionEvent as DomainEvent,
 )
 from phoenix95.schemas.codec import Codec, DecodeError
-from phoenix95.schemas.envelope import Event, utc_now
-from phoenix95.schemas.messages import MarketPrice, Order, PositionEvent
+from phoenix95.schemas.convert import dead_letter, fill_of, position_message, tick_of
+from phoenix95.schemas.envelope import Event
+from phoenix95.schemas.messages import MarketPrice, Order
 from phoenix95.streams import topics
+from phoenix95.streams.stages import POSITIONS
 
 logger = logging.getLogger(__name__)
 
 
-class PositionStore(Protocol):
-    async def open_positions(self) -> list[Position]: ...
-
-    async def positions(self, position_ids: Sequence[str]) -> dict[str, Position]: ...
-
-    async def realized_pnl(self) -> Decimal: ...
-
-
 class PositionStage(Stage):
-    name = "positions"
-    inputs = (topics.ORDERS, topics.MARKET_PRICES)
+    name = POSITIONS.name
+    inputs = POSITIONS.inputs
     #: Its events come from in-memory state that the rows already hold once written: a re-delivered
     #: fill finds its position open and produces nothing, a re-delivered price finds the position
     #: past it. So the events go through the outbox, written with the rows.
@@ -78,7 +70,6 @@ class PositionStage(Stage):
         self.store = store
         self.funding = funding or FundingSchedule(config.default_funding_rate)
         self.clock = clock
-        self.clock_interval = config.monitoring_interval.total_seconds() if clock == "wall" else None
         self.price_history = price_history
         self.prices_topic = prices_topic
         self.open: dict[str, Position] = {}
@@ -196,14 +187,14 @@ class PositionStage(Stage):
                 )
                 return Outcome(record)
             update = close_by_order(
-                position, fill=_domain_fill(order), config=config, funding_rate=self.funding, cause_id=order.order_id
+                position, fill=fill_of(order), config=config, funding_rate=self.funding, cause_id=order.order_id
             )
             self._apply(update, order.order_id, facts, produce)
             return Outcome(record, produce=produce, persist=facts)
         position_id = ids.position_id(order.order_id)
         if position_id in self.open or position_id in known:
             return Outcome(record)  # re-delivered order: the position exists already
-        fill = _domain_fill(order)
+        fill = fill_of(order)
         update = open_position(
             position_id=position_id,
             order_id=order.order_id,
@@ -269,71 +260,4 @@ class PositionStage(Stage):
         return True
 
 
-def _domain_fill(order: Order) -> DomainFill:
-    assert order.fill is not None
-    return DomainFill(
-        side=order.side,
-        price=order.fill.price,
-        quantity=order.fill.quantity,
-        notional=order.fill.notional,
-        fee=order.fill.fee,
-        slippage_rate=order.fill.slippage_rate,
-        reference_price=order.fill.reference_price,
-        time=order.fill.filled_at,
-    )
-
-
 _CLOCK_RECORD = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=None, key=None, value=b"")
-
-
-def position_message(position: Position, event: DomainEvent, *, cause: str, equity: Decimal | None) -> PositionEvent:
-    m = event.metrics
-    closing = event.kind in ("closed", "liquidated", "expired")
-    event_id = ids.derive(
-        "position-event", position.position_id, event.kind, event.cause_id or cause, event.time.isoformat()
-    )
-    return PositionEvent.trusted(
-        event_id=event_id,
-        correlation_id=position.signal_id,
-        causation_id=event.cause_id or cause,
-        ts_event=event.time,
-        ts_ingest=utc_now(),
-        schema_version=PositionEvent.SCHEMA_VERSION,
-        producer="positions",
-        position_id=position.position_id,
-        order_id=position.order_id,
-        signal_id=position.signal_id,
-        symbol=position.symbol,
-        side=position.side,
-        kind=event.kind,
-        status=position.status if closing else "open",
-        quantity=position.quantity,
-        leverage=position.leverage,
-        margin_mode=position.margin_mode,
-        entry_price=position.entry_price,
-        price=event.price,
-        mark_price=event.mark_price,
-        margin=position.margin,
-        stop_loss_price=position.stop_loss_price,
-        take_profit_price=position.take_profit_price,
-        liquidation_price=position.liquidation_price,
-        unrealized_pnl=m.unrealized_pnl if not closing else Decimal(0),
-        unrealized_pnl_percent=m.unrealized_pnl_percent,
-        roe=m.roe,
-        maintenance_margin=m.maintenance_margin,
-        margin_ratio=m.margin_ratio,
-        distance_to_liquidation=m.distance_to_liquidation,
-        risk_level=m.risk_level,
-        entry_fee=position.entry_fee,
-        exit_fee=position.exit_fee,
-        funding_paid=position.funding_paid,
-        funding_amount=event.funding_amount if event.kind == "funding" else None,
-        funding_rate=event.funding_rate,
-        realized_pnl=position.realized_pnl if closing else None,
-        exit_price=position.exit_price if closing else None,
-        close_reason=position.close_reason if closing else None,
-        opened_at=position.opened_at,
-        closed_at=position.closed_at if closing else None,
-        auto_close_at=position.auto_close_at,
-        equity=equity,
-    )

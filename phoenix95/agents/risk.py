@@ -7,53 +7,25 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Literal, Protocol
+from datetime import datetime
+from typing import Literal
 
-from phoenix95.agents.base import Stage, dead_letter, record_key
-from phoenix95.agents.ports import InputRecord, Outcome, VerdictMade
+from phoenix95.agents.base import Stage, record_key
+from phoenix95.agents.ports import InputRecord, LagProbe, Outcome, PortfolioReader, VerdictMade
 from phoenix95.agents.risk_desk import RiskDesk
 from phoenix95.domain import ids
-from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.funding import FundingSchedule
-from phoenix95.domain.positions import Position
-from phoenix95.domain.risk import (
-    Exposure,
-    RecentSignal,
-)
-from phoenix95.domain.trading_state import TradingState
+from phoenix95.domain.risk import Exposure
 from phoenix95.schemas.codec import Codec, DecodeError
+from phoenix95.schemas.convert import dead_letter
 from phoenix95.schemas.messages import Analysis, MarketPrice, RiskVerdict
 from phoenix95.streams import topics
+from phoenix95.streams.stages import RISK
 
 logger = logging.getLogger(__name__)
 PRICE_WINDOW = 300
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    equity: Decimal
-    trading_state: TradingState
-    exposures: tuple[Exposure, ...]
-
-
-class PortfolioReader(Protocol):
-    async def snapshot(self) -> Snapshot: ...
-
-    async def verdicts(self, verdict_ids: Sequence[str]) -> dict[str, RiskVerdict]: ...
-
-    async def recent(self, window: timedelta) -> tuple[list[datetime], list[RecentSignal]]: ...
-
-    async def book_state(self) -> tuple[list[Position], list[PendingOrder], Decimal]: ...
-
-    async def trading_state(self) -> TradingState: ...
-
-
-class LagProbe(Protocol):
-    def lag_seconds(self) -> float: ...
 
 
 @dataclass
@@ -69,8 +41,8 @@ class RiskStage(Stage):
     stage receives, so a decision depends on event time only, never on how far the downstream
     stages happen to be; an analysis waits (un-acked) until the prices before it have arrived."""
 
-    name = "risk"
-    inputs = (topics.ANALYSIS, topics.MARKET_PRICES)
+    name = RISK.name
+    inputs = RISK.inputs
 
     def __init__(
         self,
@@ -93,7 +65,6 @@ class RiskStage(Stage):
         self.lag = lag
         self.prices_topic = prices_topic
         self.hold_timeout = hold_timeout
-        self.clock_interval = 0.5 if clock == "event" else None
         self._monotonic = monotonic
         self.desk = RiskDesk(config, brackets, clock=clock, funding=funding, max_lag_seconds=max_lag_seconds)
         self.held: dict[tuple[str, int, int], _Held] = {}

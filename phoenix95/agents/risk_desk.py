@@ -11,10 +11,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from phoenix95.agents.execution import tick_of
 from phoenix95.domain import ids
 from phoenix95.domain.activity import RecentActivity
-from phoenix95.domain.book import BookEvent, PaperBook, PendingOrder
+from phoenix95.domain.book import BookEvent, PaperBook
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import MarketTick
@@ -26,13 +25,13 @@ from phoenix95.domain.risk import (
     PortfolioView,
     RecentSignal,
     RiskRequest,
-    Verdict,
     evaluate,
 )
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.volatility import ReturnWindow
+from phoenix95.schemas.convert import pending_order, tick_of, verdict_message
 from phoenix95.schemas.envelope import utc_now
-from phoenix95.schemas.messages import Analysis, MarketPrice, RiskPlan, RiskVerdict
+from phoenix95.schemas.messages import Analysis, MarketPrice, RiskVerdict
 
 
 class RiskDesk:
@@ -222,79 +221,3 @@ class RiskDesk:
     def _trim(self, now: datetime) -> None:
         horizon = now - self.window
         self.activity.trim(horizon, horizon - self.window)
-
-
-def pending_order(verdict: RiskVerdict) -> PendingOrder:
-    """The order the execution stage will place for an approved verdict, as the paper book holds it."""
-    plan = verdict.plan
-    return PendingOrder(
-        order_id=ids.order_id(verdict.verdict_id),
-        verdict_id=verdict.verdict_id,
-        signal_id=verdict.signal_id,
-        symbol=verdict.symbol,
-        side=verdict.side,
-        intent=verdict.intent,
-        quantity=plan.quantity if plan is not None else Decimal(0),
-        decision_time=verdict.ts_event,
-        leverage=plan.leverage if plan is not None else 0,
-        margin_mode=plan.margin_mode if plan is not None else "ISOLATED",
-        planned_margin=plan.initial_margin if plan is not None else Decimal(0),
-        planned_notional=plan.notional if plan is not None else Decimal(0),
-        close_position_id=verdict.close_position_id,
-    )
-
-
-def verdict_message(
-    analysis: Analysis, verdict: Verdict, *, decided_at: datetime, producer: str = "risk"
-) -> RiskVerdict:
-    plan = verdict.plan
-    return RiskVerdict.trusted(
-        event_id=ids.verdict_id(analysis.event_id),
-        correlation_id=analysis.signal_id,
-        causation_id=analysis.event_id,
-        ts_event=decided_at,
-        ts_ingest=utc_now(),
-        schema_version=RiskVerdict.SCHEMA_VERSION,
-        producer=producer,
-        verdict_id=ids.verdict_id(analysis.event_id),
-        signal_id=analysis.signal_id,
-        analysis_id=analysis.event_id,
-        symbol=analysis.symbol,
-        side=analysis.side,
-        decision=verdict.decision,
-        intent=verdict.intent,
-        close_position_id=verdict.close_reference_id,
-        reasons=tuple(r.value for r in verdict.reasons),
-        details=verdict.details,
-        trading_state=verdict.trading_state.value,
-        signal_time=analysis.ts_event,
-        price=analysis.price,
-        confidence=analysis.confidence,
-        phoenix95_score=analysis.phoenix95_score,
-        final_confidence=analysis.final_confidence,
-        plan=RiskPlan.model_construct(
-            entry_price=plan.entry_price,
-            stop_loss_price=plan.stop_loss_price,
-            take_profit_price=plan.take_profit_price,
-            liquidation_price=plan.liquidation_price,
-            quantity=plan.quantity,
-            notional=plan.notional,
-            initial_margin=plan.initial_margin,
-            maintenance_margin=plan.maintenance_margin,
-            leverage=plan.leverage,
-            margin_mode=plan.margin_mode,
-            bracket=plan.bracket,
-            maint_margin_ratio=plan.maint_margin_ratio,
-            bracket_max_leverage=plan.bracket_max_leverage,
-            kelly=plan.kelly,
-            kelly_fraction=plan.kelly_fraction,
-            position_fraction=plan.position_fraction,
-            win_probability=plan.win_probability,
-            payoff_ratio=plan.payoff_ratio,
-            equity=plan.equity,
-            free_margin=plan.free_margin,
-            var_1d_95=plan.var_1d_95,
-        )
-        if plan is not None
-        else None,
-    )

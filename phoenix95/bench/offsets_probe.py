@@ -69,7 +69,7 @@ async def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
 
     from phoenix95.streams.admin import end_offsets
 
-    ends = await end_offsets(bootstrap, topics)
+    ends = await asyncio.wait_for(end_offsets(bootstrap, topics, exact=False), 120)  # one-record batches: exact
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -131,8 +131,8 @@ def cpu_seconds(pid: int) -> float:
 def measure(
     env: dict[str, str], tree: str, log_dir: Path, *, seconds: float, settle: float, broker_pid: int
 ) -> dict[str, Any]:
+    from phoenix95.streams.stages import STAGES
     from phoenix95.streams.supervisor import WorkerSet
-    from phoenix95.streams.wiring import STAGES
 
     run_env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (tree, env.get("PYTHONPATH", "")) if p)}
     workers = WorkerSet(
@@ -187,8 +187,8 @@ def main() -> None:
     from phoenix95.settings import get_settings
     from phoenix95.stack.processes import stop
     from phoenix95.stack.services import start_broker
+    from phoenix95.streams import stages as registry
     from phoenix95.streams.topics import Topics
-    from phoenix95.streams.wiring import STAGE_CLASSES, STAGES
 
     base = get_settings()
     workdir = Path(tempfile.mkdtemp(prefix="p95-offsets-probe-"))
@@ -223,7 +223,7 @@ def main() -> None:
             envs[size] = env
             os.environ.update({k: v for k, v in env.items() if k.startswith("P95_")})
             get_settings.cache_clear()
-            from phoenix95.cli.worker import prepare
+            from phoenix95.streams.wiring import prepare
 
             prepare(get_settings())
             topics = Topics(namespace)
@@ -232,10 +232,10 @@ def main() -> None:
                     f"filling {topics.market_prices}: {args.batches:,} one-record batches x {args.partitions} partitions"
                 )
                 results["fill_s"] = round(fill(url, topics.market_prices, args.partitions, args.batches), 1)
-            for stage in STAGES:
+            for stage in registry.STAGES:
                 asyncio.run(
                     commit_at_end(
-                        broker.url, topics.group(stage), [topics.name(t) for t in STAGE_CLASSES[stage].inputs]
+                        broker.url, topics.group(stage), [topics.name(t) for t in registry.spec(stage).inputs]
                     )
                 )
         broker_idle_before = cpu_seconds(broker_pid)
@@ -257,6 +257,8 @@ def main() -> None:
                     figure.update(round=round_index + 1, tree=name, topics=size)
                     say(f"  broker {figure['broker_cores']} cores; workers {figure['worker_cores']}")
                     results["runs"].append(figure)
+                    if args.out:  # what is measured so far survives a failure later on
+                        args.out.write_text(json.dumps(results, indent=2))
     finally:
         stop(broker.pid, expect=broker.expect)
     summary: dict[str, Any] = {}

@@ -94,15 +94,15 @@ class BenchPipeline:
         os.environ.update(self.env)
         self.settings = Settings()
         self.topics = Topics(self.settings.namespace)
+        from phoenix95.streams.stages import STAGES
         from phoenix95.streams.supervisor import WorkerSet
-        from phoenix95.streams.wiring import STAGES
 
         self.workers = WorkerSet(
             STAGES, env=self.env, log_dir=self.settings.home / "logs" / self.run_id, log_level="warn"
         )
 
     def __enter__(self) -> BenchPipeline:
-        from phoenix95.cli.worker import prepare
+        from phoenix95.streams.wiring import prepare
 
         prepare(self.settings)
         self.workers.start()

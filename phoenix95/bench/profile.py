@@ -173,8 +173,8 @@ def run(base: Settings, *, signals: int, out_dir: Path, rate: int = 97) -> dict[
 
     from phoenix95.bench.pipeline import BenchPipeline, event_time_workload
     from phoenix95.schemas.messages import Signal
+    from phoenix95.streams import stages as registry
     from phoenix95.streams.admin import message_counts
-    from phoenix95.streams.wiring import STAGE_CLASSES
 
     spy = py_spy()
     if spy is None:
@@ -184,7 +184,7 @@ def run(base: Settings, *, signals: int, out_dir: Path, rate: int = 97) -> dict[
         asyncio.run(pipeline.warm_up())
         bootstrap = pipeline.settings.kafka.bootstrap_servers
         inputs = {
-            stage: [pipeline.topics.name(t) for t in STAGE_CLASSES[stage].inputs] for stage in pipeline.workers.stages
+            stage: [pipeline.topics.name(t) for t in registry.spec(stage).inputs] for stage in pipeline.workers.stages
         }
         every_input = sorted({t for names in inputs.values() for t in names})
         before = asyncio.run(message_counts(bootstrap, every_input))

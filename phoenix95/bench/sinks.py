@@ -14,9 +14,9 @@ from typing import Any
 
 import psycopg
 
-from phoenix95.agents.analysis import analyze
 from phoenix95.agents.ports import PriceObserved, SignalAnalyzed
 from phoenix95.connectors.market_data import price_event
+from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.signal_input import build_signal
 from phoenix95.storage.postgres import Database, drop_schema, migrate
 from phoenix95.storage.redis_state import RedisState

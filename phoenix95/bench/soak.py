@@ -21,7 +21,6 @@ import os
 import random
 import statistics
 import time
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -49,8 +48,8 @@ SOAK_ENV = {
     "P95_RISK__DUPLICATE_WINDOW_S": "0",
     "P95_RISK__MAX_EXPOSURE_PER_SYMBOL": "1000000000",
     "P95_RISK__MAX_HOLD_HOURS": "24",
-    "P95_RISK__STOP_LOSS_PCT": "0.05",
-    "P95_RISK__TAKE_PROFIT_PCT": "0.05",
+    "P95_RISK__STOP_LOSS_PCT": "0.02",
+    "P95_RISK__TAKE_PROFIT_PCT": "0.02",
     "P95_RISK__MAX_PIPELINE_LAG_S": "600",
 }
 TABLES = ("signals", "risk_verdicts", "orders", "positions", "trades", "dead_letters", "stage_outbox")
@@ -146,7 +145,7 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
                 if now >= next_signal:
                     symbol = rng.choice(list(SYMBOLS))
                     signal = _signal(symbol, prices[symbol], datetime.now(UTC), rng, "soak").model_copy(
-                        update={"confidence": Decimal("0.95"), "signal_id": str(uuid.uuid4())}
+                        update={"confidence": Decimal("0.95")}
                     )
                     await producer.publish([signal])
                     next_signal += signal_every

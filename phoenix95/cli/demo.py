@@ -26,8 +26,8 @@ from phoenix95.schemas.messages import MarketPrice, Signal
 from phoenix95.schemas.signal_input import build_signal
 from phoenix95.settings import Settings, get_settings
 from phoenix95.stack.manager import Stack
+from phoenix95.streams.stages import STAGES
 from phoenix95.streams.topics import Topics
-from phoenix95.streams.wiring import STAGES
 
 SETTLE_TIMEOUT_S = 240.0
 
@@ -111,8 +111,8 @@ def run_demo(
     os.environ.update(env)
     get_settings.cache_clear()
     settings = get_settings()
-    from phoenix95.cli.worker import prepare
     from phoenix95.streams.supervisor import WorkerSet
+    from phoenix95.streams.wiring import prepare
 
     prepare(settings)
     workers = WorkerSet(STAGES, env=env, log_dir=settings.home / "logs" / namespace)

@@ -104,9 +104,8 @@ def _run(
 
 
 async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
-    from phoenix95.agents.analysis import analyze
-    from phoenix95.agents.risk_desk import verdict_message
     from phoenix95.domain.risk import PortfolioView, RiskRequest, evaluate
+    from phoenix95.schemas.convert import analyze, verdict_message
     from phoenix95.settings import get_settings
     from phoenix95.streams.wiring import brackets_for, trading_config
 
@@ -266,8 +265,8 @@ async def recent_ticks(
     undecodable ones are skipped (the positions stage dead-letters them)."""
     from aiokafka import AIOKafkaConsumer
 
-    from phoenix95.agents.execution import tick_of
     from phoenix95.schemas.codec import DecodeError
+    from phoenix95.schemas.convert import tick_of
     from phoenix95.schemas.messages import MarketPrice
     from phoenix95.streams.admin import end_offsets
 

@@ -171,11 +171,12 @@ def _run_tap(
 
     from phoenix95.settings import get_settings
     from phoenix95.tap.expressions import ExpressionError
+    from phoenix95.tap.loop import ReadOptions
     from phoenix95.tap.output import formatter_for
     from phoenix95.tap.plan import PlanError, existing_topics, plan_now, resolve_topics
     from phoenix95.tap.positions import PositionError, format_ms, parse_start, parse_time
     from phoenix95.tap.render import RenderOptions
-    from phoenix95.tap.run import ReadOptions, read
+    from phoenix95.tap.run import read
 
     if not topics:
         raise _fail("name at least one TOPIC (or a stage name, or `all`), or use --trace SIGNAL_ID")

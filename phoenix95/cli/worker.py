@@ -7,14 +7,13 @@ printed at start.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from phoenix95.settings import get_settings
-from phoenix95.streams.wiring import STAGES
+from phoenix95.streams.stages import STAGES
 
 if TYPE_CHECKING:
     from phoenix95.streams.metrics import SignalTimes
@@ -41,6 +40,8 @@ def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -
         from phoenix95.cli.console import UserError
 
         raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
+    from phoenix95.streams.wiring import prepare
+
     prepare(settings)
     if len(chosen) == 1:
         run_stage(chosen[0], web_port=web_port, log_level=log_level)
@@ -61,29 +62,6 @@ def announce_ports(ports: Mapping[str, int], host: str) -> None:
     for stage, port in ports.items():
         logger.info("stage %s: metrics on port %d", stage, port)
         console.print(f"{stage}: http://{host}:{port}/metrics")
-
-
-def prepare(settings: object) -> None:
-    """Create the topics and apply migrations before any worker starts."""
-    from phoenix95.settings import Settings
-    from phoenix95.storage.postgres import migrate
-    from phoenix95.streams.admin import ensure_topics
-    from phoenix95.streams.topics import Topics
-
-    assert isinstance(settings, Settings)
-
-    async def run() -> None:
-        topics = Topics(settings.namespace)
-        await ensure_topics(
-            settings.kafka.bootstrap_servers,
-            topics.all(),
-            partitions=settings.kafka.partitions,
-            replication_factor=settings.kafka.replication_factor,
-            counts=topics.partition_counts(settings.kafka.partitions, settings.risk.clock),
-        )
-        await migrate(settings.postgres_url(), settings.postgres.db_schema, wait=True)
-
-    asyncio.run(run())
 
 
 def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
@@ -113,12 +91,12 @@ def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
 def signal_ingest_times(runtime: Any) -> SignalTimes:
     """Looks signals' ingest times up in the `signals` rows, through the stage runtime's database
     (`received_at` is the signal's `ts_ingest`): for `p95_signal_to_position_seconds`."""
-    from phoenix95.storage.readers import SeenSignals
+    from phoenix95.storage.readers import PgSeenSignals
 
     async def lookup(signal_ids: Sequence[str]) -> dict[str, datetime]:
         if runtime.database is None:  # the stage is (re)starting
             return {}
-        found = await SeenSignals(runtime.database)(signal_ids)
+        found = await PgSeenSignals(runtime.database)(signal_ids)
         return {signal_id: at for signal_id, at in found.items() if isinstance(at, datetime)}
 
     return lookup

@@ -12,6 +12,7 @@ from typing import Any
 
 from phoenix95.monitoring.offsets import OffsetReader, PartitionOffsets
 from phoenix95.monitoring.status import PartitionWindow, Sample, Status, StatusRules, group_status, worst
+from phoenix95.streams import stages as registry
 from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -31,12 +32,10 @@ class GroupTarget:
 
 def pipeline_targets(namespace: str, stages: Sequence[str] | None = None) -> list[GroupTarget]:
     """The pipeline's consumer groups (one per stage) and the topics each stage consumes."""
-    from phoenix95.streams.wiring import STAGE_CLASSES, STAGES
-
     topics = Topics(namespace)
     return [
-        GroupTarget(topics.group(stage), tuple(topics.name(base) for base in STAGE_CLASSES[stage].inputs), stage)
-        for stage in (stages or STAGES)
+        GroupTarget(topics.group(stage), tuple(topics.name(base) for base in registry.spec(stage).inputs), stage)
+        for stage in (stages or registry.STAGES)
     ]
 
 

@@ -1,8 +1,9 @@
 """In-process replay: every stage's code driven directly, in event-time order, with a simulated clock.
 
-Signals are analysed by the analysis stage's `analyze`, decided by the risk stage's `RiskDesk` on
-the event clock, filled and marked by the `PaperBook` the risk stage itself uses — so the orders,
-fills and position closes are the ones the Kafka pipeline produces for the same input. A signal at
+Signals are analysed by `schemas.convert.analyze` (as the analysis stage does), decided by the
+risk stage's `RiskDesk` on the event clock, filled and marked by the `PaperBook` the risk stage
+itself uses — so the orders, fills and position closes are the ones the Kafka pipeline produces for
+the same input. A signal at
 time t is decided after the prices before t and before the price at t (which fills its order).
 
 Monitoring ticks (every 5 s of simulated time while a position is open) are counted, not
@@ -19,11 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from phoenix95.agents.analysis import analyze
-from phoenix95.agents.execution import order_message
-from phoenix95.agents.positions import position_message
+from phoenix95.agents.ports import ExchangeOrder
 from phoenix95.agents.risk_desk import RiskDesk
-from phoenix95.connectors.exchange.base import ExchangeOrder
 from phoenix95.domain import ids
 from phoenix95.domain.book import Filled, Marked
 from phoenix95.domain.brackets import BracketTable
@@ -34,6 +32,7 @@ from phoenix95.domain.positions import Position, open_position
 from phoenix95.domain.positions import PositionEvent as DomainPositionEvent
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.values import entry_order_side
+from phoenix95.schemas.convert import analyze, order_message, position_message
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import Analysis, Order, PositionEvent, RiskVerdict, Signal
 

@@ -78,9 +78,9 @@ async def run_kafka(
     timeout: float = 600.0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> KafkaRun:
-    from phoenix95.cli.worker import prepare
+    from phoenix95.streams.stages import STAGES
     from phoenix95.streams.supervisor import WorkerSet
-    from phoenix95.streams.wiring import STAGES
+    from phoenix95.streams.wiring import prepare
 
     run_id = new_run_id()
     env = run_environment(settings, run_id, overrides)
@@ -163,7 +163,7 @@ async def _publish(
 async def _wait(settings: Settings, signal_count: int, *, timeout: float, workers: Any) -> None:
     from phoenix95.storage.postgres import Database
     from phoenix95.streams.admin import committed_offsets, end_offsets
-    from phoenix95.streams.wiring import STAGE_CLASSES
+    from phoenix95.streams.stages import spec
 
     topics = Topics(settings.namespace)
     deadline = time.monotonic() + timeout
@@ -181,7 +181,7 @@ async def _wait(settings: Settings, signal_count: int, *, timeout: float, worker
             if decided >= signal_count and orders >= approved and positions >= filled:
                 caught_up = True
                 for stage in ("risk", "execution", "positions"):
-                    inputs = [topics.name(base) for base in STAGE_CLASSES[stage].inputs]
+                    inputs = [topics.name(base) for base in spec(stage).inputs]
                     ends = await end_offsets(settings.kafka.bootstrap_servers, inputs)
                     committed = await committed_offsets(settings.kafka.bootstrap_servers, topics.group(stage), inputs)
                     if any(committed.get(tp, 0) < end for tp, end in ends.items() if end > 0):
@@ -225,7 +225,7 @@ NON_EMPTY_GROUP = 68
 
 
 def run_groups(run_id: str) -> list[str]:
-    from phoenix95.streams.wiring import STAGES
+    from phoenix95.streams.stages import STAGES
 
     topics = Topics(run_id)
     return [topics.group(stage) for stage in STAGES]

@@ -132,7 +132,7 @@ async def load_inputs(settings: Settings, request: ReplayRequest) -> Inputs:
         ticks.extend(found)
         prices.append({"kind": "file", "name": name, "ticks": len(found)})
     if request.prices_topic:
-        from phoenix95.agents.execution import tick_of
+        from phoenix95.schemas.convert import tick_of
 
         read = await sources.read_topic(
             settings.kafka.bootstrap_servers,

@@ -7,18 +7,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from phoenix95.agents.risk import Snapshot
+from phoenix95.agents.ports import Snapshot
 from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.positions import Position
 from phoenix95.domain.risk import RecentSignal
 from phoenix95.domain.trading_state import TradingState
+from phoenix95.schemas.convert import pending_order
 from phoenix95.schemas.messages import Order, RiskVerdict
 from phoenix95.storage import queries
 from phoenix95.storage.postgres import Database
 
 
-class SeenSignals:
+class PgSeenSignals:
     def __init__(self, database: Database):
         self.database = database
 
@@ -61,8 +62,6 @@ class PgPortfolio:
 
     async def book_state(self) -> tuple[list[Position], list[PendingOrder], Decimal]:
         """Open positions, approved verdicts without an order yet, realized PnL (to rebuild the paper book)."""
-        from phoenix95.agents.risk_desk import pending_order
-
         positions = await queries.open_positions(self.database, self.brackets, self.funding_interval)
         rows = await self.database.fetch(
             """SELECT v.verdict FROM risk_verdicts v

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from phoenix95.agents.ports import PositionChanged
-from phoenix95.agents.positions import position_message
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.positions import PositionEvent, metrics
+from phoenix95.schemas.convert import position_message
 from phoenix95.storage import queries
 from phoenix95.storage.postgres import Database
 from phoenix95.storage.redis_state import RedisState

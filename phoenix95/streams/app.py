@@ -13,11 +13,12 @@ import faust
 from aiokafka import TopicPartition
 
 from phoenix95.settings import Settings
+from phoenix95.streams import stages
 from phoenix95.streams.admin import ensure_topics, lost_partitions
 from phoenix95.streams.system_metrics import SystemMetricsReporter
 from phoenix95.streams.topics import Topics
 from phoenix95.streams.transport import TunedApp, fresh_highwater
-from phoenix95.streams.wiring import STAGE_CLASSES, StageRuntime
+from phoenix95.streams.wiring import StageRuntime
 
 logger = logging.getLogger(__name__)
 #: Exit code of a stage process that stopped on an unexpected failure (restarted by `p95 worker`).
@@ -31,8 +32,7 @@ BROKER_CHECK_INTERVAL_S = 3.0
 def create_app(
     settings: Settings, stage: str, *, web_port: int | None = None, metrics: Any = None, lag: Any = None
 ) -> faust.App:
-    if stage not in STAGE_CLASSES:
-        raise ValueError(f"unknown stage {stage!r}")
+    spec = stages.spec(stage)
     topics = Topics(settings.namespace)
     kafka = settings.kafka
     datadir = Path(settings.home) / "faust" / topics.group(stage)
@@ -64,10 +64,9 @@ def create_app(
     if reader is not None and hasattr(reader, "local_highwater"):
         # the lag probe takes the ends of this stage's inputs from its own consumer (no request)
         reader.local_highwater = lambda tp: fresh_highwater(app, tp)
-    stage_class = STAGE_CLASSES[stage]
     runtime = StageRuntime(settings, stage, metrics=metrics, lag=lag)
     source = app.topic(
-        *[topics.name(name) for name in stage_class.inputs],
+        *[topics.name(name) for name in spec.inputs],
         value_type=bytes,
         key_type=bytes,
         value_serializer="raw",
@@ -88,12 +87,7 @@ def create_app(
         finally:
             await runtime.stop()
 
-    interval = stage_class.clock_interval
-    if stage == "positions" and settings.risk.clock == "wall":
-        interval = settings.risk.monitoring_interval_s
-    if stage == "risk" and settings.risk.clock == "event":
-        interval = 0.5  # decide analyses held for missing prices once they waited long enough
-
+    interval = spec.timer(settings)
     if interval:
 
         @app.timer(interval, name=f"p95-{stage}-clock")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,23 +24,17 @@ from phoenix95.schemas.codec import Codec
 from phoenix95.settings import Settings
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
-from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, SeenSignals
+from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, PgSeenSignals
 from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
+from phoenix95.streams import stages
+from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.metrics import TimedSink
 from phoenix95.streams.producer import EventProducer
 from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
-
-STAGES: tuple[str, ...] = ("analysis", "risk", "execution", "positions")
-STAGE_CLASSES: dict[str, type[Stage]] = {
-    "analysis": AnalysisStage,
-    "risk": RiskStage,
-    "execution": ExecutionStage,
-    "positions": PositionStage,
-}
 
 
 def brackets_for(settings: Settings) -> BracketTable:
@@ -143,46 +139,104 @@ class StageRuntime:
         self._started = False
 
 
+def prepare(settings: Settings) -> None:
+    """Create the topics and apply the migrations before any worker starts (`p95 worker`, the demo,
+    Kafka-mode replays and the bench call it)."""
+
+    async def run() -> None:
+        topics = Topics(settings.namespace)
+        await ensure_topics(
+            settings.kafka.bootstrap_servers,
+            topics.all(),
+            partitions=settings.kafka.partitions,
+            replication_factor=settings.kafka.replication_factor,
+            counts=topics.partition_counts(settings.kafka.partitions, settings.risk.clock),
+        )
+        await migrate(settings.postgres_url(), settings.postgres.db_schema, wait=True)
+
+    asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage builder gets: the settings and the resources of the stage's process."""
+
+    settings: Settings
+    codec: Codec
+    database: Database
+    lag: Any = None
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.settings.namespace)
+
+    @property
+    def config(self) -> TradingConfig:
+        return trading_config(self.settings)
+
+    @property
+    def brackets(self) -> BracketTable:
+        return brackets_for(self.settings)
+
+
+def _build_analysis(context: StageContext) -> Stage:
+    brackets, config = context.brackets, context.config
+    known = frozenset(brackets.symbols()) | frozenset(DEFAULT_SYMBOL_RULES) | config.allowed_symbols
+    return AnalysisStage(context.codec, known, PgSeenSignals(context.database))
+
+
+def _build_risk(context: StageContext) -> Stage:
+    settings, config, brackets = context.settings, context.config, context.brackets
+    return RiskStage(
+        context.codec,
+        config,
+        brackets,
+        PgPortfolio(context.database, config.starting_equity, brackets, config.funding_interval),
+        clock=settings.risk.clock,
+        lag=context.lag,
+        max_lag_seconds=settings.risk.max_pipeline_lag_s,
+        prices_topic=context.topics.market_prices,
+        funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
+        hold_timeout=settings.execution.quiet_feed_fill_after_s,
+    )
+
+
+def _build_execution(context: StageContext) -> Stage:
+    settings, config = context.settings, context.config
+    return ExecutionStage(
+        context.codec,
+        PaperExchange(context.database, config),
+        PgExecutionState(context.database),
+        quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
+        price_history=settings.execution.price_history,
+        prices_topic=context.topics.market_prices,
+    )
+
+
+def _build_positions(context: StageContext) -> Stage:
+    settings, config, brackets = context.settings, context.config, context.brackets
+    return PositionStage(
+        context.codec,
+        config,
+        brackets,
+        PgPositionStore(context.database, brackets, config.funding_interval),
+        funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
+        clock=settings.risk.clock,
+        price_history=settings.execution.price_history,
+        prices_topic=context.topics.market_prices,
+        mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
+    )
+
+
+#: One builder per stage of `streams/stages.py` (a new stage adds its builder here).
+BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
+    stages.ANALYSIS.name: _build_analysis,
+    stages.RISK.name: _build_risk,
+    stages.EXECUTION.name: _build_execution,
+    stages.POSITIONS.name: _build_positions,
+}
+
+
 def build_stage(name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None) -> Stage:
-    topics = Topics(settings.namespace)
-    config = trading_config(settings)
-    brackets = brackets_for(settings)
-    if name == "analysis":
-        known = frozenset(brackets.symbols()) | frozenset(DEFAULT_SYMBOL_RULES) | config.allowed_symbols
-        return AnalysisStage(codec, known, SeenSignals(database))
-    if name == "risk":
-        return RiskStage(
-            codec,
-            config,
-            brackets,
-            PgPortfolio(database, config.starting_equity, brackets, config.funding_interval),
-            clock=settings.risk.clock,
-            lag=lag,
-            max_lag_seconds=settings.risk.max_pipeline_lag_s,
-            prices_topic=topics.market_prices,
-            funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
-            hold_timeout=settings.execution.quiet_feed_fill_after_s,
-        )
-    if name == "execution":
-        return ExecutionStage(
-            codec,
-            PaperExchange(database, config),
-            PgExecutionState(database),
-            quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
-            price_history=settings.execution.price_history,
-            prices_topic=topics.market_prices,
-        )
-    if name == "positions":
-        funding = FundingSchedule(config.default_funding_rate, bundled_funding())
-        return PositionStage(
-            codec,
-            config,
-            brackets,
-            PgPositionStore(database, brackets, config.funding_interval),
-            funding=funding,
-            clock=settings.risk.clock,
-            price_history=settings.execution.price_history,
-            prices_topic=topics.market_prices,
-            mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
-        )
-    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+    stages.spec(name)  # ValueError naming the known stages
+    return BUILDERS[name](StageContext(settings, codec, database, lag))

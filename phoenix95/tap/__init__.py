@@ -9,7 +9,8 @@ expressions.py  the --where language
 output.py       json / pretty / raw, --fields
 encoding.py     JSON lines (orjson when installed, else the standard library)
 render.py       filter + decode + format a batch
-run.py          the read loop
+loop.py         the read loop
+run.py          a read: in this process, or split over processes
 parallel.py     a large read split by partition over processes
 trace.py        --trace: where is my signal?
 """

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from multiprocessing.context import ForkContext
 from typing import Any, BinaryIO
 
+from phoenix95.tap.loop import ReadOptions, ReadStats, read_partitions
 from phoenix95.tap.plan import PartitionPlan
 from phoenix95.tap.render import Renderer, RenderOptions
-from phoenix95.tap.run import ReadOptions, ReadStats, read_partitions
 from phoenix95.tap.source import Partition
 
 NO_LIMIT = -1

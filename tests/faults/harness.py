@@ -15,11 +15,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from phoenix95.agents.execution import tick_of
 from phoenix95.connectors.market_data import GbmFeed, bundled_candle_events, tick_event
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.convert import tick_of
 from phoenix95.schemas.messages import Analysis, Order
-from phoenix95.streams.wiring import STAGES
+from phoenix95.streams.stages import STAGES
 from tests import factories
 from tests.pipeline import Pipeline
 

@@ -17,7 +17,7 @@ import pytest
 
 from phoenix95.settings import Settings
 from phoenix95.stack.processes import free_port, port_is_free, port_open, wait_until
-from phoenix95.streams.wiring import STAGES
+from phoenix95.streams.stages import STAGES
 from tests import factories
 from tests.metrics_scrape import Series, scrape, total
 from tests.pipeline import Pipeline

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from phoenix95.agents.analysis import analyze
 from phoenix95.agents.ports import SignalAnalyzed
 from phoenix95.connectors.market_data import read_candles, tick_event
 from phoenix95.replay import runner, sources
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.messages import Signal
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.rows import writes_for

@@ -93,9 +93,9 @@ def _marked(position: Position, prices: list[Decimal]) -> tuple[Position, list[O
     from datetime import timedelta
 
     from phoenix95.agents.ports import InputRecord
-    from phoenix95.agents.positions import position_message
     from phoenix95.domain.execution import MarketTick
     from phoenix95.domain.positions import default_funding, on_price
+    from phoenix95.schemas.convert import position_message
 
     record = InputRecord("t", 0, 0, None, None, b"")
     config = TradingConfig()
@@ -402,8 +402,8 @@ def test_signals_partitions_roll_ahead_and_the_statistics_views_answer(services,
     seed's views signals_stats, active_positions and leverage_statistics report what was written."""
     from datetime import UTC, datetime
 
-    from phoenix95.agents.analysis import analyze
     from phoenix95.agents.ports import InputRecord
+    from phoenix95.schemas.convert import analyze
     from tests import factories
 
     record = InputRecord("t", 0, 0, None, None, b"")

@@ -439,13 +439,13 @@ def pipeline(namespace, monkeypatch):
 async def every_stage_committed_everything(pipeline) -> bool:
     """Each stage's group has committed every partition of its inputs up to the end."""
     from phoenix95.streams.admin import committed_offsets, end_offsets
-    from phoenix95.streams.wiring import STAGE_CLASSES
+    from phoenix95.streams.stages import SPECS
 
     bootstrap = pipeline.settings.kafka.bootstrap_servers
-    for stage, stage_class in STAGE_CLASSES.items():
-        inputs = [pipeline.topics.name(base) for base in stage_class.inputs]
+    for spec in SPECS:
+        inputs = [pipeline.topics.name(base) for base in spec.inputs]
         ends = await end_offsets(bootstrap, inputs)
-        committed = await committed_offsets(bootstrap, pipeline.topics.group(stage), inputs)
+        committed = await committed_offsets(bootstrap, pipeline.topics.group(spec.name), inputs)
         if any(committed.get(tp, 0) < end for tp, end in ends.items() if end > 0):
             return False
     return True

@@ -11,11 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from phoenix95.agents.execution import tick_of
 from phoenix95.connectors.market_data import bundled_candle_events, bundled_funding
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.replay.digest import close_line, digest, lines_of, order_line
 from phoenix95.replay.engine import InProcessEngine
+from phoenix95.schemas.convert import tick_of
 from phoenix95.settings import Settings
 from phoenix95.streams.wiring import brackets_for, trading_config
 from tests import factories

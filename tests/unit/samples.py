@@ -5,13 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from phoenix95.agents.analysis import analyze
-from phoenix95.agents.base import dead_letter
-from phoenix95.agents.execution import order_message
-from phoenix95.agents.ports import InputRecord
-from phoenix95.agents.positions import position_message
-from phoenix95.agents.risk_desk import verdict_message
-from phoenix95.connectors.exchange.base import ExchangeOrder
+from phoenix95.agents.ports import ExchangeOrder, InputRecord
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
@@ -19,6 +13,7 @@ from phoenix95.domain.execution import fill_market_order
 from phoenix95.domain.positions import open_position
 from phoenix95.domain.risk import MarketView, PortfolioView, RiskRequest, evaluate
 from phoenix95.schemas.codec import Reason
+from phoenix95.schemas.convert import analyze, dead_letter, order_message, position_message, verdict_message
 from phoenix95.schemas.envelope import Event
 from tests import factories
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from phoenix95.agents.analysis import analyze
 from phoenix95.agents.ports import InputRecord
 from phoenix95.agents.risk import RiskStage
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.messages import RiskVerdict
 from phoenix95.streams import topics
 from tests import factories

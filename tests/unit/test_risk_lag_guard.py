@@ -10,9 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from phoenix95.agents.analysis import analyze
-from phoenix95.agents.ports import InputRecord, VerdictMade
-from phoenix95.agents.risk import RiskStage, Snapshot
+from phoenix95.agents.ports import InputRecord, Snapshot, VerdictMade
+from phoenix95.agents.risk import RiskStage
 from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
@@ -20,6 +19,7 @@ from phoenix95.domain.positions import Position
 from phoenix95.domain.risk import RecentSignal
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.messages import RiskVerdict
 from phoenix95.streams import topics
 from tests import factories
