@@ -197,15 +197,21 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
 
 
 async def _latencies(db: Any, since: datetime) -> list[tuple[float | None, float | None]]:
-    rows = await db.fetch(
-        """SELECT EXTRACT(EPOCH FROM ((v.verdict->>'ts_ingest')::timestamptz - s.received_at))::float8,
-                  EXTRACT(EPOCH FROM ((o.order_data->>'ts_ingest')::timestamptz - s.received_at))::float8
+    """Signal->verdict of the verdicts, and signal->order of the opening orders, emitted since `since`
+    (an order can come a sample after its signal: it waits for the next price)."""
+    verdicts = await db.fetch(
+        """SELECT EXTRACT(EPOCH FROM ((v.verdict->>'ts_ingest')::timestamptz - s.received_at))::float8
              FROM signals s JOIN risk_verdicts v ON v.signal_id = s.signal_id
-             LEFT JOIN orders o ON o.signal_id = s.signal_id AND o.intent = 'open'
-            WHERE s.received_at >= %s AND s.strategy = 'soak'""",
+            WHERE (v.verdict->>'ts_ingest')::timestamptz >= %s AND s.strategy = 'soak'""",
         (since,),
     )
-    return [(r[0], r[1]) for r in rows]
+    orders = await db.fetch(
+        """SELECT EXTRACT(EPOCH FROM ((o.order_data->>'ts_ingest')::timestamptz - s.received_at))::float8
+             FROM signals s JOIN orders o ON o.signal_id = s.signal_id AND o.intent = 'open'
+            WHERE (o.order_data->>'ts_ingest')::timestamptz >= %s AND s.strategy = 'soak'""",
+        (since,),
+    )
+    return [(r[0], None) for r in verdicts] + [(None, r[0]) for r in orders]
 
 
 async def _redis_keys(client: Any, prefix: str) -> int:
