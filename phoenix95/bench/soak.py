@@ -163,10 +163,11 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
                             cpu_last[name] = cpu
                         except psutil.Error:
                             row[f"{name}_cpu"] = row[f"{name}_rss_mib"] = None
-                    for topic, count in (await message_counts(bootstrap, topics)).items():
+                    counts_by_topic = await asyncio.wait_for(message_counts(bootstrap, topics), 60)
+                    for topic, count in counts_by_topic.items():
                         row[f"msgs_{pipeline.topics.base(topic).replace('p95.', '')}"] = count
-                    snapshot = await reader.read(
-                        {t.group: list(t.topics) for t in pipeline_targets(settings.namespace)}
+                    snapshot = await asyncio.wait_for(
+                        reader.read({t.group: list(t.topics) for t in pipeline_targets(settings.namespace)}), 60
                     )
                     for group, offsets in snapshot.items():
                         row[f"lag_{group.rsplit('-', 1)[-1]}"] = sum(o.lag for o in offsets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -57,22 +58,19 @@ async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
 
 
 async def end_offsets(bootstrap: str, topics: Iterable[str], *, exact: bool = True) -> dict[TopicPartition, int]:
-    """End offset (the next offset to be written) of every partition of the topics, looked up now
-    (on demand: a periodic reader keeps an `OffsetReader`, which caches).
+    """End offset (the next offset to be written) of every partition of the topics.
 
     Tansu answers ListOffsets(latest) with the base offset of the partition's last record batch
-    + 1, not its last offset + 1: six messages produced in one batch report an end offset of 1. The
-    high watermark of a fetch response is exact on Tansu as on Apache Kafka, so with `exact` (the
-    default) one fetch at the reported offset settles it (see `fetched_highwaters`; it returns the
-    rest of the last batch, or nothing when the last batch held one record).
+    + 1, not its last offset + 1: six messages produced in one batch report an end offset of 1.
+    With `exact` (the default) the last batch is read to find the true end; Apache Kafka's answer
+    is already exact and the read only confirms it.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
         request_timeout_ms=15000,
-        max_partition_fetch_bytes=64 * 1024,
-        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_wait_ms=50,
     )
     await consumer.start()
     try:
@@ -152,7 +150,9 @@ async def fetched_highwaters(
     try:
         pending = set(positions)
         while pending and time.monotonic() < deadline:
-            await consumer.getmany(*pending, timeout_ms=20)
+            # bounded even if the client's fetch never completes (seen once under heavy load)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(consumer.getmany(*pending, timeout_ms=20), 1.0)
             for tp in list(pending):
                 stamp = consumer.last_poll_timestamp(tp)
                 highwater = consumer.highwater(tp)
@@ -167,16 +167,32 @@ async def fetched_highwaters(
 async def exact_ends(
     consumer: AIOKafkaConsumer, reported: dict[TopicPartition, int], timeout: float = 5.0
 ) -> dict[TopicPartition, int]:
-    """Exact ends from the broker's ListOffsets answers (`reported`; low on Tansu, see `end_offsets`)."""
     exact = dict(reported)
-    pending = {tp: offset for tp, offset in reported.items() if offset > 0}
-    fetched = await fetched_highwaters(consumer, pending, timeout)
-    for tp, highwater in fetched.items():
-        exact[tp] = max(exact[tp], highwater)
-    if set(pending) - set(fetched):
+    pending = {tp for tp, offset in reported.items() if offset > 0}
+    if not pending:
+        return exact
+    consumer.assign(sorted(pending))
+    for tp in pending:
+        consumer.seek(tp, reported[tp] - 1)
+    deadline = time.monotonic() + timeout
+    reached: set[TopicPartition] = set()
+    while pending and time.monotonic() < deadline:
+        batches = await consumer.getmany(*pending, timeout_ms=60 if reached else 200)
+        fresh = set()
+        for tp, records in batches.items():
+            if records:
+                exact[tp] = max(exact[tp], records[-1].offset + 1)
+                fresh.add(tp)
+        # the last batch may come in more than one piece: a partition is done when, having
+        # returned records, it returns none
+        for tp in list(pending):
+            if tp in reached and tp not in fresh:
+                pending.discard(tp)
+        reached |= fresh
+    if pending - reached:
         logger.warning(
-            "end offsets: no fetch answer for %s within %.0fs; using the broker's answer, which may be low",
-            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(set(pending) - set(fetched))),
+            "end offsets: could not read the last batch of %s within %.0fs; using the broker's answer, which may be low",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending - reached)),
             timeout,
         )
     return exact
@@ -188,25 +204,37 @@ async def lost_partitions(
     """The partitions whose log no longer holds the record at the offset given (the last one a
     stage read): the broker lost its data (Tansu keeps topics in memory; a restart empties them).
 
-    One fetch at that offset per partition (no ListOffsets, whose cost on Tansu grows with the
-    partition): a high watermark not past the offset, or a missing topic or partition, is a loss. A
-    partition that does not answer is not reported.
+    A partition is suspect when the broker's end offset is not past that offset, and lost only if
+    the record cannot be fetched either: Tansu's end offsets can be low (see `end_offsets`), and a
+    fetch that returns the record settles it. A partition that neither answers nor looks short is
+    not reported.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset="none",
         request_timeout_ms=15000,
-        max_partition_fetch_bytes=1024,
-        fetch_max_wait_ms=10,
+        fetch_max_wait_ms=50,
     )
     await consumer.start()
     try:
         known = set(await partitions_of(consumer, sorted({tp.topic for tp in read})))
-        highwaters = await fetched_highwaters(consumer, {tp: o for tp, o in read.items() if tp in known}, timeout)
-        return sorted(
-            tp for tp, offset in read.items() if tp not in known or (tp in highwaters and highwaters[tp] <= offset)
-        )
+        reported = dict(await consumer.end_offsets([tp for tp in read if tp in known])) if known else {}
+        suspects = {tp for tp, offset in read.items() if tp not in known or reported.get(tp, 0) <= offset}
+        fetchable = sorted(tp for tp in suspects if tp in known)
+        if fetchable:
+            consumer.assign(fetchable)
+            for tp in fetchable:
+                consumer.seek(tp, read[tp])
+            deadline = time.monotonic() + timeout
+            waiting = set(fetchable)
+            while waiting and time.monotonic() < deadline:
+                batches = await consumer.getmany(*waiting, timeout_ms=200)
+                for tp, records in batches.items():
+                    if any(record.offset >= read[tp] for record in records):
+                        waiting.discard(tp)
+                        suspects.discard(tp)
+        return sorted(suspects)
     finally:
         await consumer.stop()
 

@@ -59,7 +59,7 @@ def test_a_sampler_lists_a_partition_once_then_fetches_at_its_last_end_and_stays
 def test_on_demand_end_offsets_are_exact_after_a_many_record_batch(services, topic):
     asyncio.run(produce_batch(services.kafka, topic, 5))
     ends = asyncio.run(end_offsets(services.kafka, [topic]))
-    assert ends == {TopicPartition(topic, 0): 5, TopicPartition(topic, 1): 0}
+    assert ends == {TopicPartition(topic, 0): 5, TopicPartition(topic, 1): 0}  # exact (the last batch is read)
 
 
 def test_the_broker_loss_check_reports_only_partitions_that_no_longer_hold_what_was_read(services, topic):
