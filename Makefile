@@ -1,6 +1,7 @@
 # Phoenix95 — the two commands of the README, and their setup.
 #   make demo   run the demo on the embedded stack (broker, PostgreSQL, Redis, time-series store)
-#   make test   lint, type-check and run the whole test suite against real services
+#   make test   lint (ruff, the import contracts of pyproject.toml), type-check and run the whole
+#               test suite against real services
 # Both create .venv and install what they need on first use.
 
 PYTHON ?= python3
@@ -63,6 +64,7 @@ test: setup browser lint typecheck
 
 lint: $(STAMP)
 	$(BIN)/ruff check phoenix95 tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

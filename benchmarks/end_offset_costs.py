@@ -16,9 +16,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from phoenix95.bench.offsets_probe import cpu_seconds, fill
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.stack.processes import stop
 from phoenix95.stack.services import start_broker
-from phoenix95.streams.admin import ensure_topics
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 

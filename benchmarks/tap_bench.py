@@ -93,7 +93,7 @@ def encoded_messages(count: int, mix: str) -> Iterator[tuple[bytes, bytes, list[
 def fill_topic(bootstrap: str, topic: str, count: int, mix: str) -> dict[str, float]:
     from confluent_kafka import Producer
 
-    from phoenix95.streams.admin import ensure_topics
+    from phoenix95.connectors.kafka_admin import ensure_topics
 
     asyncio.run(ensure_topics(bootstrap, [topic], partitions=4))
     producer = Producer(

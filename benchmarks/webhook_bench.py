@@ -247,8 +247,8 @@ def _run(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _published_check(kafka: str, namespace: str, expected: int) -> dict[str, int]:
-    from phoenix95.streams.admin import message_counts
-    from phoenix95.streams.topics import Topics
+    from phoenix95.connectors.kafka_admin import message_counts
+    from phoenix95.schemas.topics import Topics
 
     topic = Topics(namespace).signals
     counts = asyncio.run(message_counts(kafka, [topic]))

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from phoenix95.domain.config import DEFAULT_SYMBOLS, TradingConfig
@@ -47,6 +47,10 @@ class KafkaSettings(BaseModel):
     batch_max_records: int = Field(2000, ge=1)
     batch_within_s: float = Field(0.005, gt=0)
     linger_ms: int = Field(1, ge=0)
+    #: The stages' producers always wait for every in-sync replica (acks=all). Idempotence (no
+    #: duplicate or reordered batch on a producer retry) needs a broker that answers InitProducerId:
+    #: Apache Kafka does (the cluster compose file turns it on), Tansu does not (keep it off there).
+    idempotent_producer: bool = False
     schema_registry_url: str | None = None
 
 
@@ -124,6 +128,9 @@ class RiskSettings(BaseModel):
     starting_equity: Decimal = Decimal("10000")
     #: Reject new signals with SIGNAL_STALE while the analysis or risk stage lags more than this.
     max_pipeline_lag_s: float = 30.0
+    #: Wall clock: reject with SIGNAL_STALE when the symbol's latest market price is older than this
+    #: (a stale live feed). 0 = off; with a live exchange (P95_EXCHANGE__KIND) it defaults to 15 s.
+    max_market_data_age_s: float = Field(0.0, ge=0)
     #: wall: staleness and monitoring use the wall clock (live trading); event: the latest market
     #: event time (replays and the demo, which replays recorded candles).
     clock: Literal["wall", "event"] = "wall"
@@ -168,6 +175,59 @@ class ExecutionSettings(BaseModel):
     price_history: int = 5000
 
 
+class ExchangeSettings(BaseModel):
+    """The exchange connector (``P95_EXCHANGE__*``). ``paper`` (the default) fills on the paper model;
+    ``binance-demo`` trades on Binance's USDⓈ-M demo environment; ``binance`` trades real money and also
+    needs ``P95_EXCHANGE__LIVE_CONFIRM=yes``."""
+
+    kind: Literal["paper", "binance-demo", "binance"] = "paper"
+    api_key: SecretStr = SecretStr("")
+    api_secret: SecretStr = SecretStr("")
+    live_confirm: str = ""
+    #: REST base URL override (a local simulator in the tests), e.g. http://127.0.0.1:9999.
+    base_url: str | None = None
+    #: Websocket base URL override (default: derived from base_url, else Binance's).
+    ws_url: str | None = None
+    recv_window_ms: int = Field(5000, ge=1, le=60000)
+    request_timeout_s: float = Field(10.0, gt=0)
+    #: An order whose answer was lost or ambiguous (-1006/-1007, 5xx, timeout) is asked for by its client
+    #: order id this many times, this far apart, before it is left UNKNOWN for reconciliation.
+    resolve_attempts: int = Field(6, ge=1)
+    resolve_interval_s: float = Field(0.5, ge=0)
+    #: An UNKNOWN order the exchange still does not know this long after recvWindow was never placed
+    #: (Binance refuses a request older than its recvWindow): it is settled NOT_PLACED, never re-sent.
+    not_placed_after_s: float = Field(5.0, ge=0)
+    #: Reconcile with the exchange this often while running (0 = only at start).
+    reconcile_interval_s: float = Field(60.0, ge=0)
+    #: Poll fills/positions by REST this often when the user-data stream is down.
+    poll_interval_s: float = Field(5.0, gt=0)
+    #: Alarm (p95_exchange_clock_drift_seconds) when the local clock is off by more than this.
+    max_clock_drift_s: float = Field(1.0, gt=0)
+    #: Stop sending when the used request weight reaches this fraction of the limit (1-minute window).
+    weight_headroom: float = Field(0.9, gt=0, le=1)
+    #: Place reduce-only stop-loss and take-profit orders at the exchange after an entry fills.
+    protection: bool = True
+    #: Symbols of `p95 worker --stage feed` (default: the allowed symbols).
+    feed_symbols: list[str] = Field(default_factory=list)
+
+    def live(self) -> bool:
+        return self.kind != "paper"
+
+    #: The stale-feed limit risk applies with a live exchange unless P95_RISK__MAX_MARKET_DATA_AGE_S is set.
+    default_market_data_age_s: float = Field(15.0, gt=0)
+
+    def problems(self) -> list[str]:
+        """Why this configuration cannot trade (empty when it can)."""
+        if not self.live():
+            return []
+        problems = []
+        if not self.api_key.get_secret_value() or not self.api_secret.get_secret_value():
+            problems.append("P95_EXCHANGE__API_KEY and P95_EXCHANGE__API_SECRET are required for " + self.kind)
+        if self.kind == "binance" and self.live_confirm != "yes":
+            problems.append("P95_EXCHANGE__KIND=binance trades real money: also set P95_EXCHANGE__LIVE_CONFIRM=yes")
+        return problems
+
+
 class WebhookSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8095
@@ -192,6 +252,102 @@ class MetricsSettings(BaseModel):
     system_interval_s: float = Field(5.0, gt=0)
 
 
+class ComplianceSettings(BaseModel):
+    """The audit chain and the compliance monitor's protections (issue #18; docs/compliance.md)."""
+
+    #: Write the audit entries of verdicts, orders, fills and closes in each stage's batch. Off only
+    #: to measure what the chain costs (`p95 bench`); the trail is incomplete without it.
+    audit_enabled: bool = True
+    #: Protections (0 turns one off). Defaults are chosen not to trip on the bundled sample.
+    daily_loss_limit_pct: Decimal = Decimal("10")
+    max_drawdown_pct: Decimal = Decimal("25")
+    stoploss_guard_count: int = 5
+    stoploss_guard_window_min: float = 60.0
+    stoploss_guard_lock_min: float = 60.0
+    stoploss_guard_scope: Literal["symbol", "all"] = "symbol"
+    cooldown_min: float = 0.0
+    #: PRICE_COLLAR in the risk stage (basis points from the last market price); None: off.
+    price_collar_bps: Decimal | None = None
+
+    def protection_config(self) -> Any:
+        """The pure protections' config (`domain.protections.ProtectionConfig`)."""
+        from phoenix95.domain.protections import ProtectionConfig
+
+        return ProtectionConfig(
+            daily_loss_limit_pct=self.daily_loss_limit_pct,
+            max_drawdown_pct=self.max_drawdown_pct,
+            stoploss_guard_count=self.stoploss_guard_count,
+            stoploss_guard_window=timedelta(minutes=self.stoploss_guard_window_min),
+            stoploss_guard_lock=timedelta(minutes=self.stoploss_guard_lock_min),
+            stoploss_guard_scope=self.stoploss_guard_scope,
+            cooldown=timedelta(minutes=self.cooldown_min),
+        )
+
+    def problems(self) -> list[str]:
+        """Invalid protection settings, one line each naming the setting (refused at worker start)."""
+        found: list[str] = self.protection_config().problems()
+        if self.price_collar_bps is not None and self.price_collar_bps <= 0:
+            found.append(f"compliance.price_collar_bps must be > 0 (or unset), not {self.price_collar_bps}")
+        return found
+
+
+class NotifyUrl(BaseModel):
+    """One notification channel: an Apprise URL (a secret: it holds tokens and passwords), optional
+    tags for routing, an optional name (the channel's key in the outbox and in metrics; default: the
+    URL's scheme and a hash of it) and optional limits (default: by channel kind, see notify/channels.py)."""
+
+    url: SecretStr
+    tags: list[str] = Field(default_factory=list)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,40}$")
+    per_second: float | None = Field(None, gt=0)
+    per_minute: float | None = Field(None, gt=0)
+
+    @field_serializer("url", when_used="json")
+    def _masked_url(self, value: SecretStr) -> str:
+        from phoenix95.notify.masking import mask_url
+
+        return mask_url(value.get_secret_value())
+
+
+class NotifyRule(BaseModel):
+    """Routing: events of these types (or "*") at or above this severity go to the URLs with these tags."""
+
+    types: list[str] = Field(default_factory=lambda: ["*"])
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    tags: list[str]
+
+
+class NotifySettings(BaseModel):
+    """The notification hub (`p95 worker --stage notifications`). ``P95_NOTIFY__URLS`` is a JSON list
+    of Apprise URLs, each a string or ``{"url": ..., "tags": [...], "per_minute": 20}``."""
+
+    urls: list[NotifyUrl] = Field(default_factory=list)
+    rules: list[NotifyRule] = Field(default_factory=list)
+    #: Event type -> on | silent | off (merged over the defaults in notify/events.py).
+    types: dict[str, Literal["on", "silent", "off"]] = Field(default_factory=dict)
+    #: A row is marked failed after this many attempts (`p95 notify retry` sends it again).
+    max_attempts: int = Field(8, ge=1)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    #: A sender holds rows it is sending for this long; a killed sender's rows are taken over after it.
+    lease_s: float = Field(15.0, gt=0)
+    #: How often the sender looks for pending rows (it is also woken by each write).
+    poll_s: float = Field(0.25, gt=0)
+    #: Dead letters are summarised per stage and reason over this window.
+    dlq_window_s: float = Field(30.0, gt=0)
+    #: Pipeline health (lag status, worker heartbeats) is checked this often.
+    health_interval_s: float = Field(5.0, gt=0)
+    #: HTTP connect / read timeouts handed to Apprise (seconds).
+    timeout_s: float = Field(4.0, gt=0)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _url_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="P95_",
@@ -211,8 +367,11 @@ class Settings(BaseSettings):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("home", mode="after")
     @classmethod
@@ -244,6 +403,12 @@ class Settings(BaseSettings):
         if self.redis.url is None:
             raise RuntimeError("no Redis configured: run `p95 up` or set P95_REDIS__URL")
         return self.redis.url.get_secret_value()
+
+    def market_data_age_limit(self) -> float | None:
+        """Seconds after which risk calls a symbol's market data stale (None: not checked)."""
+        if self.risk.max_market_data_age_s > 0:
+            return self.risk.max_market_data_age_s
+        return self.exchange.default_market_data_age_s if self.exchange.live() else None
 
     def masked(self) -> dict[str, Any]:
         """Everything, with secrets masked (for `p95 config show`)."""

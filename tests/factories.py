@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.connectors.market_data import price_event
 from phoenix95.domain import ids
 from phoenix95.domain.book import PendingOrder
@@ -223,7 +224,7 @@ def position(
         fill=fill,
         leverage=leverage,
         margin_mode="ISOLATED",
-        brackets=(brackets or BracketTable.bundled()).for_symbol(symbol),
+        brackets=(brackets or bundled_brackets()).for_symbol(symbol),
         config=config,
         tick_size=config.rules(symbol).tick_size,
     ).position
@@ -254,4 +255,60 @@ def pending_order(
         margin_mode="ISOLATED",
         planned_margin=Decimal(0),
         planned_notional=Decimal(0),
+    )
+
+
+def position_event(
+    kind: str = "opened",
+    *,
+    position_id: str = "5f0c7a4e-1d2b-5c3d-9e8f-0a1b2c3d4e5f",
+    risk_level: str = "LOW",
+    close_reason: str | None = None,
+    at: datetime | None = None,
+    event_id: str | None = None,
+) -> Any:
+    """A PositionEvent as the positions stage publishes it (a 0.5 XRPUSDT long at 20x)."""
+    from phoenix95.schemas.messages import PositionEvent
+
+    now = at or T0
+    closing = kind in ("closed", "liquidated", "expired")
+    return PositionEvent.trusted(
+        event_id=event_id or ids.derive("test-position-event", position_id, kind, risk_level, now.isoformat()),
+        correlation_id=position_id,
+        causation_id=None,
+        ts_event=now,
+        ts_ingest=now,
+        schema_version=PositionEvent.SCHEMA_VERSION,
+        producer="tests",
+        position_id=position_id,
+        order_id=ids.derive("test-order", position_id),
+        signal_id=f"sig-{position_id[:8]}",
+        symbol="XRPUSDT",
+        side="long",
+        kind=kind,
+        status={"closed": "closed", "liquidated": "liquidated", "expired": "expired"}.get(kind, "open"),
+        quantity=Decimal("100"),
+        leverage=20,
+        margin_mode="ISOLATED",
+        entry_price=Decimal("0.5"),
+        price=Decimal("0.51"),
+        mark_price=Decimal("0.51"),
+        margin=Decimal("2.5"),
+        stop_loss_price=Decimal("0.49"),
+        take_profit_price=Decimal("0.51"),
+        liquidation_price=Decimal("0.476"),
+        unrealized_pnl=Decimal(0),
+        unrealized_pnl_percent=Decimal(0),
+        roe=Decimal(0),
+        maintenance_margin=Decimal("0.25"),
+        margin_ratio=Decimal(0),
+        distance_to_liquidation=Decimal(5),
+        risk_level=risk_level,
+        entry_fee=Decimal("0.02"),
+        realized_pnl=Decimal("0.96") if closing else None,
+        exit_price=Decimal("0.51") if closing else None,
+        close_reason=close_reason if closing else None,
+        opened_at=now,
+        closed_at=now if closing else None,
+        auto_close_at=now + timedelta(hours=48),
     )

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.storage.postgres import Database, migrate
-from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.producer import EventProducer
 from phoenix95.streams.stages import STAGES
 from phoenix95.streams.supervisor import WorkerSet
-from phoenix95.streams.topics import Topics
 from tests.conftest import Namespace
 
 #: Waits are for hangs, not speed: P95_TEST_TIMEOUT_SCALE=3 triples them on a slow machine.
@@ -26,11 +26,17 @@ TIMEOUT_SCALE = float(os.environ.get("P95_TEST_TIMEOUT_SCALE", "1"))
 
 
 class Pipeline:
-    def __init__(self, ns: Namespace, stages: Sequence[str] = STAGES, web_ports: dict[str, int] | None = None):
+    def __init__(
+        self,
+        ns: Namespace,
+        stages: Sequence[str] = STAGES,
+        web_ports: dict[str, int] | None = None,
+        instances: int = 1,
+    ):
         self.ns = ns
         self.settings = Settings()  # from the environment the namespace fixture exported
         self.topics = Topics(ns.name)
-        self.workers = WorkerSet(stages, env=ns.env, log_dir=ns.home / "logs", web_ports=web_ports)
+        self.workers = WorkerSet(stages, env=ns.env, log_dir=ns.home / "logs", web_ports=web_ports, instances=instances)
         self.codec = Codec()
 
     async def prepare(self) -> None:
@@ -84,7 +90,7 @@ class Pipeline:
             while time.monotonic() < deadline:
                 if await check(db):
                     return
-                dead = [s for s in self.workers.stages if not self.workers.alive(s)]
+                dead = [s for s in self.workers.names if not self.workers.alive(s)]
                 if dead:
                     raise AssertionError(f"worker(s) {dead} died; see {self.ns.home / 'logs'}")
                 await asyncio.sleep(0.3)
@@ -96,7 +102,7 @@ class Pipeline:
 
     async def caught_up(self, stages: Sequence[str] = ("positions",)) -> bool:
         """Every input of the stages is committed up to its end (nothing left to process)."""
-        from phoenix95.streams.admin import committed_offsets, end_offsets
+        from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets
         from phoenix95.streams.stages import spec
 
         bootstrap = self.settings.kafka.bootstrap_servers

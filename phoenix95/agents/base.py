@@ -112,7 +112,10 @@ class StageRunner:
         #: Outbox entries produced whose deletion failed (tried again after the next batch).
         self._produced_entries: list[str] = []
         self.stats = StageStats()
-        self._held: dict[tuple[str, int, int], Any] = {}
+        #: Per partition, the records read and not yet acked, in offset order: offset -> [event, finished].
+        #: A finished record is acked only once every earlier record of its partition is finished too
+        #: (see `_ack_in_order`).
+        self._unacked: dict[tuple[str, int], dict[int, list[Any]]] = {}
         self._lock = asyncio.Lock()
         #: Highest offset read per (topic, partition): a broker whose log went below it lost data.
         self.read_offsets: dict[tuple[str, int], int] = {}
@@ -120,7 +123,7 @@ class StageRunner:
     @property
     def held(self) -> int:
         """Records read but not yet acknowledged (waiting for a price, say)."""
-        return len(self._held)
+        return sum(1 for pending in self._unacked.values() for _, finished in pending.values() if not finished)
 
     async def run_batch(self, events: Sequence[Any], ack: Any) -> None:
         """Process Faust events (they carry `.message`); `ack(event)` acks one."""
@@ -135,14 +138,14 @@ class StageRunner:
             outcomes = await self._process_guarded(records)
             self.stats.seconds["process"] += time.perf_counter() - started
             await self.commit(outcomes)
-            finished = {record_key(o.record) for o in outcomes}
-            for key, event in by_key.items():
-                if key in finished:
-                    await ack(event)
+            for (topic, partition_number, offset), event in by_key.items():
+                pending = self._unacked.setdefault((topic, partition_number), {})
+                if pending and offset < next(reversed(pending)):
+                    pending[offset] = [event, False]  # re-read below a record still pending: keep offset order
+                    self._unacked[(topic, partition_number)] = dict(sorted(pending.items()))
                 else:
-                    self._held[key] = event
-            for key in [k for k in self._held if k in finished]:
-                await ack(self._held.pop(key))
+                    pending[offset] = [event, False]
+            await self._ack_in_order([record_key(o.record) for o in outcomes], ack)
             self._observe(len(records), time.perf_counter() - started)
 
     async def tick(self, ack: Any) -> None:
@@ -164,14 +167,35 @@ class StageRunner:
                 except Exception:
                     logger.exception("stage %s: producing the outbox failed; a restart produces it", self.stage.name)
                 return
-            for outcome in outcomes:
-                event = self._held.pop(record_key(outcome.record), None)
-                if event is not None:
-                    await ack(event)
+            await self._ack_in_order([record_key(o.record) for o in outcomes], ack)
+
+    async def _ack_in_order(self, finished: Sequence[tuple[str, int, int]], ack: Any) -> None:
+        """Mark records finished, then ack each partition's finished records from its oldest pending one
+        up to the first still held. Faust commits the first run of consecutive acked offsets past the
+        committed one without noticing a single missing offset at its head: acking a later record while
+        an earlier one is held (a verdict waiting for its price) would commit past the held record, and a
+        worker killed then would lose it."""
+        touched: set[tuple[str, int]] = set()
+        for topic, partition, offset in finished:
+            entry = self._unacked.get((topic, partition), {}).get(offset)
+            if entry is not None:
+                entry[1] = True
+                touched.add((topic, partition))
+        for tp in touched:
+            pending = self._unacked[tp]
+            while pending:
+                offset = next(iter(pending))
+                event, done = pending[offset]
+                if not done:
+                    break
+                del pending[offset]
+                await ack(event)
+            if not pending:
+                del self._unacked[tp]
 
     def forget_held(self) -> None:
         """Partitions were revoked: their un-acked records will be re-delivered to the new owner."""
-        self._held.clear()
+        self._unacked.clear()
         self.stage.reset()
 
     async def reload(self) -> None:

@@ -10,9 +10,10 @@ here: a verdict approved before a halt does not become an order after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,13 +21,13 @@ from decimal import Decimal
 from phoenix95.agents.base import Stage, record_key
 from phoenix95.agents.ports import ExchangeConnector, ExecutionState, InputRecord, OrderPlaced, OrderRequest, Outcome
 from phoenix95.domain import ids
-from phoenix95.domain.execution import MarketTick, PriceHistory, next_price_at_or_after
+from phoenix95.domain.execution import MarketTick, OrderRejectReason, PriceHistory, next_price_at_or_after
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.values import entry_order_side
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter, order_message, tick_of
 from phoenix95.schemas.messages import MarketPrice, RiskVerdict
-from phoenix95.streams import topics
 from phoenix95.streams.stages import EXECUTION
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,17 @@ class ExecutionStage(Stage):
         self.prices: dict[str, PriceHistory] = {}
         self.pending: dict[tuple[str, int, int], _Pending] = {}
         self._monotonic = monotonic
+
+    async def start(self) -> None:
+        """A live exchange connects and reconciles here, before the first verdict becomes an order."""
+        starter = getattr(self.exchange, "start", None)
+        if starter is not None:
+            await starter()
+
+    async def stop(self) -> None:
+        stopper = getattr(self.exchange, "stop", None)
+        if stopper is not None:
+            await stopper()
 
     def reset(self) -> None:
         self.prices.clear()
@@ -162,13 +174,29 @@ class ExecutionStage(Stage):
         return self._monotonic()  # type: ignore[operator]
 
     async def execute(self, ready: Sequence[tuple[InputRecord, RiskVerdict, MarketTick | None]]) -> list[Outcome]:
-        state = await self.state.trading_state()
+        async with self._submission() as state:
+            return await self._execute(ready, state)
+
+    @contextlib.asynccontextmanager
+    async def _submission(self) -> AsyncIterator[TradingState]:
+        """The trading state, held from the decision to submit until the exchange answered: a halt
+        waits for a submission in flight and every later one sees it (ExecutionState.submission)."""
+        guard = getattr(self.state, "submission", None)
+        if guard is None:
+            yield await self.state.trading_state()
+            return
+        async with guard() as state:
+            yield state
+
+    async def _execute(
+        self, ready: Sequence[tuple[InputRecord, RiskVerdict, MarketTick | None]], state: TradingState
+    ) -> list[Outcome]:
         closing = [v.close_position_id for _, v, _ in ready if v.intent == "close" and v.close_position_id]
         open_quantity = await self.state.open_quantity(closing) if closing else {}
         client_ids = {v.verdict_id: ids.client_order_id(ids.order_id(v.verdict_id)) for _, v, _ in ready}
         known = await self.exchange.query(list(client_ids.values()))
         requests: list[OrderRequest] = []
-        rejected: dict[str, str] = {}
+        rejected: dict[str, OrderRejectReason] = {}
         quantities: dict[str, Decimal] = {}
         for _, verdict, tick in ready:
             client_id = client_ids[verdict.verdict_id]
@@ -193,6 +221,11 @@ class ExecutionStage(Stage):
                     time=max(tick.time, verdict.ts_event),
                     volume=tick.volume,
                     price_event_id=tick.event_id,
+                    leverage=verdict.plan.leverage if verdict.plan is not None else None,
+                    margin_mode=verdict.plan.margin_mode if verdict.plan is not None else None,
+                    stop_loss=verdict.plan.stop_loss_price if verdict.plan is not None else None,
+                    take_profit=verdict.plan.take_profit_price if verdict.plan is not None else None,
+                    planned_entry=verdict.plan.entry_price if verdict.plan is not None else None,
                 )
             )
         placed = dict(known)
@@ -204,7 +237,9 @@ class ExecutionStage(Stage):
             exchange_order = placed.get(client_id)
             reason = rejected.get(verdict.verdict_id)
             if exchange_order is None and reason is None:
-                reason = "EXCHANGE_DID_NOT_ACCEPT"
+                reason = OrderRejectReason.EXCHANGE_DID_NOT_ACCEPT
+            elif exchange_order is not None and exchange_order.status != "FILLED" and reason is None:
+                reason = _exchange_reason(exchange_order.reason)
             order = order_message(
                 verdict, client_id, exchange_order, reason, quantities[verdict.verdict_id], self.exchange.name
             )
@@ -220,11 +255,30 @@ class ExecutionStage(Stage):
     @staticmethod
     def _reject_reason(
         verdict: RiskVerdict, state: TradingState, tick: MarketTick | None, quantity: Decimal | None
-    ) -> str | None:
-        if not state.allows(reduces_position=verdict.intent == "close"):
-            return "TRADING_HALTED" if state is TradingState.HALTED else "TRADING_REDUCING"
+    ) -> OrderRejectReason | None:
+        if not state.allows(reduces_position=verdict.intent == "close") and not is_kill_switch_close(verdict):
+            return (
+                OrderRejectReason.TRADING_HALTED if state is TradingState.HALTED else OrderRejectReason.TRADING_REDUCING
+            )
         if tick is None:
-            return "NO_MARKET_DATA"
+            return OrderRejectReason.NO_MARKET_DATA
         if quantity is None or quantity <= 0:
-            return "POSITION_NOT_OPEN" if verdict.intent == "close" else "NO_QUANTITY"
+            return OrderRejectReason.POSITION_NOT_OPEN if verdict.intent == "close" else OrderRejectReason.NO_QUANTITY
         return None
+
+
+def is_kill_switch_close(verdict: RiskVerdict) -> bool:
+    """A close `p95 halt --flatten` issued: it passes a HALT (it can only close a position)."""
+    return (
+        verdict.intent == "close"
+        and verdict.close_position_id is not None
+        and verdict.verdict_id == ids.kill_switch_verdict_id(verdict.close_position_id)
+    )
+
+
+def _exchange_reason(text: str | None) -> OrderRejectReason:
+    """A live connector's reason for an order it did not fill."""
+    try:
+        return OrderRejectReason(text or "EXCHANGE_REJECTED")
+    except ValueError:
+        return OrderRejectReason.EXCHANGE_REJECTED

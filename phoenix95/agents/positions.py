@@ -33,11 +33,12 @@ from phoenix95.domain.positions import (
 from phoenix95.domain.positions import (
     PositionEvent as DomainEvent,
 )
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter, fill_of, position_message, tick_of
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import MarketPrice, Order
-from phoenix95.streams import topics
+from phoenix95.streams.ownership import SymbolOwnership
 from phoenix95.streams.stages import POSITIONS
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class PositionStage(Stage):
         price_history: int = 5000,
         prices_topic: str = topics.MARKET_PRICES,
         mark_interval: timedelta = timedelta(0),
+        ownership: SymbolOwnership | None = None,
     ):
         self.codec = codec
         self.config = config
@@ -79,6 +81,9 @@ class PositionStage(Stage):
         #: Event time of each open position's last published tick.
         self.last_mark: dict[str, datetime] = {}
         self._unpublished: dict[str, tuple[Position, DomainEvent, str, Decimal, list[Fact]]] = {}
+        #: The symbols this instance owns (several instances in one group): only their open
+        #: positions are held, marked, expired and funded here; None: every symbol.
+        self.ownership = ownership
 
     def reset(self) -> None:
         self.last_mark.clear()
@@ -90,7 +95,8 @@ class PositionStage(Stage):
     async def start(self) -> None:
         self.open.clear()
         for position in await self.store.open_positions():
-            self.open[position.position_id] = position
+            if self.ownership is None or self.ownership.owns(position.symbol):
+                self.open[position.position_id] = position
         self.realized = await self.store.realized_pnl()
         logger.info("positions: recovered %d open positions, realized PnL %s", len(self.open), self.realized)
 
@@ -98,7 +104,16 @@ class PositionStage(Stage):
     def equity(self) -> Decimal:
         return self.config.starting_equity + self.realized
 
+    async def _refresh_shared_account(self) -> None:
+        """With the symbols shared among instances, the others close positions too: take the
+        account's realized PnL (the `paper_account` row, kept by a trigger) from PostgreSQL, so the
+        equity in this instance's events is the account's, not this instance's share of it."""
+        ownership = self.ownership
+        if ownership is not None and ownership.assigned is not None and len(ownership.assigned) < ownership.partitions:
+            self.realized = await self.store.realized_pnl()
+
     async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
+        await self._refresh_shared_account()
         decoded: list[tuple[InputRecord, MarketPrice | Order | None, Outcome | None]] = []
         new_positions: list[str] = []
         for record in records:
@@ -133,6 +148,8 @@ class PositionStage(Stage):
 
     async def on_clock(self, now: datetime) -> list[Outcome]:
         """Monitoring tick (wall clock): at least one tick per interval per open position."""
+        if self.open:
+            await self._refresh_shared_account()
         facts: list[Fact] = []
         produce: list[Event] = []
         for position in list(self.open.values()):
@@ -186,8 +203,14 @@ class PositionStage(Stage):
                     "positions: close order %s for a position that is not open (already closed?)", order.order_id
                 )
                 return Outcome(record)
+            manual = order.verdict_id == ids.kill_switch_verdict_id(position.position_id)
             update = close_by_order(
-                position, fill=fill_of(order), config=config, funding_rate=self.funding, cause_id=order.order_id
+                position,
+                fill=fill_of(order),
+                config=config,
+                funding_rate=self.funding,
+                cause_id=order.order_id,
+                reason="manual" if manual else "reduce_signal",
             )
             self._apply(update, order.order_id, facts, produce)
             return Outcome(record, produce=produce, persist=facts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -17,11 +17,11 @@ from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.funding import FundingSchedule
-from phoenix95.domain.risk import Exposure
+from phoenix95.domain.risk import Exposure, SymbolLock
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter
 from phoenix95.schemas.messages import Analysis, MarketPrice, RiskVerdict
-from phoenix95.streams import topics
 from phoenix95.streams.stages import RISK
 
 logger = logging.getLogger(__name__)
@@ -58,15 +58,26 @@ class RiskStage(Stage):
         funding: FundingSchedule | None = None,
         hold_timeout: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        locks: Callable[[], Awaitable[Mapping[str, SymbolLock]]] | None = None,
+        max_market_data_age_seconds: float | None = None,
     ):
         self.codec = codec
+        #: Reads the compliance monitor's symbol locks (cached by the reader).
+        self.locks = locks
         self.portfolio = portfolio
         self.clock = clock
         self.lag = lag
         self.prices_topic = prices_topic
         self.hold_timeout = hold_timeout
         self._monotonic = monotonic
-        self.desk = RiskDesk(config, brackets, clock=clock, funding=funding, max_lag_seconds=max_lag_seconds)
+        self.desk = RiskDesk(
+            config,
+            brackets,
+            clock=clock,
+            funding=funding,
+            max_lag_seconds=max_lag_seconds,
+            max_market_data_age_seconds=max_market_data_age_seconds,
+        )
         self.held: dict[tuple[str, int, int], _Held] = {}
         #: When each symbol's prices last reached this stage (monotonic seconds): a held analysis is
         #: decided without its prices only once the prices it waits for stopped coming, not while
@@ -115,6 +126,8 @@ class RiskStage(Stage):
         if self.clock == "event":
             return outcomes + await self._process_event_time(work, existing)
         snapshot = await self.portfolio.snapshot() if analyses else None
+        if analyses and self.locks is not None:
+            self.desk.locks = await self.locks()
         exposures: list[Exposure] = list(snapshot.exposures) if snapshot is not None else []
         for record, item in work:
             if item is None or isinstance(item, MarketPrice):
@@ -164,6 +177,8 @@ class RiskStage(Stage):
         if not self.held:
             return outcomes
         state = await self.portfolio.trading_state()
+        if self.locks is not None:
+            self.desk.locks = await self.locks()
         # A decision only ever adds its own symbol to the book (positions close only as prices are
         # applied), so the set found once, grown by each decision, stays a superset: cheap and safe.
         symbols = self.desk.symbols_in_use()

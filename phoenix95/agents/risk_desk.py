@@ -7,6 +7,7 @@ No I/O: the stage feeds it from Kafka and PostgreSQL, the replay from files.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -25,6 +26,7 @@ from phoenix95.domain.risk import (
     PortfolioView,
     RecentSignal,
     RiskRequest,
+    SymbolLock,
     evaluate,
 )
 from phoenix95.domain.trading_state import TradingState
@@ -43,8 +45,12 @@ class RiskDesk:
         clock: Literal["wall", "event"] = "wall",
         funding: FundingSchedule | None = None,
         max_lag_seconds: float | None = None,
+        max_market_data_age_seconds: float | None = None,
     ):
         self.config = config
+        self.max_market_data_age_seconds = max_market_data_age_seconds
+        #: Wall clock: the event time of each symbol's latest price (the feed's staleness).
+        self.price_time: dict[str, datetime] = {}
         self.brackets = brackets
         self.clock = clock
         self.funding = funding or FundingSchedule(config.default_funding_rate)
@@ -56,6 +62,8 @@ class RiskDesk:
         self.book = self.new_book()
         self.unapplied: dict[str, list[MarketTick]] = {}
         self.latest_tick: dict[str, datetime] = {}
+        #: The compliance monitor's symbol locks, as the stage last read them.
+        self.locks: Mapping[str, SymbolLock] = {}
 
     def new_book(self) -> PaperBook:
         return PaperBook(self.config, self.brackets, self.funding, position_id_of=ids.position_id)
@@ -66,6 +74,7 @@ class RiskDesk:
         self.book = self.new_book()
         self.unapplied.clear()
         self.latest_tick.clear()
+        self.price_time.clear()
 
     def restore_windows(self, approvals: list[datetime], signals: list[RecentSignal]) -> None:
         self.activity = RecentActivity(approvals, signals)
@@ -107,6 +116,9 @@ class RiskDesk:
         decision sees exactly the prices before its signal, however early later ones arrived."""
         if self.clock == "wall":
             self._observe_return(tick_of(price))
+            seen = self.price_time.get(price.symbol)
+            if seen is None or price.ts_event > seen:
+                self.price_time[price.symbol] = price.ts_event
         else:
             if price.funding_rate is not None:
                 self.funding.add(price.symbol, [(price.ts_event, price.funding_rate)])
@@ -172,11 +184,15 @@ class RiskDesk:
             summary=summary,
             activity=self.activity,
             pipeline_lag_seconds=lag_seconds if self.clock == "wall" else 0.0,
+            locks=self.locks,
         )
         window = self.returns.get(analysis.symbol)
+        stale_check = self.max_market_data_age_seconds if self.clock == "wall" else None
+        seen = self.price_time.get(analysis.symbol)
         market = MarketView(
             last_price=window.last_price if window is not None else None,
             daily_volatility=window.daily_volatility() if window is not None else None,
+            data_age_seconds=(now - seen).total_seconds() if stale_check is not None and seen is not None else None,
         )
         verdict = evaluate(
             request,
@@ -186,6 +202,7 @@ class RiskDesk:
             brackets=self.brackets,
             now=now,
             max_pipeline_lag_seconds=self.max_lag_seconds,
+            max_market_data_age_seconds=stale_check,
         )
         message = verdict_message(analysis, verdict, decided_at=now)
         self.activity.add_signal(

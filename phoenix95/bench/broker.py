@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from phoenix95.streams.admin import delete_topics, ensure_topics
+from phoenix95.connectors.kafka_admin import delete_topics, ensure_topics
 
 PAYLOAD = b"x" * 268
 

@@ -69,7 +69,7 @@ def create_app(bootstrap: str, namespace: str, postgres_url: str, schema: str) -
 async def prepare(postgres_url: str, schema: str, bootstrap: str, namespace: str) -> None:
     import psycopg
 
-    from phoenix95.streams.admin import ensure_topics
+    from phoenix95.connectors.kafka_admin import ensure_topics
 
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as connection:
         await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
@@ -151,7 +151,7 @@ async def measure(bootstrap: str, postgres_url: str, *, signals: int, timeout: f
         except subprocess.TimeoutExpired:
             process.kill()
         await drop_schema(postgres_url, schema)
-        from phoenix95.streams.admin import delete_topics
+        from phoenix95.connectors.kafka_admin import delete_topics
 
         await delete_topics(
             bootstrap, [f"{namespace}.{n}" for n in ("signals", "analysis", "verdicts", "orders", "ticks")]

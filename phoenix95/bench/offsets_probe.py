@@ -67,7 +67,7 @@ async def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.structs import OffsetAndMetadata
 
-    from phoenix95.streams.admin import end_offsets
+    from phoenix95.connectors.kafka_admin import end_offsets
 
     ends = await asyncio.wait_for(end_offsets(bootstrap, topics, exact=False), 120)  # one-record batches: exact
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
@@ -103,7 +103,7 @@ async def publish_prices(env: dict[str, str]) -> None:
     from phoenix95.schemas.codec import Codec
     from phoenix95.settings import Settings
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.streams.topics import Topics
+    from phoenix95.schemas.topics import Topics
 
     settings = Settings()
     namespace = env["P95_NAMESPACE"]
@@ -188,7 +188,7 @@ def main() -> None:
     from phoenix95.stack.processes import stop
     from phoenix95.stack.services import start_broker
     from phoenix95.streams import stages as registry
-    from phoenix95.streams.topics import Topics
+    from phoenix95.schemas.topics import Topics
 
     base = get_settings()
     workdir = Path(tempfile.mkdtemp(prefix="p95-offsets-probe-"))

@@ -17,8 +17,8 @@ from phoenix95.connectors.market_data import GbmFeed, tick_event
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import MarketPrice, Signal
 from phoenix95.schemas.signal_input import build_signal
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
-from phoenix95.streams.topics import Topics
 
 SYMBOLS = {
     "BTCUSDT": (Decimal("60000"), Decimal("0.1")),
@@ -345,8 +345,8 @@ def _latencies(start: dict[str, datetime], end: dict[str, datetime], population:
 
 async def _position_opened_times(pipeline: BenchPipeline) -> dict[str, datetime]:
     """signal id -> ts_ingest of its position's `opened` event, read back from the positions topic."""
+    from phoenix95.connectors.kafka_admin import read_records
     from phoenix95.schemas.messages import PositionEvent
-    from phoenix95.streams.admin import read_records
 
     codec = Codec.for_settings(pipeline.settings)
     found: dict[str, datetime] = {}

@@ -172,9 +172,9 @@ def run(base: Settings, *, signals: int, out_dir: Path, rate: int = 97) -> dict[
     import psutil
 
     from phoenix95.bench.pipeline import BenchPipeline, event_time_workload
+    from phoenix95.connectors.kafka_admin import message_counts
     from phoenix95.schemas.messages import Signal
     from phoenix95.streams import stages as registry
-    from phoenix95.streams.admin import message_counts
 
     spy = py_spy()
     if spy is None:

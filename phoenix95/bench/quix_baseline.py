@@ -66,7 +66,7 @@ def run_app(bootstrap: str, namespace: str) -> None:
 
 
 async def measure(bootstrap: str, *, signals: int, timeout: float = 600.0) -> dict[str, Any]:
-    from phoenix95.streams.admin import delete_topics, ensure_topics, message_counts
+    from phoenix95.connectors.kafka_admin import delete_topics, ensure_topics, message_counts
 
     namespace = "quix" + uuid.uuid4().hex[:6]
     names = [f"{namespace}.{n}" for n in TOPICS]

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from phoenix95.bench.pipeline import SYMBOLS
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.connectors.market_data import GbmFeed
 from phoenix95.domain import book as book_module
-from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.replay.engine import InProcessEngine, merged
 from phoenix95.schemas.signal_input import build_signal
@@ -58,7 +58,7 @@ def _run(signals: list[Any], ticks: list[Any]) -> tuple[float, int, str]:
 
     engine = InProcessEngine(
         TradingConfig(max_open_positions=1_000_000, max_position_fraction=Decimal("0.001")),
-        BracketTable.bundled(),
+        bundled_brackets(),
         keep_position_events=False,
     )
     result = engine.run(merged(signals, ticks), already_sorted=True)

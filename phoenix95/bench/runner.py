@@ -26,6 +26,9 @@ SCENARIOS = (
     "replay_inprocess",
     "replay_kafka",
     "tap",
+    "notify_latency",
+    "e2e_notifications",
+    "exchange_order_ack",
 )
 #: Run only when named (`--only`) or by `--profile`: not part of a full `p95 bench`.
 ON_DEMAND = ("e2e_profile", "soak")
@@ -129,10 +132,22 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import replay
 
         return replay.kafka(settings, quick=quick)
+    if name == "exchange_order_ack":
+        from phoenix95.bench import exchange
+
+        return exchange.run(settings.postgres_url(), quick=quick)
     if name in ("tap", "webhook_ack_latency"):
         from phoenix95.bench import external
 
         return external.run(name, settings, quick=quick)
+    if name == "notify_latency":
+        from phoenix95.bench import notify
+
+        return notify.notify_latency(settings, quick=quick)
+    if name == "e2e_notifications":
+        from phoenix95.bench import notify
+
+        return notify.e2e_with_notifications(settings, quick=quick)
     raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS + ON_DEMAND)}")
 
 

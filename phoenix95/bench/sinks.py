@@ -20,7 +20,7 @@ from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.signal_input import build_signal
 from phoenix95.storage.postgres import Database, drop_schema, migrate
 from phoenix95.storage.redis_state import RedisState
-from phoenix95.storage.rows import writes_for
+from phoenix95.storage.tables import writes_for
 from phoenix95.storage.timeseries import TimeseriesSink, lines_for
 
 BATCH = 500

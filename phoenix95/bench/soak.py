@@ -88,12 +88,12 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
     import psutil
 
     from phoenix95.bench.pipeline import _signal
+    from phoenix95.connectors.kafka_admin import message_counts
     from phoenix95.connectors.market_data import price_event
     from phoenix95.monitoring.monitor import pipeline_targets
     from phoenix95.monitoring.offsets import OffsetReader
     from phoenix95.schemas.codec import Codec
     from phoenix95.storage.postgres import Database
-    from phoenix95.streams.admin import message_counts
     from phoenix95.streams.producer import EventProducer
 
     settings = pipeline.settings

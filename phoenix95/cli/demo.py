@@ -24,10 +24,10 @@ from phoenix95.connectors.market_data import GbmFeed, bundled_candle_events, mer
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import MarketPrice, Signal
 from phoenix95.schemas.signal_input import build_signal
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings, get_settings
 from phoenix95.stack.manager import Stack
-from phoenix95.streams.stages import STAGES
-from phoenix95.streams.topics import Topics
+from phoenix95.streams.stages import default_stages
 
 SETTLE_TIMEOUT_S = 240.0
 
@@ -115,10 +115,15 @@ def run_demo(
     from phoenix95.streams.wiring import prepare
 
     prepare(settings)
-    workers = WorkerSet(STAGES, env=env, log_dir=settings.home / "logs" / namespace)
+    stages = default_stages(settings)  # with the notification hub when P95_NOTIFY__URLS is set
+    if "notifications" in stages:
+        from phoenix95.cli.worker import check_notify_config
+
+        check_notify_config(settings)
+    workers = WorkerSet(stages, env=env, log_dir=settings.home / "logs" / namespace)
     summary: dict[str, Any] = {}
     try:
-        say(f"starting the workers ({', '.join(STAGES)}) in namespace [cyan]{namespace}[/cyan]")
+        say(f"starting the workers ({', '.join(stages)}) in namespace [cyan]{namespace}[/cyan]")
         workers.start()
         published = asyncio.run(_publish(settings, say))
         say(
@@ -127,6 +132,11 @@ def run_demo(
         )
         settled = asyncio.run(_wait_settled(settings, timeout, workers))
         summary = asyncio.run(_summary(settings))
+        if "notifications" in stages:
+            from phoenix95.notify.progress import wait_delivered
+
+            say("waiting for the notifications to be delivered")
+            summary["notifications"] = asyncio.run(wait_delivered(settings, timeout))
         summary["elapsed_s"] = round(time.monotonic() - started, 1)
         summary["namespace"] = namespace
         if not settled:
@@ -221,8 +231,8 @@ def _priced(signal: Signal, prices: list[MarketPrice]) -> Signal:
 
 
 async def _wait_settled(settings: Settings, timeout: float, workers: Any) -> bool:
+    from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets, message_counts
     from phoenix95.storage.postgres import Database
-    from phoenix95.streams.admin import committed_offsets, end_offsets, message_counts
 
     topics = Topics(settings.namespace)
     deadline = time.monotonic() + timeout
@@ -261,9 +271,9 @@ async def _lag(settings: Settings, topics: Topics, committed_offsets: Any, end_o
 
 
 async def _summary(settings: Settings) -> dict[str, Any]:
+    from phoenix95.connectors.kafka_admin import message_counts
     from phoenix95.storage.postgres import Database
     from phoenix95.storage.redis_state import RedisState
-    from phoenix95.streams.admin import message_counts
 
     topics = Topics(settings.namespace)
     counts = await message_counts(
@@ -364,4 +374,6 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     table.add_row("rejection_reasons", json.dumps(summary.get("rejection_reasons", {})))
     table.add_row("close_reasons", json.dumps(summary.get("close_reasons", {})))
     table.add_row("dlq_reasons", json.dumps(summary.get("dlq_reasons", {})))
+    if "notifications" in summary:
+        table.add_row("notifications", json.dumps(summary["notifications"]))
     console.print(table)

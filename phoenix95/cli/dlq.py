@@ -138,10 +138,10 @@ def dlq_replay(
 
 async def _replay(where: str, params: list[Any], dry_run: bool) -> int:
     from phoenix95.schemas.codec import Codec
+    from phoenix95.schemas.topics import Topics
     from phoenix95.settings import get_settings
     from phoenix95.storage.postgres import Database
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.streams.topics import Topics
 
     settings = get_settings()
     async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
@@ -165,8 +165,40 @@ async def _replay(where: str, params: list[Any], dry_run: bool) -> int:
             await producer.publish_raw(records)
         finally:
             await producer.stop()
-        await db.execute(
-            "UPDATE dead_letters SET replay_count = replay_count + 1, replayed_at = NOW() WHERE event_id = ANY(%s::uuid[])",
+        await _mark_replayed(db, rows)
+        return len(rows)
+
+
+async def _mark_replayed(db: Any, rows: list[tuple[Any, ...]]) -> None:
+    """Count the re-drive and audit it (one entry per dead letter and re-drive), in one transaction."""
+    import getpass
+
+    from phoenix95.domain.audit import Entry
+    from phoenix95.storage.audit import append
+
+    actor = f"cli:{getpass.getuser()}"
+    async with db.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+        await cursor.execute(
+            """UPDATE dead_letters SET replay_count = replay_count + 1, replayed_at = NOW()
+                WHERE event_id = ANY(%s::uuid[])
+            RETURNING event_id::text, replay_count, replayed_at, stage, reason, source_topic, source_partition,
+                      source_offset""",
             ([row[0] for row in rows],),
         )
-        return len(rows)
+        entries = [
+            Entry(
+                key=f"dlq_replay:{event_id}:{count}",
+                actor=actor,
+                action="dlq_replay",
+                subject=event_id,
+                payload={
+                    "replay_count": count,
+                    "stage": stage,
+                    "reason": reason,
+                    "source": f"{topic}[{partition}]@{offset}",
+                },
+                at=replayed_at,
+            )
+            for event_id, count, replayed_at, stage, reason, topic, partition, offset in await cursor.fetchall()
+        ]
+        await append(cursor, sorted(entries, key=lambda entry: entry.key))

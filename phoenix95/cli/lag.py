@@ -91,8 +91,8 @@ class _Selection:
 
     async def targets(self, reader: OffsetReader, settings: Settings) -> list[GroupTarget]:
         from phoenix95.monitoring.monitor import GroupTarget, discover_targets, pipeline_targets
-        from phoenix95.streams import topics as topic_names
-        from phoenix95.streams.topics import Topics
+        from phoenix95.schemas import topics as topic_names
+        from phoenix95.schemas.topics import Topics
 
         pipeline = pipeline_targets(settings.namespace)
         names = Topics(settings.namespace)

@@ -135,7 +135,10 @@ def db_migrate() -> None:
 @app.command()
 def worker(
     stage: list[str] = typer.Option(
-        None, "--stage", "-s", help="Stage(s) to run: analysis, risk, execution, positions. Default: all."
+        None,
+        "--stage",
+        "-s",
+        help="Stage(s) to run: analysis, risk, execution, positions (default: all); feed: the live Binance market feed.",
     ),
     web_port: int = typer.Option(
         None,
@@ -143,11 +146,14 @@ def worker(
         help="Serve /metrics on this port; with several stages the first gets it, the next ones consecutive ports.",
     ),
     log_level: str = typer.Option("info", "--log-level"),
+    instances: int = typer.Option(
+        1, "--instances", help="Processes per stage, sharing the stage's consumer group (docs/scaling.md)."
+    ),
 ) -> None:
     """Run pipeline stages. One stage runs in this process; several run as supervised processes."""
     from phoenix95.cli.worker import run_worker
 
-    run_worker(stage or [], web_port=web_port, log_level=log_level)
+    run_worker(stage or [], web_port=web_port, log_level=log_level, instances=instances)
 
 
 @app.command()
@@ -168,7 +174,23 @@ def demo(
 
 
 #: Command modules, each with `register(app)`: one module per area keeps this file small.
-COMMAND_MODULES = ("publish", "serve", "tap", "lag", "risk", "trading", "dlq", "stores", "replay", "bench")
+COMMAND_MODULES = (
+    "publish",
+    "serve",
+    "tap",
+    "lag",
+    "risk",
+    "trading",
+    "dlq",
+    "stores",
+    "replay",
+    "bench",
+    "notify",
+    "audit",
+    "compliance",
+    "exchange",
+    "feed",
+)
 
 
 def _register_commands() -> None:

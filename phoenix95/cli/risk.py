@@ -215,7 +215,7 @@ async def _market_view(settings: Settings, symbol: str, *, offline: bool) -> tup
     of its recent returns (the same window of prices, hence the same VaR)."""
     from phoenix95.domain.risk import MarketView
     from phoenix95.domain.volatility import WINDOW, ReturnWindow
-    from phoenix95.streams.topics import Topics
+    from phoenix95.schemas.topics import Topics
     from phoenix95.streams.wiring import codec_for
 
     ticks: list[MarketTick] = []
@@ -265,10 +265,10 @@ async def recent_ticks(
     undecodable ones are skipped (the positions stage dead-letters them)."""
     from aiokafka import AIOKafkaConsumer
 
+    from phoenix95.connectors.kafka_admin import end_offsets
     from phoenix95.schemas.codec import DecodeError
     from phoenix95.schemas.convert import tick_of
     from phoenix95.schemas.messages import MarketPrice
-    from phoenix95.streams.admin import end_offsets
 
     ends = {tp: end for tp, end in (await end_offsets(bootstrap, [topic])).items() if end > 0}
     if not ends:

@@ -13,9 +13,20 @@ from phoenix95.domain.trading_state import TradingState
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def halt(reason: str = typer.Option("manual halt", help="Why (kept in the audit log).")) -> None:
+    def halt(
+        reason: str = typer.Option("manual halt", help="Why (kept in the audit log)."),
+        flatten: bool = typer.Option(
+            False,
+            "--flatten",
+            help="Kill switch: also cancel every open order and close every open position at market.",
+        ),
+        wait: float = typer.Option(60.0, "--wait", help="With --flatten: seconds to wait until nothing is open."),
+    ) -> None:
         """HALTED: no new orders at all (approved verdicts still in flight are not executed)."""
-        _switch(TradingState.HALTED, reason)
+        if flatten:
+            _flatten(reason, wait)
+        else:
+            _switch(TradingState.HALTED, reason)
 
     @app.command()
     def reduce(reason: str = typer.Option("manual reduce", help="Why (kept in the audit log).")) -> None:
@@ -32,11 +43,34 @@ def register(app: typer.Typer) -> None:
         """Show the trading state."""
         from phoenix95.cli.console import print_json, stderr
 
-        state, reason, updated_at = asyncio.run(_read())
+        state, reason, updated_at, locks = asyncio.run(_read())
         if as_json:
-            print_json({"state": state.value, "reason": reason, "updated_at": updated_at})
+            print_json({"state": state.value, "reason": reason, "updated_at": updated_at, "locks": locks})
         else:
             stderr.print(f"{state.value} since {updated_at} ({reason})")
+            for lock in locks:
+                stderr.print(
+                    f"  {lock['symbol']} locked by {lock['reason']} until {lock['until']} ({lock['detail']}; {lock['locked_by']})"
+                )
+
+
+def _flatten(reason: str, wait: float) -> None:
+    from phoenix95.cli.console import stderr
+    from phoenix95.cli.flatten import flatten
+    from phoenix95.settings import get_settings
+
+    result = asyncio.run(flatten(get_settings(), actor=f"cli:{getpass.getuser()}", reason=reason, wait=wait))
+    stderr.print(
+        f"trading state: HALTED ({reason}); flatten: {result.cancelled_orders} open order(s) cancelled, "
+        f"{len(result.closing)} position(s) closed at market (reason manual)"
+    )
+    if result.still_open or result.unsettled_orders:
+        from phoenix95.cli.console import UserError
+
+        raise UserError(
+            f"after {wait:g}s {result.still_open} position(s) still open and {result.unsettled_orders} exchange "
+            "order(s) not yet settled: are the execution and positions workers running? run it again"
+        )
 
 
 def _switch(state: TradingState, reason: str) -> None:
@@ -62,11 +96,20 @@ async def _write(state: TradingState, reason: str) -> None:
         await redis.close()
 
 
-async def _read() -> tuple[TradingState, str | None, object]:
+async def _read() -> tuple[TradingState, str | None, object, list[dict[str, object]]]:
     from phoenix95.settings import get_settings
     from phoenix95.storage import queries
     from phoenix95.storage.postgres import Database
 
     settings = get_settings()
     async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
-        return await queries.trading_state(db)
+        state, reason, updated_at = await queries.trading_state(db)
+        rows = await db.fetch(
+            """SELECT symbol, reason, until, detail, locked_by, trip_id FROM protection_locks
+                WHERE until > NOW() ORDER BY symbol"""
+        )
+    locks = [
+        {"symbol": r[0], "reason": r[1], "until": r[2], "detail": r[3], "locked_by": r[4], "trip_id": r[5]}
+        for r in rows
+    ]
+    return state, reason, updated_at, locks

@@ -1,5 +1,10 @@
 """`p95 worker`: run one stage in this process (a Faust worker), or several as supervised processes.
 
+`--instances N` runs N processes of each chosen stage (`risk-1`, `risk-2`, ...) in the stage's one
+consumer group: they share its partitions, and a rebalance hands a killed or stopped instance's
+partitions to the others (docs/scaling.md). The same holds for `p95 worker --stage X` started on
+several machines against the same brokers and PostgreSQL.
+
 With several stages, `--web-port N` gives the first stage port N and each next one the next port
 (`--stage analysis --stage risk --web-port 6066`: analysis on 6066, risk on 6067); the mapping is
 printed at start.
@@ -13,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from phoenix95.settings import get_settings
-from phoenix95.streams.stages import STAGES
+from phoenix95.streams.stages import BY_NAME, default_stages
 
 if TYPE_CHECKING:
     from phoenix95.streams.metrics import SignalTimes
@@ -21,37 +26,85 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: Worker stages that are not consumer stages of the registry: run only when named (`--stage feed`: the
+#: live Binance market feed of `p95 feed binance`, for P95_EXCHANGE__FEED_SYMBOLS or the allowed symbols).
+EXTRA_STAGES: tuple[str, ...] = ("feed",)
+
+
+def run_feed(settings: Any) -> None:
+    import asyncio
+
+    from phoenix95.cli.feed import run_feed as feed
+
+    symbols = settings.exchange.feed_symbols or sorted(settings.risk.trading_config().allowed_symbols)
+    asyncio.run(feed(settings, symbols, 0.0))
+
+
 def stage_web_ports(stages: Sequence[str], first_port: int) -> dict[str, int]:
     """One /metrics port per stage: `first_port` for the first, then consecutive ports, in order."""
     return {stage: first_port + index for index, stage in enumerate(stages)}
 
 
-def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str) -> None:
-    unknown = [s for s in stages if s not in STAGES]
+def run_worker(stages: Sequence[str], *, web_port: int | None, log_level: str, instances: int = 1) -> None:
+    if instances < 1:
+        from phoenix95.cli.console import UserError
+
+        raise UserError(f"--instances {instances}: give 1 or more")
+    unknown = [s for s in stages if s not in BY_NAME and s not in EXTRA_STAGES]
     if unknown:
         from phoenix95.cli.console import UserError
 
-        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join(STAGES)}")
+        raise UserError(f"unknown stage(s) {', '.join(unknown)}; expected {', '.join([*BY_NAME, *EXTRA_STAGES])}")
     settings = get_settings()
     settings.check_production()
-    chosen = list(dict.fromkeys(stages)) or list(STAGES)
-    ports = stage_web_ports(chosen, web_port) if web_port is not None else {}
+    if problems := settings.compliance.problems():
+        from phoenix95.cli.console import UserError
+
+        raise UserError(problems[0])
+    chosen = list(dict.fromkeys(stages)) or list(default_stages(settings))
+    if "notifications" in chosen:
+        check_notify_config(settings)
+    from phoenix95.streams.supervisor import instance_names
+
+    names = instance_names(chosen, instances)  # `risk-1`, `risk-2`, ... with several instances
+    ports = stage_web_ports(names, web_port) if web_port is not None else {}
     if ports and max(ports.values()) > 65535:
         from phoenix95.cli.console import UserError
 
-        raise UserError(f"--web-port {web_port}: {len(chosen)} stages need ports up to {max(ports.values())}")
+        raise UserError(f"--web-port {web_port}: {len(names)} workers need ports up to {max(ports.values())}")
     from phoenix95.streams.wiring import prepare
 
     prepare(settings)
-    if len(chosen) == 1:
+    from phoenix95.cli.exchange import preflight
+
+    preflight(settings, chosen)  # wrong keys: one line, before any worker starts
+    if chosen == ["feed"]:
+        run_feed(settings)
+        return
+    if len(names) == 1:
         run_stage(chosen[0], web_port=web_port, log_level=log_level)
         return
     from phoenix95.streams.supervisor import WorkerSet
 
-    workers = WorkerSet(chosen, log_dir=settings.home / "logs", web_ports=ports, log_level=log_level)
-    logger.info("supervising %s", ", ".join(chosen))
+    workers = WorkerSet(
+        chosen, log_dir=settings.home / "logs", web_ports=ports, log_level=log_level, instances=instances
+    )
+    logger.info("supervising %s", ", ".join(names))
     announce_ports(ports, settings.metrics.host)
     workers.supervise()
+
+
+def check_notify_config(settings: object) -> None:
+    """A malformed Apprise URL or routing rule is refused at start, in one line naming the entry."""
+    from phoenix95.cli.console import UserError
+    from phoenix95.notify.channels import ConfigError, build_channels
+    from phoenix95.settings import Settings
+
+    assert isinstance(settings, Settings)
+    try:
+        build_channels(settings.notify)
+    except ConfigError as error:
+        raise UserError(str(error)) from None
 
 
 def announce_ports(ports: Mapping[str, int], host: str) -> None:

@@ -28,7 +28,7 @@ from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import new_id
 from phoenix95.schemas.messages import Signal
 from phoenix95.schemas.signal_input import InvalidSignal, build_signal
-from phoenix95.streams.topics import Topics
+from phoenix95.schemas.topics import Topics
 
 __all__ = ["BrokerUnavailable", "InvalidSignal", "PublishError", "Published", "SignalPublisher", "SyncSignalPublisher"]
 
@@ -209,7 +209,7 @@ class SignalPublisher:
     async def ensure_topic(self, *, partitions: int = 4, replication_factor: int = 1) -> bool:
         """Create the signals topic when it does not exist (a broker that auto-creates topics would
         give it one partition). True when it was created."""
-        from phoenix95.streams.admin import ensure_topics
+        from phoenix95.connectors.kafka_admin import ensure_topics
 
         try:
             created = await asyncio.wait_for(

@@ -1,12 +1,11 @@
-"""Binance USDⓈ-M notional and leverage brackets (`GET /fapi/v1/leverageBracket`)."""
+"""Binance USDⓈ-M notional and leverage brackets (`GET /fapi/v1/leverageBracket`), as data: reading
+them from files is `connectors/exchange/brackets.py`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from importlib import resources
 from typing import Any
 
 
@@ -56,17 +55,6 @@ class BracketTable:
             ]
             table[str(entry["symbol"]).upper()] = rows
         return cls(table)
-
-    @classmethod
-    def from_file(cls, path: str) -> BracketTable:
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_binance(json.load(handle))
-
-    @classmethod
-    def bundled(cls) -> BracketTable:
-        """The snapshot shipped with Phoenix95 (October 2024)."""
-        text = resources.files("phoenix95.data.binance").joinpath("leverage_brackets_2024-10.json").read_text()
-        return cls.from_binance(json.loads(text))
 
     def symbols(self) -> frozenset[str]:
         return frozenset(self._brackets)

@@ -82,6 +82,9 @@ class TradingConfig:
     max_orders_per_minute: int = 60
     signal_max_age: timedelta = timedelta(minutes=5)
     duplicate_window: timedelta = timedelta(seconds=60)
+    #: PRICE_COLLAR: reject a signal whose price is further than this from the last market price
+    #: (basis points); None: off.
+    price_collar_bps: Decimal | None = None
     # positions
     monitoring_interval: timedelta = timedelta(seconds=5)
     max_hold: timedelta = timedelta(hours=48)

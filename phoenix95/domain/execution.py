@@ -17,11 +17,38 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.values import ZERO, OrderSide, money, round_price
 
 IMPACT_COEFFICIENT = Decimal("0.1")
+
+
+class OrderRejectReason(StrEnum):
+    """Why an order was not placed (an order's `reject_reason`; the values are stored and digested)."""
+
+    TRADING_HALTED = "TRADING_HALTED"
+    TRADING_REDUCING = "TRADING_REDUCING"
+    NO_MARKET_DATA = "NO_MARKET_DATA"
+    #: A close whose position is no longer open.
+    POSITION_NOT_OPEN = "POSITION_NOT_OPEN"
+    NO_QUANTITY = "NO_QUANTITY"
+    #: The connector answered without the order (neither placed nor rejected by us).
+    EXCHANGE_DID_NOT_ACCEPT = "EXCHANGE_DID_NOT_ACCEPT"
+    # Live exchanges (the code and message of a refusal are in exchange_intents and the log):
+    #: The exchange refused the order.
+    EXCHANGE_REJECTED = "EXCHANGE_REJECTED"
+    #: The answer was lost or ambiguous and the order not found yet: reconciliation settles it.
+    EXCHANGE_STATUS_UNKNOWN = "EXCHANGE_STATUS_UNKNOWN"
+    #: The exchange never got it (not known past its recvWindow); never sent again.
+    EXCHANGE_NOT_PLACED = "EXCHANGE_NOT_PLACED"
+    #: Banned (418) or halted: nothing is sent.
+    EXCHANGE_HALTED = "EXCHANGE_HALTED"
+    #: The symbol's margin type or leverage could not be set.
+    EXCHANGE_SETUP_FAILED = "EXCHANGE_SETUP_FAILED"
+    #: Below the symbol's minimum quantity or notional once rounded to its lot size.
+    BELOW_EXCHANGE_MINIMUM = "BELOW_EXCHANGE_MINIMUM"
 
 
 @dataclass(frozen=True)

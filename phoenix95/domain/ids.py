@@ -46,6 +46,12 @@ def position_id(order_event_id: str) -> str:
     return derive("position", order_event_id)
 
 
+def kill_switch_verdict_id(position_id: str) -> str:
+    """The close verdict `p95 halt --flatten` issues for a position: the execution stage lets it
+    through a HALT (it only closes) and the position closes with the reason `manual`."""
+    return derive("kill-switch", position_id)
+
+
 def close_order_id(position_id_: str, reason: str) -> str:
     return derive("close-order", position_id_, reason)
 

@@ -47,7 +47,7 @@ from phoenix95.domain.values import ZERO, Side, direction, exit_order_side, mone
 
 Status = Literal["open", "closed", "liquidated", "expired"]
 EventKind = Literal["opened", "tick", "funding", "closed", "liquidated", "expired"]
-CloseReason = Literal["stop_loss", "take_profit", "liquidation", "expiry", "reduce_signal"]
+CloseReason = Literal["stop_loss", "take_profit", "liquidation", "expiry", "reduce_signal", "manual"]
 FundingRate = Callable[[str, datetime], Decimal]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -350,14 +350,16 @@ def close_by_order(
     config: TradingConfig,
     funding_rate: FundingRate,
     cause_id: str,
+    reason: CloseReason = "reduce_signal",
 ) -> Update:
-    """A reduce-only close requested by a signal while trading is REDUCING, filled by the exchange."""
+    """A reduce-only close filled by the exchange: requested by a signal while trading is REDUCING
+    (`reduce_signal`), or by the kill switch (`manual`, `p95 halt --flatten`)."""
     if not position.is_open:
         return Update(position, ())
     events: list[PositionEvent] = []
     time = max(fill.time, position.last_event_time)
     position = _charge_funding(position, time, config, funding_rate, events)
-    closed = _settle(position, fill=fill, time=time, reason="reduce_signal", cause_id=cause_id)
+    closed = _settle(position, fill=fill, time=time, reason=reason, cause_id=cause_id)
     return Update(closed.position, (*events, *closed.events))
 
 

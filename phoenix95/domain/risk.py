@@ -24,7 +24,9 @@ from phoenix95.domain.values import ZERO, Side, direction, money, round_price
 from phoenix95.domain.volatility import value_at_risk
 
 
-class Reason(StrEnum):
+class RiskReason(StrEnum):
+    """Why a risk verdict rejects a signal (the codes of `RiskVerdict.reasons`)."""
+
     SYMBOL_NOT_ALLOWED = "SYMBOL_NOT_ALLOWED"
     CONFIDENCE_BELOW_MIN = "CONFIDENCE_BELOW_MIN"
     SCORE_BELOW_THRESHOLD = "SCORE_BELOW_THRESHOLD"
@@ -42,6 +44,26 @@ class Reason(StrEnum):
     POSITION_SIZE_ZERO = "POSITION_SIZE_ZERO"
     #: The liquidation price would be reached before the stop-loss (with the liquidation buffer).
     LIQUIDATION_BEFORE_STOP = "LIQUIDATION_BEFORE_STOP"
+    #: The compliance monitor locked the symbol (or all symbols) after K stop-losses within T minutes.
+    STOPLOSS_GUARD = "STOPLOSS_GUARD"
+    #: The symbol's position closed less than the cooldown ago: no new entry on it yet.
+    COOLDOWN = "COOLDOWN"
+    #: The signal's price is further than the collar from the last market price (a fat finger).
+    PRICE_COLLAR = "PRICE_COLLAR"
+
+
+#: The symbol a lock on every symbol is kept under.
+ALL_SYMBOLS = "*"
+
+
+@dataclass(frozen=True)
+class SymbolLock:
+    """A protection's lock on a symbol (or on `ALL_SYMBOLS`) until a time (compliance monitor)."""
+
+    symbol: str
+    reason: RiskReason
+    until: datetime
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,8 @@ class PortfolioView:
     #: When given, the rate and duplicate checks ask it instead of scanning the two tuples above
     #: (a live desk sees thousands of recent signals a minute).
     activity: Activity | None = None
+    #: The compliance monitor's locks in force, by symbol (`ALL_SYMBOLS` for every symbol).
+    locks: Mapping[str, SymbolLock] = field(default_factory=dict)
 
     def exposure_summary(self) -> ExposureSummary:
         return self.summary if self.summary is not None else ExposureSummary.of(self.exposures)
@@ -132,6 +156,8 @@ class MarketView:
     last_price: Decimal | None = None
     #: Daily volatility of the symbol's recent returns (None: not enough history for a VaR).
     daily_volatility: Decimal | None = None
+    #: Seconds since the symbol's latest market price (live trading; None: no price seen).
+    data_age_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +188,7 @@ class Plan:
 @dataclass(frozen=True)
 class Verdict:
     approved: bool
-    reasons: tuple[Reason, ...]
+    reasons: tuple[RiskReason, ...]
     details: tuple[str, ...]
     intent: Literal["open", "close"] = "open"
     close_reference_id: str | None = None
@@ -176,10 +202,10 @@ class Verdict:
 
 @dataclass
 class _Collector:
-    reasons: list[Reason] = field(default_factory=list)
+    reasons: list[RiskReason] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
 
-    def add(self, reason: Reason, detail: str) -> None:
+    def add(self, reason: RiskReason, detail: str) -> None:
         if reason not in self.reasons:
             self.reasons.append(reason)
         self.details.append(f"{reason.value}: {detail}")
@@ -202,6 +228,7 @@ def evaluate(
     brackets: BracketTable,
     now: datetime,
     max_pipeline_lag_seconds: float | None = None,
+    max_market_data_age_seconds: float | None = None,
 ) -> Verdict:
     """Decide on one scored signal. Pure: same inputs, same verdict."""
     cfg = config.for_symbol(request.symbol)
@@ -209,23 +236,32 @@ def evaluate(
     state = portfolio.trading_state
 
     if request.symbol not in cfg.allowed_symbols:
-        found.add(Reason.SYMBOL_NOT_ALLOWED, f"{request.symbol} is not in the allowed symbols")
+        found.add(RiskReason.SYMBOL_NOT_ALLOWED, f"{request.symbol} is not in the allowed symbols")
     if request.confidence < cfg.min_confidence:
-        found.add(Reason.CONFIDENCE_BELOW_MIN, f"confidence {request.confidence} < {cfg.min_confidence}")
+        found.add(RiskReason.CONFIDENCE_BELOW_MIN, f"confidence {request.confidence} < {cfg.min_confidence}")
     if request.phoenix95_score < cfg.phoenix95_threshold:
         found.add(
-            Reason.SCORE_BELOW_THRESHOLD,
+            RiskReason.SCORE_BELOW_THRESHOLD,
             f"phoenix95 score {request.phoenix95_score} < {cfg.phoenix95_threshold}",
         )
     age = now - request.signal_time
     if age > cfg.signal_max_age:
         found.add(
-            Reason.SIGNAL_STALE, f"signal is {age.total_seconds():.0f}s old > {cfg.signal_max_age.total_seconds():.0f}s"
+            RiskReason.SIGNAL_STALE,
+            f"signal is {age.total_seconds():.0f}s old > {cfg.signal_max_age.total_seconds():.0f}s",
         )
     if max_pipeline_lag_seconds is not None and portfolio.pipeline_lag_seconds > max_pipeline_lag_seconds:
         found.add(
-            Reason.SIGNAL_STALE,
+            RiskReason.SIGNAL_STALE,
             f"pipeline lag {portfolio.pipeline_lag_seconds:.1f}s > {max_pipeline_lag_seconds:.1f}s",
+        )
+    if max_market_data_age_seconds is not None and (
+        market.data_age_seconds is None or market.data_age_seconds > max_market_data_age_seconds
+    ):
+        seen = "no market data" if market.data_age_seconds is None else f"{market.data_age_seconds:.1f}s old"
+        found.add(
+            RiskReason.SIGNAL_STALE,
+            f"market data of {request.symbol}: {seen} > {max_market_data_age_seconds:.0f}s (stale feed)",
         )
     if portfolio.activity is not None:
         duplicate = portfolio.activity.find_duplicate(request, cfg.duplicate_window)
@@ -233,19 +269,35 @@ def evaluate(
         duplicate = _find_duplicate(request, portfolio.recent_signals, cfg.duplicate_window)
     if duplicate is not None:
         found.add(
-            Reason.DUPLICATE_SIGNAL,
+            RiskReason.DUPLICATE_SIGNAL,
             f"same {request.symbol} {request.side} {request.strategy}/{request.timeframe} signal "
             f"{duplicate.signal_id} within {cfg.duplicate_window.total_seconds():.0f}s",
         )
 
+    for key in (request.symbol, ALL_SYMBOLS):
+        lock = portfolio.locks.get(key)
+        if lock is not None and now < lock.until:
+            found.add(
+                lock.reason,
+                f"{key} locked until {lock.until.isoformat()}" + (f" ({lock.detail})" if lock.detail else ""),
+            )
+    if cfg.price_collar_bps is not None and market.last_price is not None and market.last_price > 0:
+        deviation_bps = abs(request.price - market.last_price) / market.last_price * 10000
+        if deviation_bps > Decimal(str(cfg.price_collar_bps)):
+            found.add(
+                RiskReason.PRICE_COLLAR,
+                f"signal price {request.price} is {deviation_bps:.0f} bps from the last market price "
+                f"{market.last_price} > {cfg.price_collar_bps} bps",
+            )
+
     # Trading state: HALTED stops everything; REDUCING lets through only a signal that closes an
     # opposite open position on the symbol.
     if state is TradingState.HALTED:
-        found.add(Reason.TRADING_HALTED, "trading is HALTED")
+        found.add(RiskReason.TRADING_HALTED, "trading is HALTED")
     elif state is TradingState.REDUCING:
         target = _reducible(request, portfolio.exposures)
         if target is None:
-            found.add(Reason.TRADING_REDUCING, "trading is REDUCING and no opposite open position to reduce")
+            found.add(RiskReason.TRADING_REDUCING, "trading is REDUCING and no opposite open position to reduce")
         elif not found.reasons:
             return Verdict(
                 approved=True,
@@ -263,12 +315,12 @@ def evaluate(
         submitted = sum(1 for t in portfolio.recent_approvals if t > window_start)
     if submitted >= cfg.max_orders_per_minute:
         found.add(
-            Reason.SUBMIT_RATE_EXCEEDED, f"{submitted} approvals in the last minute >= {cfg.max_orders_per_minute}"
+            RiskReason.SUBMIT_RATE_EXCEEDED, f"{submitted} approvals in the last minute >= {cfg.max_orders_per_minute}"
         )
     summary = portfolio.exposure_summary()
     open_count = summary.count
     if open_count >= cfg.max_open_positions:
-        found.add(Reason.MAX_OPEN_POSITIONS, f"{open_count} open positions >= {cfg.max_open_positions}")
+        found.add(RiskReason.MAX_OPEN_POSITIONS, f"{open_count} open positions >= {cfg.max_open_positions}")
 
     plan = None
     if request.symbol in brackets and request.price > 0:
@@ -308,12 +360,12 @@ def _plan(
     )
     if sizing.quantity <= 0:
         found.add(
-            Reason.POSITION_SIZE_ZERO,
+            RiskReason.POSITION_SIZE_ZERO,
             f"Kelly {sizing.kelly:.4f} at p={request.final_confidence}, b={sizing.payoff_ratio} gives no position",
         )
     elif sizing.notional < rules.min_notional:
         found.add(
-            Reason.POSITION_SIZE_ZERO, f"notional {sizing.notional} below the exchange minimum {rules.min_notional}"
+            RiskReason.POSITION_SIZE_ZERO, f"notional {sizing.notional} below the exchange minimum {rules.min_notional}"
         )
     notional = sizing.notional
     margin = initial_margin(notional, cfg.leverage) if notional > 0 else ZERO
@@ -333,28 +385,29 @@ def _plan(
 
     if cfg.leverage > bracket.initial_leverage:
         found.add(
-            Reason.LEVERAGE_EXCEEDS_BRACKET,
+            RiskReason.LEVERAGE_EXCEEDS_BRACKET,
             f"leverage {cfg.leverage}x > {bracket.initial_leverage}x allowed in bracket {bracket.bracket}",
         )
     if notional > cfg.max_notional_per_order:
-        found.add(Reason.NOTIONAL_EXCEEDS_MAX_PER_ORDER, f"notional {notional} > {cfg.max_notional_per_order}")
+        found.add(RiskReason.NOTIONAL_EXCEEDS_MAX_PER_ORDER, f"notional {notional} > {cfg.max_notional_per_order}")
     symbol_exposure = summary.notional_by_symbol.get(request.symbol, ZERO)
     if notional > 0 and symbol_exposure + notional > cfg.max_exposure_per_symbol:
         found.add(
-            Reason.EXPOSURE_EXCEEDS_MAX_PER_SYMBOL,
+            RiskReason.EXPOSURE_EXCEEDS_MAX_PER_SYMBOL,
             f"{request.symbol} exposure {symbol_exposure} + {notional} > {cfg.max_exposure_per_symbol}",
         )
     entry_fee = notional * cfg.taker_fee_rate
     if notional > 0 and margin + entry_fee > free_margin:
         found.add(
-            Reason.INSUFFICIENT_MARGIN, f"margin {money(margin)} + fee {money(entry_fee)} > free {money(free_margin)}"
+            RiskReason.INSUFFICIENT_MARGIN,
+            f"margin {money(margin)} + fee {money(entry_fee)} > free {money(free_margin)}",
         )
     if notional > 0 and liquidation > 0:
         stop_distance = abs(entry - stop)
         liquidation_distance = abs(entry - liquidation)
         if liquidation_distance < stop_distance * (1 + cfg.liquidation_buffer):
             found.add(
-                Reason.LIQUIDATION_BEFORE_STOP,
+                RiskReason.LIQUIDATION_BEFORE_STOP,
                 f"liquidation at {money(liquidation)} is within the stop {stop} plus the {cfg.liquidation_buffer:%} buffer",
             )
     var = value_at_risk(notional, market.daily_volatility) if notional > 0 else None

@@ -12,8 +12,8 @@ from typing import Any
 
 from phoenix95.monitoring.offsets import OffsetReader, PartitionOffsets
 from phoenix95.monitoring.status import PartitionWindow, Sample, Status, StatusRules, group_status, worst
+from phoenix95.schemas.topics import Topics
 from phoenix95.streams import stages as registry
-from phoenix95.streams.topics import Topics
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from phoenix95.streams.admin import exact_ends, fetched_highwaters, partitions_of
+from phoenix95.connectors.kafka_admin import exact_ends, fetched_highwaters, partitions_of
 
 logger = logging.getLogger(__name__)
 

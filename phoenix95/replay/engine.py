@@ -26,7 +26,7 @@ from phoenix95.domain import ids
 from phoenix95.domain.book import Filled, Marked
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
-from phoenix95.domain.execution import MarketTick, fill_market_order
+from phoenix95.domain.execution import MarketTick, OrderRejectReason, fill_market_order
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.positions import Position, open_position
 from phoenix95.domain.positions import PositionEvent as DomainPositionEvent
@@ -152,7 +152,9 @@ class InProcessEngine:
             last = book.last_tick.get(order.symbol)
             if last is None:
                 self.result.orders.append(
-                    order_message(verdict, _client_id(verdict), None, "NO_MARKET_DATA", order.quantity, "paper")
+                    order_message(
+                        verdict, _client_id(verdict), None, OrderRejectReason.NO_MARKET_DATA, order.quantity, "paper"
+                    )
                 )
                 continue
             config = self.config.for_symbol(order.symbol)

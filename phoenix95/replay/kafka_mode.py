@@ -21,8 +21,8 @@ from phoenix95.replay.engine import event_order
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import Signal
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
-from phoenix95.streams.topics import Topics
 
 CHUNK = 500
 
@@ -161,8 +161,8 @@ async def _publish(
 
 
 async def _wait(settings: Settings, signal_count: int, *, timeout: float, workers: Any) -> None:
+    from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets
     from phoenix95.storage.postgres import Database
-    from phoenix95.streams.admin import committed_offsets, end_offsets
     from phoenix95.streams.stages import spec
 
     topics = Topics(settings.namespace)
@@ -273,9 +273,9 @@ async def clean(settings: Settings, run_id: str) -> dict[str, Any]:
     apps), consumer groups, PostgreSQL schema and Redis keys."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from phoenix95.connectors.kafka_admin import delete_topics
     from phoenix95.storage.postgres import drop_schema
     from phoenix95.storage.redis_state import RedisState
-    from phoenix95.streams.admin import delete_topics
 
     if not run_id.startswith("r") or not run_id[1:].isalnum():
         raise ValueError(f"{run_id!r} is not a replay run id")

@@ -316,7 +316,7 @@ def _decoder(topic: str, codec: Any) -> Callable[[Any], Any]:
     (Avro in either framing, or JSON)."""
     from phoenix95.schemas.codec import DecodeError
     from phoenix95.schemas.messages import MarketPrice
-    from phoenix95.streams.topics import MARKET_PRICES
+    from phoenix95.schemas.topics import MARKET_PRICES
 
     prices = topic.endswith(MARKET_PRICES)
 

@@ -23,7 +23,7 @@ from phoenix95.connectors.exchange.base import ExchangeOrder
 from phoenix95.domain import ids
 from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.execution import Fill as DomainFill
-from phoenix95.domain.execution import MarketTick
+from phoenix95.domain.execution import MarketTick, OrderRejectReason
 from phoenix95.domain.positions import Position
 from phoenix95.domain.positions import PositionEvent as DomainEvent
 from phoenix95.domain.risk import Verdict
@@ -217,7 +217,7 @@ def order_message(
     verdict: RiskVerdict,
     client_order_id: str,
     placed: ExchangeOrder | None,
-    reject_reason: str | None,
+    reject_reason: OrderRejectReason | None,
     quantity: Decimal,
     exchange: str,
 ) -> Order:
@@ -261,7 +261,8 @@ def order_message(
         order_type="market",
         quantity=quantity,
         status="filled" if fill is not None else "rejected",
-        reject_reason=None if fill is not None else reject_reason,
+        # the message carries the code as plain text (stored, digested)
+        reject_reason=None if fill is not None or reject_reason is None else reject_reason.value,
         requested_price=verdict.price,
         leverage=plan.leverage if plan is not None else 0,
         margin_mode=plan.margin_mode if plan is not None else "ISOLATED",

@@ -1,7 +1,8 @@
 """The transactional outbox in PostgreSQL (table `stage_outbox`, migration 0004): the `Outbox` port.
 
 An entry is one outcome's events, encoded with the wire codec and length-prefixed, so producing
-them again needs nothing but the bytes."""
+them again needs nothing but the bytes. Entries are written with the stage's rows
+(`storage/tables/stage_outbox.py`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,9 @@ from phoenix95.agents.ports import Outboxed
 from phoenix95.domain import ids
 from phoenix95.schemas.codec import Codec, model_for
 from phoenix95.schemas.envelope import Event
-from phoenix95.storage.postgres import Database, PgWrite, upsert
-
-OUTBOX = upsert("outbox", "stage_outbox", ("outbox_id", "stage", "payload"), order=95)
+from phoenix95.storage.postgres import Database
 
 _LENGTH = struct.Struct(">I")
-
-
-def outbox_write(fact: Outboxed) -> PgWrite:
-    return PgWrite(OUTBOX, (fact.outbox_id, fact.stage, fact.payload))
 
 
 class PgOutbox:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -47,6 +47,10 @@ class Statement:
     constant_values: tuple[tuple[str, str], ...] = ()
     dedupe_key: int | None = None
     dedupe_rank: Callable[[tuple[Any, ...]], Any] | None = field(default=None, compare=False, hash=False)
+    #: Writes its rows itself, inside the batch's transaction (the audit chain: storage/audit.py).
+    writer: Callable[[psycopg.AsyncCursor[Any], list[PgWrite]], Awaitable[None]] | None = field(
+        default=None, compare=False, hash=False
+    )
 
 
 #: Batches of at least this many rows of one upsert go through COPY into a temporary table.
@@ -88,7 +92,9 @@ def _is_text_literal(value: str) -> bool:
 
 
 class PgWrite:
-    """One row for one statement: its parameters, or the fact they are built from.
+    """One row for one statement: its parameters, or the fact they are built from. The parameters of
+    an upsert are a tuple in its column order (built from a `{column: value}` row, see
+    `storage/tables/`); those of a statement with named placeholders (`%(name)s`) a mapping.
 
     A write built from a fact (`PgWrite.of`) builds its row on first use. The sink then builds a
     batch's rows while it streams them to PostgreSQL (COPY sends every 32 KiB), so Python's row
@@ -100,7 +106,7 @@ class PgWrite:
     def __init__(
         self,
         statement: Statement,
-        params: tuple[Any, ...] | None = None,
+        params: tuple[Any, ...] | Mapping[str, Any] | None = None,
         build: Callable[[Any], tuple[Any, ...]] | None = None,
         source: Any = None,
     ):
@@ -116,7 +122,7 @@ class PgWrite:
         return cls(statement, None, build, source)
 
     @property
-    def params(self) -> tuple[Any, ...]:
+    def params(self) -> Any:
         if self._params is None:
             assert self._build is not None
             self._params = self._build(self._source)
@@ -261,7 +267,9 @@ class Database:
         async with self._pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
             for statement in statements:
                 writes = _latest_writes(statement, by_statement[statement])
-                if statement.copy_insert is not None and len(writes) >= COPY_THRESHOLD:
+                if statement.writer is not None:
+                    await statement.writer(cursor, writes)
+                elif statement.copy_insert is not None and len(writes) >= COPY_THRESHOLD:
                     if direct and statement.insert_only:
                         await _copy_direct(cursor, statement, writes)
                     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -24,19 +25,52 @@ async def trading_state(db: Database) -> tuple[TradingState, str | None, datetim
     return TradingState.parse(state), reason, updated_at
 
 
-async def set_trading_state(db: Database, state: TradingState, *, reason: str, actor: str) -> datetime:
-    rows = await db.fetch(
-        """WITH updated AS (
-               INSERT INTO trading_state (id, state, reason, updated_by, updated_at) VALUES (1, %s, %s, %s, NOW())
-               ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,
-                   updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at
-               RETURNING updated_at)
-           INSERT INTO audit_log (actor, action, subject, details)
-           SELECT %s, 'trading_state', %s, jsonb_build_object('reason', %s::text) FROM updated
-           RETURNING at""",
-        (state.value, reason, actor, actor, state.value, reason),
+async def set_trading_state(
+    db: Database, state: TradingState, *, reason: str, actor: str, details: dict[str, Any] | None = None
+) -> datetime:
+    """Switch the trading state and audit the switch (who, why, from what) in one transaction."""
+    async with db.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+        return await switch_trading_state(cursor, state, reason=reason, actor=actor, details=details)
+
+
+async def switch_trading_state(
+    cursor: Any,
+    state: TradingState,
+    *,
+    reason: str,
+    actor: str,
+    details: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> datetime:
+    """`set_trading_state` inside the caller's transaction (the compliance monitor's trips use it)."""
+    from phoenix95.domain.audit import Entry
+    from phoenix95.storage.audit import append
+
+    await cursor.execute("SELECT state FROM trading_state WHERE id = 1 FOR UPDATE")
+    before = await cursor.fetchone()
+    await cursor.execute(
+        """INSERT INTO trading_state (id, state, reason, updated_by, updated_at) VALUES (1, %s, %s, %s, NOW())
+           ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,
+               updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at
+           RETURNING updated_at""",
+        (state.value, reason, actor),
     )
-    return rows[0][0]
+    row = await cursor.fetchone()
+    assert row is not None
+    updated_at: datetime = row[0]
+    payload: dict[str, Any] = {"state": state.value, "reason": reason, "previous": before[0] if before else None}
+    if details:
+        payload["details"] = details
+    entry = Entry(
+        key=key or f"trading_state:{uuid.uuid4()}",
+        actor=actor,
+        action="trading_state",
+        subject=state.value,
+        payload=payload,
+        at=updated_at,
+    )
+    await append(cursor, [entry])
+    return updated_at
 
 
 async def realized_pnl(db: Database) -> Decimal:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from phoenix95.agents.ports import Snapshot
 from phoenix95.domain.book import PendingOrder
@@ -16,7 +19,10 @@ from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.convert import pending_order
 from phoenix95.schemas.messages import Order, RiskVerdict
 from phoenix95.storage import queries
-from phoenix95.storage.postgres import Database
+from phoenix95.storage.postgres import Database, is_transient
+from phoenix95.storage.retry import retry_transient
+
+logger = logging.getLogger(__name__)
 
 
 class PgSeenSignals:
@@ -93,6 +99,36 @@ class PgExecutionState:
 
     async def trading_state(self) -> TradingState:
         return await self._state.get()
+
+    @contextlib.asynccontextmanager
+    async def submission(self) -> AsyncIterator[TradingState]:
+        """The trading state read under a share lock held until the block ends (the exchange
+        answered): `p95 halt` (which takes the row for update) waits for a submission in flight,
+        and every submission after its commit sees HALTED. Nothing is approved past a halt."""
+        pool = self.database.pool
+
+        async def begin() -> tuple[Any, TradingState]:
+            connection = await pool.getconn()
+            try:
+                cursor = await connection.execute("SELECT state FROM trading_state WHERE id = 1 FOR SHARE")
+                row = await cursor.fetchone()
+            except BaseException:
+                await pool.putconn(connection)
+                raise
+            return connection, TradingState.parse(row[0]) if row else TradingState.ACTIVE
+
+        connection, state = await retry_transient(
+            begin, what="trading state for a submission", is_transient=is_transient, max_delay=2.0
+        )
+        try:
+            yield state
+        finally:
+            try:
+                await connection.rollback()  # nothing was written: this only releases the share lock
+            except Exception as error:  # a lost connection released it already
+                logger.warning("releasing the trading-state share lock failed: %s", error)
+            finally:
+                await pool.putconn(connection)
 
     async def orders(self, verdict_ids: Sequence[str]) -> dict[str, Order]:
         return await queries.orders_by_verdict(self.database, verdict_ids)

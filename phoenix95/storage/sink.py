@@ -8,19 +8,29 @@ import logging
 from collections.abc import Sequence
 
 from phoenix95.agents.ports import DeadLettered, Fact, Outcome, PositionChanged
+from phoenix95.storage.audit_facts import audit_writes_for
 from phoenix95.storage.postgres import Database
 from phoenix95.storage.redis_state import RedisState
-from phoenix95.storage.rows import writes_for
+from phoenix95.storage.tables import writes_for
 from phoenix95.storage.timeseries import TimeseriesSink
 
 logger = logging.getLogger(__name__)
 
 
 class StoreSink:
-    def __init__(self, database: Database, redis: RedisState | None, timeseries: TimeseriesSink | None):
+    def __init__(
+        self,
+        database: Database,
+        redis: RedisState | None,
+        timeseries: TimeseriesSink | None,
+        *,
+        audit: bool = True,
+    ):
         self.database = database
         self.redis = redis
         self.timeseries = timeseries
+        #: Add the audit entries of verdicts, orders, fills and closes to each batch (storage/audit_facts.py).
+        self.audit = audit
 
     async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
         groups = []
@@ -28,7 +38,10 @@ class StoreSink:
             facts: list[Fact] = list(outcome.persist)
             if outcome.dead_letter is not None:
                 facts.append(DeadLettered(outcome.dead_letter))
-            groups.append([write for fact in facts for write in writes_for(fact)])
+            group = [write for fact in facts for write in writes_for(fact)]
+            if self.audit:
+                group.extend(write for fact in outcome.persist for write in audit_writes_for(stage, fact))
+            groups.append(group)
         failures = await self.database.write(groups)
         failed = {index for index, _ in failures}
         hot: list[Fact] = [fact for i, o in enumerate(outcomes) if i not in failed for fact in o.persist]

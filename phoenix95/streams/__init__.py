@@ -1,1 +1,2 @@
-"""Faust app factory, topic registry and transport tuning."""
+"""The Faust pipeline runtime: the stage registry (`stages`), the composition root (`wiring`), the
+app factory, the producer, transport tuning, the worker supervisor and the metrics."""

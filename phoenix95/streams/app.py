@@ -12,11 +12,12 @@ from typing import Any
 import faust
 from aiokafka import TopicPartition
 
+from phoenix95.connectors.kafka_admin import ensure_topics, lost_partitions
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.streams import stages
-from phoenix95.streams.admin import ensure_topics, lost_partitions
+from phoenix95.streams.ownership import SymbolOwnership
 from phoenix95.streams.system_metrics import SystemMetricsReporter
-from phoenix95.streams.topics import Topics
 from phoenix95.streams.transport import TunedApp, fresh_highwater
 from phoenix95.streams.wiring import StageRuntime
 
@@ -65,6 +66,8 @@ def create_app(
         # the lag probe takes the ends of this stage's inputs from its own consumer (no request)
         reader.local_highwater = lambda tp: fresh_highwater(app, tp)
     runtime = StageRuntime(settings, stage, metrics=metrics, lag=lag)
+    # several instances of a stage share its group: which symbols this one owns (docs/scaling.md)
+    ownership = runtime.ownership = SymbolOwnership(topics.name(spec.inputs[0]), kafka.partitions)
     source = app.topic(
         *[topics.name(name) for name in spec.inputs],
         value_type=bytes,
@@ -168,12 +171,15 @@ def create_app(
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        if revoked:
+            ownership.revoke()
         runner = state.get("runner")
         if runner is not None and revoked:
             runner.forget_held()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: Any, assigned: Any, **kwargs: Any) -> None:
+        _own_assignment(app, ownership, stage)
         runner = state.get("runner")
         if runner is not None and assigned:
             await runner.reload()
@@ -187,6 +193,19 @@ def create_app(
 
     app.p95_runtime = runtime  # type: ignore[attr-defined]
     return app
+
+
+def _own_assignment(app: Any, ownership: SymbolOwnership, stage: str) -> None:
+    """Record the instance's whole assignment (before the state is rebuilt for it)."""
+    assignment = app.consumer.assignment()
+    ownership.assign((tp.topic, tp.partition) for tp in assignment)
+    logger.info(
+        "stage %s: assigned %s; owns partitions %s of %s",
+        stage,
+        ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assignment)) or "nothing",
+        sorted(ownership.assigned or ()),
+        ownership.topic,
+    )
 
 
 async def _run_until_done(runner: Any, events: Any, stream: Any) -> None:

@@ -33,10 +33,10 @@ from phoenix95.agents.ports import (
     Sink,
     VerdictMade,
 )
+from phoenix95.schemas import topics as topic_names
 from phoenix95.schemas.codec import Reason
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import PositionEvent, RiskVerdict
-from phoenix95.streams import topics as topic_names
 
 if TYPE_CHECKING:
     from phoenix95.monitoring.monitor import LagMonitor

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from phoenix95.schemas import topics as topic_names
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import (
@@ -22,9 +24,9 @@ from phoenix95.schemas.messages import (
     RiskVerdict,
     Signal,
 )
+from phoenix95.schemas.topics import Topics
 from phoenix95.storage.retry import retry_transient
-from phoenix95.streams import topics as topic_names
-from phoenix95.streams.topics import Topics
+from phoenix95.streams.ownership import BOOK_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ TOPIC_OF: dict[type[Event], str] = {
 def key_of(event: Event) -> bytes | None:
     if isinstance(event, DeadLetter):
         return event.original_key
+    if isinstance(event, Analysis):
+        # the risk stage's input: keyed by book, so one risk instance decides for a whole book at a
+        # time and its portfolio limits stay exact with several instances (docs/scaling.md)
+        return BOOK_KEY
     symbol = getattr(event, "symbol", None)
     return symbol.encode() if isinstance(symbol, str) else None
 
@@ -65,6 +71,7 @@ class EventProducer:
         linger_ms: int = 1,
         client_id: str = "phoenix95",
         request_timeout_ms: int = 30000,
+        enable_idempotence: bool = False,
     ):
         self.topics = topics
         self.codec = codec
@@ -75,7 +82,9 @@ class EventProducer:
             linger_ms=linger_ms,
             max_batch_size=1 << 20,
             request_timeout_ms=request_timeout_ms,
-            enable_idempotence=False,  # Tansu cannot: InitProducerId fails (see README, Guarantees)
+            # Tansu cannot (InitProducerId fails: see README, Guarantees); Apache Kafka can
+            # (`kafka.idempotent_producer`, on in docker-compose.cluster.yml)
+            enable_idempotence=enable_idempotence,
         )
         self._started = False
 
@@ -114,3 +123,31 @@ class EventProducer:
             await self._producer.send(topic, value, key=key, headers=headers) for topic, key, value, headers in encoded
         ]
         await asyncio.gather(*futures)
+
+
+class LazyProducer:
+    """An EventProducer started on first use (for a connector that publishes rarely: control events)."""
+
+    def __init__(self, settings: Any, client_id: str = "phoenix95-exchange"):
+        self.settings = settings
+        self.client_id = client_id
+        self._producer: EventProducer | None = None
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if self._producer is None:
+            codec = Codec.for_settings(self.settings)
+            codec.prepare()
+            producer = EventProducer(
+                self.settings.kafka.bootstrap_servers,
+                Topics(self.settings.namespace),
+                codec,
+                client_id=self.client_id,
+            )
+            await producer.start()
+            self._producer = producer
+        await self._producer.publish(events)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

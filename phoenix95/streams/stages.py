@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from phoenix95.streams import topics
+from phoenix95.schemas import topics
 
 if TYPE_CHECKING:
     from phoenix95.settings import Settings
@@ -57,10 +57,32 @@ RISK = StageSpec("risk", (topics.ANALYSIS, topics.MARKET_PRICES), timer=_risk_ti
 EXECUTION = StageSpec("execution", (topics.RISK_VERDICTS, topics.MARKET_PRICES), timer=lambda settings: 0.25)
 POSITIONS = StageSpec("positions", (topics.ORDERS, topics.MARKET_PRICES), timer=_positions_timer)
 
+# the notification hub: outbox rows for position, verdict, order, control and dead-letter events; its
+# clock closes dead-letter summary windows and checks the pipeline's health (heartbeats, lag status)
+NOTIFICATIONS = StageSpec(
+    "notifications",
+    (topics.POSITION_TICKS, topics.RISK_VERDICTS, topics.ORDERS, topics.CONTROL_EVENTS, topics.DLQ),
+    timer=lambda settings: 1.0,
+)
+
 #: Every stage, in pipeline order.
 SPECS: tuple[StageSpec, ...] = (ANALYSIS, RISK, EXECUTION, POSITIONS)
 STAGES: tuple[str, ...] = tuple(spec.name for spec in SPECS)
-BY_NAME: dict[str, StageSpec] = {spec.name: spec for spec in SPECS}
+# The compliance monitor watches the whole book (one worker reads every partition) and trips the
+# protections (agents/compliance.py). Beside the trading path, not in it: `p95 worker --stage
+# compliance` runs it; the demo and Kafka-mode replays (which start `STAGES`) do not.
+COMPLIANCE = StageSpec("compliance", (topics.POSITION_TICKS, topics.ORDERS))
+
+#: Stages outside the pipeline, run only when asked (`p95 worker --stage notifications`), or by
+#: `p95 worker` / `p95 demo` when configured (see `default_stages`).
+OPTIONAL_SPECS: tuple[StageSpec, ...] = (NOTIFICATIONS, COMPLIANCE)
+BY_NAME: dict[str, StageSpec] = {spec.name: spec for spec in (*SPECS, *OPTIONAL_SPECS)}
+
+
+def default_stages(settings: Settings) -> tuple[str, ...]:
+    """What `p95 worker` (no --stage) and `p95 demo` run: the pipeline, and the notification hub when
+    `P95_NOTIFY__URLS` is set."""
+    return STAGES + ((NOTIFICATIONS.name,) if settings.notify.urls else ())
 
 
 def spec(name: str) -> StageSpec:
@@ -68,4 +90,4 @@ def spec(name: str) -> StageSpec:
     try:
         return BY_NAME[name]
     except KeyError:
-        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}") from None
+        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(BY_NAME)}") from None

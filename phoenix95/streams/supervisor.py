@@ -28,6 +28,20 @@ class StageProcess:
     restarts: int = 0
 
 
+def instance_names(stages: Sequence[str], instances: int = 1) -> list[str]:
+    """Process names: the stage itself with one instance; `risk-1`, `risk-2`, ... with several (all
+    instances of a stage join the stage's one consumer group and share its partitions)."""
+    if instances <= 1:
+        return list(stages)
+    return [f"{stage}-{index}" for stage in stages for index in range(1, instances + 1)]
+
+
+def stage_of(name: str) -> str:
+    """The stage an instance name (`risk-2`) runs."""
+    stage, _, index = name.rpartition("-")
+    return stage if stage and index.isdigit() else name
+
+
 class WorkerSet:
     def __init__(
         self,
@@ -37,22 +51,26 @@ class WorkerSet:
         log_dir: Path,
         web_ports: dict[str, int] | None = None,
         log_level: str = "info",
+        instances: int = 1,
     ):
         self.stages = list(dict.fromkeys(stages))  # a stage named twice runs once
+        #: One process per name: a stage, or with `instances` > 1 each of its instances.
+        self.names = instance_names(self.stages, instances)
         self.env = {**os.environ, **(env or {})}
         self.log_dir = Path(log_dir)
         self.web_ports = web_ports or {}
         self.log_level = log_level
         self.processes: dict[str, StageProcess] = {}
 
-    def command(self, stage: str) -> list[str]:
+    def command(self, name: str) -> list[str]:
+        stage = stage_of(name)
         command = [sys.executable, "-m", "phoenix95", "worker", "--stage", stage, "--log-level", self.log_level]
-        if stage in self.web_ports:
-            command += ["--web-port", str(self.web_ports[stage])]
+        if name in self.web_ports:
+            command += ["--web-port", str(self.web_ports[name])]
         return command
 
     def start(self, stage: str | None = None) -> None:
-        for name in [stage] if stage else self.stages:
+        for name in [stage] if stage else self.names:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = self.log_dir / f"worker-{name}.log"
             handle = open(log, "ab")  # noqa: SIM115 - the child owns it

@@ -11,17 +11,23 @@ from typing import Any
 
 from phoenix95.agents.analysis import AnalysisStage
 from phoenix95.agents.base import Stage, StageRunner
+from phoenix95.agents.compliance import ComplianceStage
 from phoenix95.agents.execution import ExecutionStage
 from phoenix95.agents.ports import Sink
 from phoenix95.agents.positions import PositionStage
 from phoenix95.agents.risk import RiskStage
-from phoenix95.connectors.exchange.paper import PaperExchange
+from phoenix95.connectors.exchange.brackets import brackets_from_file, bundled_brackets
+from phoenix95.connectors.exchange.factory import build_exchange
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import DEFAULT_SYMBOL_RULES, TradingConfig
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
+from phoenix95.storage.audit import record_configuration, settings_digest
+from phoenix95.storage.compliance import LockCache, PgComplianceStore
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, PgSeenSignals
@@ -29,22 +35,23 @@ from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
 from phoenix95.streams import stages
-from phoenix95.streams.admin import ensure_topics
 from phoenix95.streams.metrics import TimedSink
-from phoenix95.streams.producer import EventProducer
-from phoenix95.streams.topics import Topics
+from phoenix95.streams.producer import EventProducer, LazyProducer
 
 logger = logging.getLogger(__name__)
 
 
 def brackets_for(settings: Settings) -> BracketTable:
     if settings.risk.brackets_file is not None:
-        return BracketTable.from_file(str(settings.risk.brackets_file))
-    return BracketTable.bundled()
+        return brackets_from_file(str(settings.risk.brackets_file))
+    return bundled_brackets()
 
 
 def trading_config(settings: Settings) -> TradingConfig:
-    return settings.risk.trading_config()
+    config = settings.risk.trading_config()
+    if settings.compliance.price_collar_bps is not None:
+        config = config.with_changes(price_collar_bps=settings.compliance.price_collar_bps)
+    return config
 
 
 def codec_for(settings: Settings) -> Codec:
@@ -64,6 +71,8 @@ class StageRuntime:
     runner: StageRunner | None = None
     metrics: Any = None
     lag: Any = None
+    #: The symbols this instance owns (`streams/ownership.py`), kept by the app's rebalance hooks.
+    ownership: Any = None
     _started: bool = field(default=False, repr=False)
 
     async def start(self) -> StageRunner:
@@ -105,13 +114,31 @@ class StageRuntime:
             codec,
             linger_ms=settings.kafka.linger_ms,
             client_id=f"phoenix95-{self.stage_name}",
+            enable_idempotence=settings.kafka.idempotent_producer,
         )
         await self.producer.start()
         if self.lag is not None:
             await self.lag.start()  # a first sample now, then every second in the background
-        stage = build_stage(self.stage_name, settings, codec, self.database, lag=self.lag)
+        stage = build_stage(
+            self.stage_name,
+            settings,
+            codec,
+            self.database,
+            lag=self.lag,
+            metrics=self.metrics,
+            ownership=self.ownership,
+        )
         await stage.start()
-        sink: Sink = StoreSink(self.database, self.redis, self.timeseries)
+        await record_configuration(
+            self.database, actor=f"stage:{self.stage_name}", digest=settings_digest(settings.masked())
+        )
+        # a stage that writes its own rows (the notification hub's outbox) brings its sink
+        own_sink: Sink | None = getattr(stage, "own_sink", None)
+        sink: Sink = (
+            own_sink
+            if own_sink is not None
+            else StoreSink(self.database, self.redis, self.timeseries, audit=settings.compliance.audit_enabled)
+        )
         if self.metrics is not None:
             sink = TimedSink(sink, self.metrics)  # p95_stage_sink_write_seconds
             self.database.on_retry = self.metrics.sink_retry_hook(self.stage_name, "postgres")
@@ -121,9 +148,23 @@ class StageRuntime:
         self.runner = StageRunner(stage, sink, self.producer, metrics=self.metrics, outbox=outbox)
         await self.runner.drain_outbox()  # before the first batch: what a killed worker left
         self._started = True
+        await self._announce("started", "info")
         return self.runner
 
+    async def _announce(self, state: str, severity: str) -> None:
+        """A worker event on p95.control.events ("started", "stopping") for the notification hub."""
+        from phoenix95.notify.heartbeat import worker_event
+
+        if self.producer is None:
+            return
+        try:
+            await asyncio.wait_for(self.producer.publish([worker_event(self.stage_name, state, severity)]), 5.0)
+        except Exception as error:  # never blocks a start or a shutdown
+            logger.warning("stage %s: could not announce %s: %s", self.stage_name, state, error)
+
     async def stop(self) -> None:
+        if self._started:
+            await self._announce("stopping", "warning")
         if self.runner is not None:
             await self.runner.stage.stop()
         if self.lag is not None:
@@ -165,6 +206,9 @@ class StageContext:
     codec: Codec
     database: Database
     lag: Any = None
+    #: The process's PipelineMetrics (its registry serves /metrics), if it serves them.
+    metrics: Any = None
+    ownership: Any = None
 
     @property
     def topics(self) -> Topics:
@@ -198,6 +242,8 @@ def _build_risk(context: StageContext) -> Stage:
         prices_topic=context.topics.market_prices,
         funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
         hold_timeout=settings.execution.quiet_feed_fill_after_s,
+        locks=LockCache(context.database).get,
+        max_market_data_age_seconds=settings.market_data_age_limit() if settings.risk.clock == "wall" else None,
     )
 
 
@@ -205,7 +251,7 @@ def _build_execution(context: StageContext) -> Stage:
     settings, config = context.settings, context.config
     return ExecutionStage(
         context.codec,
-        PaperExchange(context.database, config),
+        build_exchange(settings, context.database, config, publisher=LazyProducer(settings)),
         PgExecutionState(context.database),
         quiet_fill_after=settings.execution.quiet_feed_fill_after_s,
         price_history=settings.execution.price_history,
@@ -225,7 +271,25 @@ def _build_positions(context: StageContext) -> Stage:
         price_history=settings.execution.price_history,
         prices_topic=context.topics.market_prices,
         mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
+        ownership=context.ownership,
     )
+
+
+def _build_compliance(context: StageContext) -> Stage:
+    settings = context.settings
+    return ComplianceStage(
+        context.codec,
+        settings.compliance.protection_config(),
+        context.config.starting_equity,
+        PgComplianceStore(context.database),
+    )
+
+
+def _build_notifications(context: StageContext) -> Stage:
+    from phoenix95.notify.runtime import build
+
+    registry = getattr(context.metrics, "registry", None)
+    return build(context.settings, context.codec, context.database, registry=registry)
 
 
 #: One builder per stage of `streams/stages.py` (a new stage adds its builder here).
@@ -234,9 +298,20 @@ BUILDERS: dict[str, Callable[[StageContext], Stage]] = {
     stages.RISK.name: _build_risk,
     stages.EXECUTION.name: _build_execution,
     stages.POSITIONS.name: _build_positions,
+    stages.COMPLIANCE.name: _build_compliance,
+    stages.NOTIFICATIONS.name: _build_notifications,
 }
 
 
-def build_stage(name: str, settings: Settings, codec: Codec, database: Database, *, lag: Any = None) -> Stage:
+def build_stage(
+    name: str,
+    settings: Settings,
+    codec: Codec,
+    database: Database,
+    *,
+    lag: Any = None,
+    metrics: Any = None,
+    ownership: Any = None,
+) -> Stage:
     stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag))
+    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics, ownership))

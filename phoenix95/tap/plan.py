@@ -14,8 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from phoenix95.streams import admin
-from phoenix95.streams.topics import ALL, SIGNALS, Topics
+from phoenix95.connectors import kafka_admin as admin
+from phoenix95.schemas.topics import ALL, SIGNALS, Topics
 from phoenix95.tap.positions import Bounds, StartSpec, offset_for_time, start_offset
 from phoenix95.tap.source import Partition
 

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from phoenix95.streams import admin
-from phoenix95.streams import topics as names
-from phoenix95.streams.topics import Topics
+from phoenix95.connectors import kafka_admin as admin
+from phoenix95.schemas import topics as names
+from phoenix95.schemas.topics import Topics
 from phoenix95.tap.decode import Decoded, Decoder, RawRecord
 from phoenix95.tap.filters import REJECT, FilterSpec, RecordFilter
 from phoenix95.tap.plan import PartitionPlan, ReadPlan, make_plan

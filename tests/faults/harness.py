@@ -4,15 +4,20 @@ or database restarted) at random moments while a known set of signals flows; the
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from phoenix95.connectors.market_data import GbmFeed, bundled_candle_events, tick_event
@@ -119,10 +124,16 @@ class Chaos:
         return thread
 
 
-def kill_plan(duration: float, kills: int, seed: int = 5) -> list[tuple[float, str]]:
-    """At least one kill of every stage, spread over the run."""
+def kill_plan(
+    duration: float, kills: int, seed: int = 5, targets: Sequence[str] | None = None
+) -> list[tuple[float, str]]:
+    """At least one kill of every stage, spread over the run. With `targets` (worker names, e.g.
+    the instances `risk-1`, `risk-2`, ...): `kills` kills taken from them in their order, cycling."""
     rng = random.Random(seed)
-    stages = list(STAGES) + [rng.choice(STAGES) for _ in range(max(0, kills - len(STAGES)))]
+    if targets is not None:
+        stages = [targets[index % len(targets)] for index in range(kills)]
+    else:
+        stages = list(STAGES) + [rng.choice(STAGES) for _ in range(max(0, kills - len(STAGES)))]
     rng.shuffle(stages)
     slots = [duration * (i + 1) / (len(stages) + 1) for i in range(len(stages))]
     return [
@@ -170,6 +181,7 @@ async def count(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
         filled_orders = await pipeline.count(db, "SELECT COUNT(*) FROM orders WHERE status = 'filled'")
         approved = await pipeline.count(db, "SELECT COUNT(*) FROM risk_verdicts WHERE decision = 'APPROVED'")
         dead = await pipeline.count(db, "SELECT COUNT(*) FROM dead_letters")
+        audited = dict(await db.fetch("SELECT action, COUNT(*) FROM audit_log GROUP BY action"))
     published = {s.signal_id for s in work.signals}
     order_on_topics = await _order_kept(pipeline, work)
     on_topics = await _distinct_effects_on_topics(pipeline)
@@ -191,6 +203,30 @@ async def count(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
         "dead_letters": dead,
         **order_on_topics,
         **on_topics,
+        **audit_chain(pipeline),
+        "audit_verdict_entries": audited.get("verdict", 0),
+        "audit_order_entries": audited.get("order", 0),
+        "audit_fill_entries": audited.get("fill", 0),
+    }
+
+
+def audit_chain(pipeline: Pipeline) -> dict[str, Any]:
+    """`p95 audit verify --json` on the run's schema, as an operator would run it after the faults."""
+    settings = pipeline.settings
+    env = {
+        **os.environ,
+        **pipeline.ns.env,
+        "P95_POSTGRES__URL": settings.postgres_url(),
+        "P95_POSTGRES__DB_SCHEMA": settings.postgres.db_schema,
+    }
+    p95 = str(Path(sys.executable).with_name("p95"))
+    result = subprocess.run([p95, "audit", "verify", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    report = json.loads(result.stdout) if result.stdout.strip() else {}
+    return {
+        "audit_verify_exit": result.returncode,
+        "audit_chain_ok": report.get("ok"),
+        "audit_broken_at": report.get("broken_at"),
+        "audit_entries": report.get("checked"),
     }
 
 
@@ -217,7 +253,7 @@ async def _order_kept(pipeline: Pipeline, work: Workload) -> dict[str, Any]:
 
 
 async def _read_topic(pipeline: Pipeline, topic: str, model: Any) -> list[Any]:
-    from phoenix95.streams.admin import read_records
+    from phoenix95.connectors.kafka_admin import read_records
 
     codec = Codec()
     return [
@@ -271,6 +307,11 @@ def assert_nothing_lost_or_doubled(counts: dict[str, Any]) -> None:
     assert counts["topic_orders"] == counts["orders"] and counts["topic_positions_opened"] == counts["positions"], (
         counts
     )
+    # the audit chain is unbroken after the kills, with one entry per verdict, order and fill
+    assert (counts["audit_verify_exit"], counts["audit_chain_ok"], counts["audit_broken_at"]) == (0, True, None), counts
+    assert counts["audit_verdict_entries"] == counts["verdicts"], counts
+    assert counts["audit_order_entries"] == counts["orders"], counts
+    assert counts["audit_fill_entries"] == counts["filled_orders"], counts
 
 
 def run_scenario(

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from phoenix95.cli.main import app
+from phoenix95.connectors.kafka_admin import message_counts
 from phoenix95.connectors.market_data import bundled_candle_events
 from phoenix95.schemas.codec import Codec
-from phoenix95.streams.admin import message_counts
 from tests import factories
 from tests.pipeline import Pipeline
 from tests.unit.samples import samples

@@ -10,8 +10,8 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from phoenix95.connectors.kafka_admin import end_offsets, ensure_topics, lost_partitions
 from phoenix95.monitoring.offsets import OffsetReader
-from phoenix95.streams.admin import end_offsets, ensure_topics, lost_partitions
 
 pytestmark = pytest.mark.integration
 

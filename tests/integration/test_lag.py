@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.monitoring.monitor import GroupTarget, LagMonitor, LagSnapshot
 from phoenix95.monitoring.offsets import OffsetReader
 from phoenix95.monitoring.probe import PipelineLagProbe
 from phoenix95.monitoring.status import Status, StatusRules
 from phoenix95.schemas.convert import analyze
+from phoenix95.schemas.topics import Topics
 from phoenix95.stack.processes import free_port, port_open, wait_until
-from phoenix95.streams.admin import ensure_topics
-from phoenix95.streams.topics import Topics
 from tests import factories
 from tests.metrics_scrape import scrape
 from tests.pipeline import Pipeline

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import pytest
 
-from phoenix95.streams.admin import ensure_topics
+from phoenix95.connectors.kafka_admin import ensure_topics
 from tests.integration.test_lag import commit, now_ms, produce
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from phoenix95.agents.ports import InputRecord, OrderPlaced, Outcome, SignalAnalyzed, VerdictMade
+from phoenix95.connectors.kafka_admin import read_records
 from phoenix95.domain import ids
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import Order, PositionEvent
 from phoenix95.storage.sink import StoreSink
-from phoenix95.streams.admin import read_records
 from phoenix95.streams.wiring import StageRuntime
 from tests.pipeline import Pipeline
 from tests.unit.samples import samples

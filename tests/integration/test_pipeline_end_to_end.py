@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 import redis
 
+from phoenix95.connectors.kafka_admin import message_counts
 from phoenix95.connectors.market_data import bundled_candle_events
-from phoenix95.streams.admin import message_counts
 from tests import factories
 from tests.pipeline import run_pipeline
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from phoenix95.connectors.kafka_admin import committed_offsets
 from phoenix95.stack import services as stack_services
-from phoenix95.streams.admin import committed_offsets
 from tests import factories
 from tests.pipeline import Pipeline
 

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from phoenix95.cli.main import app
+from phoenix95.connectors.kafka_admin import end_offsets
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import Signal
 from phoenix95.settings import get_settings
-from phoenix95.streams.admin import end_offsets
 
 pytestmark = pytest.mark.integration
 

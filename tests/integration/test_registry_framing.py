@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
+from phoenix95.connectors.kafka_admin import read_records
 from phoenix95.connectors.market_data import bundled_candle_events
 from phoenix95.connectors.publisher import SignalPublisher
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.registry import SchemaRegistryClient
 from phoenix95.settings import Settings
-from phoenix95.streams.admin import read_records
 from phoenix95.streams.producer import EventProducer
 from tests import factories
 from tests.pipeline import Pipeline

@@ -22,13 +22,13 @@ from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
 from phoenix95.cli.main import app
+from phoenix95.connectors.kafka_admin import ensure_topics, list_groups, message_counts, partitions_of
 from phoenix95.connectors.market_data import tick_event
 from phoenix95.domain.execution import MarketTick
 from phoenix95.replay.runner import sample_signals_path
+from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.storage.postgres import Database, migrate
-from phoenix95.streams.admin import ensure_topics, list_groups, message_counts, partitions_of
-from phoenix95.streams.topics import Topics
 from tests.conftest import Namespace
 from tests.services import ServiceSet
 
@@ -185,9 +185,9 @@ def short_input(ns: Namespace, services: ServiceSet, directory: Path) -> list[st
 
 async def records_of(bootstrap: str, topics: Sequence[str]) -> list[tuple[int, datetime]]:
     """(record timestamp ms, event time) of every record of the topics."""
+    from phoenix95.connectors.kafka_admin import end_offsets
     from phoenix95.schemas.codec import Codec
     from phoenix95.schemas.messages import MarketPrice
-    from phoenix95.streams.admin import end_offsets
 
     codec = Codec()
     ends = {tp: end for tp, end in (await end_offsets(bootstrap, topics)).items() if end > 0}

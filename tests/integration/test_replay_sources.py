@@ -14,16 +14,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from phoenix95.agents.ports import SignalAnalyzed
+from phoenix95.connectors.kafka_admin import ensure_topics
 from phoenix95.connectors.market_data import read_candles, tick_event
 from phoenix95.replay import runner, sources
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.messages import Signal
+from phoenix95.schemas.topics import Topics
 from phoenix95.storage.postgres import Database, migrate
-from phoenix95.storage.rows import writes_for
-from phoenix95.streams.admin import ensure_topics
+from phoenix95.storage.tables import writes_for
 from phoenix95.streams.producer import EventProducer
-from phoenix95.streams.topics import Topics
 from tests.integration.test_replay import replay, replay_cli
 
 pytestmark = pytest.mark.integration

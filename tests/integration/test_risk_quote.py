@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from phoenix95.connectors.kafka_admin import end_offsets, list_groups
 from phoenix95.connectors.market_data import CandleReplay
 from phoenix95.domain.volatility import daily_volatility, value_at_risk
-from phoenix95.streams.admin import end_offsets, list_groups
 from tests import factories
 from tests.pipeline import Pipeline
 

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from phoenix95.connectors.kafka_admin import committed_offsets, read_records
 from phoenix95.schemas.messages import PositionEvent
 from phoenix95.stack.processes import free_port
-from phoenix95.streams.admin import committed_offsets, read_records
 from phoenix95.streams.stages import STAGES
 from tests import factories
 from tests.metrics_scrape import scrape, total

@@ -26,7 +26,7 @@ from phoenix95.agents.ports import (
     VerdictMade,
 )
 from phoenix95.cli.main import app
-from phoenix95.domain.brackets import BracketTable
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.positions import Position
 from phoenix95.stack import services as stack_services
@@ -81,7 +81,7 @@ def _position_of(tick) -> Position:
         fill=fill,
         leverage=tick.leverage,
         margin_mode=tick.margin_mode,
-        brackets=BracketTable.bundled().for_symbol(tick.symbol),
+        brackets=bundled_brackets().for_symbol(tick.symbol),
         config=TradingConfig(),
         tick_size=Decimal("0.1"),
     )
@@ -357,8 +357,8 @@ def test_a_row_that_cannot_be_built_while_copy_streams_fails_only_its_own_input(
     """Rows are built while COPY streams them: one whose building raises aborts that COPY, and the
     batch is isolated input by input: that input fails, every other row is written once."""
     from phoenix95.bench.sinks import signal_facts
-    from phoenix95.storage import rows as row_module
     from phoenix95.storage.postgres import COPY_THRESHOLD, PgWrite
+    from phoenix95.storage.tables import signals as signal_table
 
     facts = signal_facts(3 * COPY_THRESHOLD)
     broken = facts[COPY_THRESHOLD + 1]
@@ -366,12 +366,12 @@ def test_a_row_that_cannot_be_built_while_copy_streams_fails_only_its_own_input(
     def build(fact: SignalAnalyzed) -> tuple:
         if fact is broken:
             raise ValueError("cannot build this row")
-        return row_module._signal_row(fact)
+        return signal_table.signal_params(fact)
 
     async def run() -> None:
         await migrate(services.postgres, namespace.schema)
         async with Database(services.postgres, schema=namespace.schema) as db:
-            failures = await db.write([[PgWrite.of(row_module.SIGNAL, build, fact)] for fact in facts])
+            failures = await db.write([[PgWrite.of(signal_table.SIGNAL, build, fact)] for fact in facts])
             assert [(index, str(error)) for index, error in failures] == [(COPY_THRESHOLD + 1, "cannot build this row")]
             rows = await db.fetch("SELECT signal_id FROM signals")
         assert sorted(r[0] for r in rows) == sorted(f.signal.signal_id for f in facts if f is not broken)

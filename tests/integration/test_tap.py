@@ -22,11 +22,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from phoenix95.connectors.kafka_admin import ensure_topics, list_groups
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.envelope import Event
-from phoenix95.streams.admin import ensure_topics, list_groups
+from phoenix95.schemas.topics import Topics
 from phoenix95.streams.producer import EventProducer
-from phoenix95.streams.topics import Topics
 from tests.conftest import Namespace, make_namespace
 from tests.pipeline import run_pipeline
 from tests.unit.samples import samples
@@ -438,7 +438,7 @@ def pipeline(namespace, monkeypatch):
 
 async def every_stage_committed_everything(pipeline) -> bool:
     """Each stage's group has committed every partition of its inputs up to the end."""
-    from phoenix95.streams.admin import committed_offsets, end_offsets
+    from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets
     from phoenix95.streams.stages import SPECS
 
     bootstrap = pipeline.settings.kafka.bootstrap_servers

@@ -88,10 +88,19 @@ async def assert_state_everywhere(pipeline: Pipeline, redis_url: str, state: str
             "SELECT state, reason, updated_by, updated_at FROM trading_state"
         )
         actor, action, subject, details, at = (
-            await db.fetch("SELECT actor, action, subject, details, at FROM audit_log ORDER BY id DESC LIMIT 1")
+            await db.fetch(
+                """SELECT actor, action, subject, payload::jsonb - 'previous', at FROM audit_log
+                    WHERE action = 'trading_state' ORDER BY seq DESC LIMIT 1"""
+            )
         )[0]
     assert (pg_state, pg_reason, updated_by) == (state, reason, ACTOR)
-    assert (actor, action, subject, details, at) == (ACTOR, "trading_state", state, {"reason": reason}, updated_at)
+    assert (actor, action, subject, details, at) == (
+        ACTOR,
+        "trading_state",
+        state,
+        {"reason": reason, "state": state},
+        updated_at,
+    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         mirror = client.hgetall(f"{pipeline.ns.redis_prefix}trading_state")
@@ -199,7 +208,9 @@ async def _reduce_scenario(pipeline: Pipeline, redis_url: str) -> None:
         what="a new position after the resume",
     )
     async with pipeline.database() as db:
-        audit = await db.fetch("SELECT subject, details->>'reason' FROM audit_log ORDER BY id")
+        audit = await db.fetch(
+            "SELECT subject, payload::jsonb->>'reason' FROM audit_log WHERE action = 'trading_state' ORDER BY seq"
+        )
         assert await pipeline.count(db, "SELECT COUNT(*) FROM orders") == 3  # open, close, open again
     assert audit == [("REDUCING", "reduce test"), ("ACTIVE", "resume test")]
     assert verdict_id != close_verdict_id != reopen_verdict_id

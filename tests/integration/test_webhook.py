@@ -18,6 +18,7 @@ import redis
 import uvicorn
 from aiokafka import AIOKafkaConsumer
 
+from phoenix95.connectors.kafka_admin import end_offsets, ensure_topics
 from phoenix95.connectors.publisher import SignalPublisher, SyncSignalPublisher
 from phoenix95.connectors.webhook import create_app
 from phoenix95.schemas.codec import Codec
@@ -25,7 +26,6 @@ from phoenix95.schemas.messages import Signal
 from phoenix95.settings import Settings
 from phoenix95.stack import services as stack_services
 from phoenix95.stack.processes import free_port, stop
-from phoenix95.streams.admin import end_offsets, ensure_topics
 from tests.pipeline import run_pipeline
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 from phoenix95.agents.ports import ExchangeOrder, InputRecord
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain import ids
-from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import fill_market_order
 from phoenix95.domain.positions import open_position
@@ -20,7 +20,7 @@ from tests import factories
 
 def samples() -> list[Event]:
     config = TradingConfig()
-    brackets = BracketTable.bundled()
+    brackets = bundled_brackets()
     signal = factories.signal(symbol="BTCUSDT", price="60000", confidence="0.9", rsi="40", macd="12", volume="3")
     analysis = analyze(signal)
     request = RiskRequest(

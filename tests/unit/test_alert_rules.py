@@ -72,6 +72,11 @@ def exported_metric_names() -> set[str]:
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
         names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
     names.update({"process_cpu_seconds_total", "process_resident_memory_bytes"})  # ProcessCollector (Linux)
+    from phoenix95.notify.sender import NotifyMetrics
+
+    for family in NotifyMetrics().registry.collect():  # the notifications worker's own series
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
     return names
 
 
@@ -167,6 +172,8 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
         'up{job="phoenix95-workers",instance="positions:9604"}': "1 0x21",
         'up{job="phoenix95-workers",instance="risk:9602"}': "1x22",
         "p95_lag_last_sample_timestamp_seconds": "0x22",
+        'p95_notifications_total{channel="tgram-1",type="position_closed",outcome="failed"}': "0 0 1x20",
+        'p95_notifications_total{channel="json-2",type="position_closed",outcome="failed"}': "0x22",
     }
 
     def firing(name: str, *labels: dict[str, str], at: str = "4m") -> dict[str, Any]:
@@ -193,6 +200,7 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
         firing("P95SinkRetrying", {**warn, "stage": "positions", "store": "postgres"}),
         firing("P95WorkerDown", {**crit, "job": "phoenix95-workers", "instance": "positions:9604"}),
         firing("P95LagSamplesStale", warn),
+        firing("P95NotificationsFailed", {**warn, "channel": "tgram-1"}),
         firing("P95LiquidationRisk", at="30s"),  # pending, not yet firing (for: 30s)
     ]
     tests = {

@@ -7,10 +7,11 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phoenix95.domain.brackets import Bracket, BracketTable
+from phoenix95.connectors.exchange.brackets import bundled_brackets
+from phoenix95.domain.brackets import Bracket
 from phoenix95.domain.margin import initial_margin, liquidation_price, maintenance_margin
 
-BTC = BracketTable.bundled().for_symbol("BTCUSDT")
+BTC = bundled_brackets().for_symbol("BTCUSDT")
 CENT = Decimal("0.01")
 
 

@@ -12,13 +12,13 @@ from itertools import pairwise
 
 from phoenix95.agents.ports import InputRecord, PositionChanged
 from phoenix95.agents.positions import PositionStage
-from phoenix95.domain.brackets import BracketTable
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.positions import Position
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import Order, PositionEvent
 from phoenix95.storage.timeseries import lines_for
-from phoenix95.streams import topics
 from tests import factories
 from tests.unit.samples import samples
 
@@ -43,7 +43,7 @@ def _run(mark_interval: timedelta, prices: list[str], step: timedelta) -> list[P
     order = next(event for event in samples() if isinstance(event, Order))
     assert order.fill is not None
     stage = PositionStage(
-        codec, TradingConfig(), BracketTable.bundled(), NoStoredPositions(), clock="event", mark_interval=mark_interval
+        codec, TradingConfig(), bundled_brackets(), NoStoredPositions(), clock="event", mark_interval=mark_interval
     )
     records = [_record(topics.ORDERS, 0, codec.encode(order))]
     for index, value in enumerate(prices):

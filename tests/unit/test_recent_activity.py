@@ -9,14 +9,14 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.activity import RecentActivity
-from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.risk import (
     MarketView,
     PortfolioView,
-    Reason,
     RecentSignal,
+    RiskReason,
     RiskRequest,
     _find_duplicate,
     evaluate,
@@ -83,7 +83,7 @@ def test_evaluate_gives_the_same_verdict_with_the_index_as_with_the_tuples():
     approvals = (T0 + timedelta(seconds=5), T0 + timedelta(seconds=20))
     signals = (_recent(0, 15, "BTCUSDT", "long"),)
     request = _request(30)
-    common = {"market": MarketView(), "config": config, "brackets": BracketTable.bundled(), "now": request.signal_time}
+    common = {"market": MarketView(), "config": config, "brackets": bundled_brackets(), "now": request.signal_time}
     scanned = evaluate(
         request,
         portfolio=PortfolioView(equity=Decimal(10000), recent_approvals=approvals, recent_signals=signals),
@@ -95,4 +95,4 @@ def test_evaluate_gives_the_same_verdict_with_the_index_as_with_the_tuples():
         **common,
     )
     assert scanned == indexed
-    assert Reason.SUBMIT_RATE_EXCEEDED in scanned.reasons and Reason.DUPLICATE_SIGNAL in scanned.reasons
+    assert RiskReason.SUBMIT_RATE_EXCEEDED in scanned.reasons and RiskReason.DUPLICATE_SIGNAL in scanned.reasons

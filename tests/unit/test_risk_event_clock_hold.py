@@ -9,12 +9,12 @@ from datetime import timedelta
 
 from phoenix95.agents.ports import InputRecord
 from phoenix95.agents.risk import RiskStage
-from phoenix95.domain.brackets import BracketTable
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.config import TradingConfig
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.messages import RiskVerdict
-from phoenix95.streams import topics
 from tests import factories
 from tests.factories import T0
 from tests.unit.test_risk_lag_guard import EmptyPortfolio
@@ -38,7 +38,7 @@ class Feed:
         self.stage = RiskStage(
             Codec(),
             TradingConfig(),
-            BracketTable.bundled(),
+            bundled_brackets(),
             EmptyPortfolio(),
             clock="event",
             hold_timeout=HOLD_S,

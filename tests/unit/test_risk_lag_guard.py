@@ -12,16 +12,16 @@ import pytest
 
 from phoenix95.agents.ports import InputRecord, Snapshot, VerdictMade
 from phoenix95.agents.risk import RiskStage
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.book import PendingOrder
-from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.positions import Position
 from phoenix95.domain.risk import RecentSignal
 from phoenix95.domain.trading_state import TradingState
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.convert import analyze
 from phoenix95.schemas.messages import RiskVerdict
-from phoenix95.streams import topics
 from tests import factories
 
 LIMIT_S = 30.0
@@ -58,7 +58,7 @@ def risk_stage(probe: FakeLagProbe, *, clock: str = "wall") -> RiskStage:
     stage = RiskStage(
         Codec(),
         TradingConfig(),
-        BracketTable.bundled(),
+        bundled_brackets(),
         EmptyPortfolio(),
         clock=clock,  # type: ignore[arg-type]
         lag=probe,

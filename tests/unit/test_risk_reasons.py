@@ -13,16 +13,19 @@ from decimal import Decimal
 
 import pytest
 
+from phoenix95.connectors.exchange.brackets import bundled_brackets
 from phoenix95.domain.activity import RecentActivity
 from phoenix95.domain.brackets import Bracket, BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.risk import (
+    ALL_SYMBOLS,
     Exposure,
     MarketView,
     PortfolioView,
-    Reason,
     RecentSignal,
+    RiskReason,
     RiskRequest,
+    SymbolLock,
     Verdict,
     evaluate,
 )
@@ -31,7 +34,7 @@ from tests import factories
 
 NOW = factories.T0 + timedelta(seconds=1)
 EQUITY = Decimal(10000)
-BUNDLED = BracketTable.bundled()
+BUNDLED = bundled_brackets()
 
 
 def decide(
@@ -47,8 +50,11 @@ def decide(
     config: TradingConfig | None = None,
     brackets: BracketTable = BUNDLED,
     now: datetime = NOW,
+    locks: dict[str, SymbolLock] | None = None,
+    last_price: Decimal | None = None,
 ) -> Verdict:
     portfolio = PortfolioView(
+        locks=locks or {},
         equity=EQUITY,
         trading_state=state,
         exposures=exposures,
@@ -60,7 +66,7 @@ def decide(
     return evaluate(
         request or factories.risk_request(),
         portfolio=portfolio,
-        market=MarketView(),
+        market=MarketView(last_price=last_price),
         config=config or TradingConfig(),
         brackets=brackets,
         now=now,
@@ -68,7 +74,7 @@ def decide(
     )
 
 
-def rejected_for(verdict: Verdict, *reasons: Reason) -> bool:
+def rejected_for(verdict: Verdict, *reasons: RiskReason) -> bool:
     """Rejected with exactly these reasons, each explained by a detail line."""
     explained = {detail.split(":", 1)[0] for detail in verdict.details}
     return not verdict.approved and verdict.reasons == reasons and explained == {r.value for r in reasons}
@@ -92,32 +98,32 @@ def test_the_baseline_signal_is_approved_with_its_plan():
 
 def test_risk_rejects_a_symbol_outside_the_allowed_symbols():
     only_eth = TradingConfig(allowed_symbols=frozenset({"ETHUSDT"}))
-    assert rejected_for(decide(config=only_eth), Reason.SYMBOL_NOT_ALLOWED)
+    assert rejected_for(decide(config=only_eth), RiskReason.SYMBOL_NOT_ALLOWED)
     assert decide(config=TradingConfig(allowed_symbols=frozenset({"ETHUSDT", "BTCUSDT"}))).approved
 
 
 def test_risk_rejects_a_symbol_it_knows_nothing_about_without_a_plan():
     verdict = decide(factories.risk_request(symbol="FOOUSDT"))
-    assert rejected_for(verdict, Reason.SYMBOL_NOT_ALLOWED)
+    assert rejected_for(verdict, RiskReason.SYMBOL_NOT_ALLOWED)
     assert verdict.plan is None
 
 
 @pytest.mark.parametrize(("confidence", "rejected"), [("0.2499", True), ("0.25", False), ("0.9", False)])
 def test_risk_rejects_when_confidence_is_below_the_minimum(confidence, rejected):
     verdict = decide(factories.risk_request(confidence=confidence))
-    assert rejected_for(verdict, Reason.CONFIDENCE_BELOW_MIN) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.CONFIDENCE_BELOW_MIN) if rejected else verdict.approved
 
 
 @pytest.mark.parametrize(("score", "rejected"), [("0.4499", True), ("0.45", False), ("1", False)])
 def test_risk_rejects_when_the_phoenix95_score_is_below_the_threshold(score, rejected):
     verdict = decide(factories.risk_request(phoenix95_score=score))
-    assert rejected_for(verdict, Reason.SCORE_BELOW_THRESHOLD) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.SCORE_BELOW_THRESHOLD) if rejected else verdict.approved
 
 
 @pytest.mark.parametrize(("age", "rejected"), [(timedelta(minutes=5, seconds=1), True), (timedelta(minutes=5), False)])
 def test_risk_rejects_a_signal_older_than_the_maximum_age_as_stale(age, rejected):
     verdict = decide(now=factories.T0 + age)
-    assert rejected_for(verdict, Reason.SIGNAL_STALE) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.SIGNAL_STALE) if rejected else verdict.approved
 
 
 @pytest.mark.parametrize(
@@ -126,12 +132,12 @@ def test_risk_rejects_a_signal_older_than_the_maximum_age_as_stale(age, rejected
 )
 def test_risk_rejects_new_signals_as_stale_while_the_pipeline_lags(lag_seconds, max_lag_seconds, rejected):
     verdict = decide(lag_seconds=lag_seconds, max_lag_seconds=max_lag_seconds)
-    assert rejected_for(verdict, Reason.SIGNAL_STALE) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.SIGNAL_STALE) if rejected else verdict.approved
 
 
 def test_a_stale_signal_in_a_lagging_pipeline_is_stale_once_with_both_explanations():
     verdict = decide(now=factories.T0 + timedelta(minutes=6), lag_seconds=31, max_lag_seconds=30)
-    assert verdict.reasons == (Reason.SIGNAL_STALE,)
+    assert verdict.reasons == (RiskReason.SIGNAL_STALE,)
     assert len(verdict.details) == 2
     assert "signal is 360s old" in verdict.details[0] and "pipeline lag 31.0s" in verdict.details[1]
 
@@ -158,7 +164,7 @@ def test_risk_rejects_the_same_signal_twice_within_the_window_as_a_duplicate(cas
         verdict = decide(request, recent=(other,))
     else:
         verdict = decide(request, activity=RecentActivity(signals=[other]))
-    assert rejected_for(verdict, Reason.DUPLICATE_SIGNAL) if duplicate else verdict.approved
+    assert rejected_for(verdict, RiskReason.DUPLICATE_SIGNAL) if duplicate else verdict.approved
 
 
 # -- trading state ---------------------------------------------------------------------------------------
@@ -168,7 +174,7 @@ def test_risk_rejects_the_same_signal_twice_within_the_window_as_a_duplicate(cas
 def test_risk_rejects_everything_while_trading_is_halted(open_opposite):
     exposures = (factories.exposure(symbol="BTCUSDT", side="short", notional="6000", margin="300"),)
     verdict = decide(state=TradingState.HALTED, exposures=exposures if open_opposite else ())
-    assert rejected_for(verdict, Reason.TRADING_HALTED)
+    assert rejected_for(verdict, RiskReason.TRADING_HALTED)
     assert verdict.trading_state is TradingState.HALTED and verdict.intent == "open"
 
 
@@ -183,7 +189,7 @@ def test_risk_rejects_everything_while_trading_is_halted(open_opposite):
 )
 def test_risk_rejects_a_signal_that_reduces_nothing_while_trading_is_reducing(exposures):
     verdict = decide(state=TradingState.REDUCING, exposures=exposures)
-    assert rejected_for(verdict, Reason.TRADING_REDUCING)
+    assert rejected_for(verdict, RiskReason.TRADING_REDUCING)
     assert verdict.trading_state is TradingState.REDUCING
 
 
@@ -200,7 +206,7 @@ def test_while_reducing_a_signal_against_an_open_position_is_approved_to_close_t
 def test_while_reducing_a_closing_signal_that_breaks_another_rule_is_rejected_for_that_rule_only():
     opposite = factories.exposure(symbol="BTCUSDT", side="short")
     verdict = decide(factories.risk_request(confidence="0.1"), state=TradingState.REDUCING, exposures=(opposite,))
-    assert rejected_for(verdict, Reason.CONFIDENCE_BELOW_MIN)
+    assert rejected_for(verdict, RiskReason.CONFIDENCE_BELOW_MIN)
 
 
 # -- limits ----------------------------------------------------------------------------------------------
@@ -211,13 +217,13 @@ def test_while_reducing_a_closing_signal_that_breaks_another_rule_is_rejected_fo
 def test_risk_rejects_when_the_maximum_of_open_positions_is_reached(count, rejected, pending):
     exposures = tuple(factories.exposure(symbol="ETHUSDT", pending=pending) for _ in range(count))
     verdict = decide(exposures=exposures)
-    assert rejected_for(verdict, Reason.MAX_OPEN_POSITIONS) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.MAX_OPEN_POSITIONS) if rejected else verdict.approved
 
 
 @pytest.mark.parametrize(("limit", "rejected"), [("23999.99", True), ("24000", False)])
 def test_risk_rejects_an_order_whose_notional_exceeds_the_maximum_per_order(limit, rejected):
     verdict = decide(config=TradingConfig(max_notional_per_order=Decimal(limit)))
-    assert rejected_for(verdict, Reason.NOTIONAL_EXCEEDS_MAX_PER_ORDER) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.NOTIONAL_EXCEEDS_MAX_PER_ORDER) if rejected else verdict.approved
 
 
 @pytest.mark.parametrize(
@@ -234,7 +240,7 @@ def test_risk_rejects_when_the_exposure_on_the_symbol_would_exceed_its_maximum(s
     config = TradingConfig(max_exposure_per_symbol=Decimal(30000))
     held = factories.exposure(symbol=symbol, notional=notional, margin="300", pending=pending)
     verdict = decide(config=config, exposures=(held,))
-    assert rejected_for(verdict, Reason.EXPOSURE_EXCEEDS_MAX_PER_SYMBOL) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.EXPOSURE_EXCEEDS_MAX_PER_SYMBOL) if rejected else verdict.approved
 
 
 def _approvals(count: int, *, newest: datetime, step: timedelta) -> tuple[datetime, ...]:
@@ -255,14 +261,14 @@ def _approvals(count: int, *, newest: datetime, step: timedelta) -> tuple[dateti
 def test_risk_rejects_when_the_submit_rate_per_minute_is_exceeded(approvals, rejected, view):
     activity = RecentActivity(approvals=approvals)
     verdict = decide(approvals=approvals) if view == "tuples" else decide(activity=activity)
-    assert rejected_for(verdict, Reason.SUBMIT_RATE_EXCEEDED) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.SUBMIT_RATE_EXCEEDED) if rejected else verdict.approved
 
 
 @pytest.mark.parametrize(("used", "rejected"), [("8790.41", True), ("8790.40", False)])
 def test_risk_rejects_when_the_margin_and_entry_fee_exceed_the_free_margin(used, rejected):
     # needs 1,200 margin + 9.60 entry fee (0.04 % of 24,000): free margin = 10,000 - used
     verdict = decide(exposures=(factories.exposure(symbol="ETHUSDT", margin=used, notional="100000"),))
-    assert rejected_for(verdict, Reason.INSUFFICIENT_MARGIN) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.INSUFFICIENT_MARGIN) if rejected else verdict.approved
 
 
 def _one_bracket(max_leverage: int) -> BracketTable:
@@ -274,7 +280,7 @@ def _one_bracket(max_leverage: int) -> BracketTable:
 @pytest.mark.parametrize(("bracket_leverage", "rejected"), [(19, True), (20, False)])
 def test_risk_rejects_a_leverage_above_the_brackets_initial_leverage(bracket_leverage, rejected):
     verdict = decide(brackets=_one_bracket(bracket_leverage))
-    assert rejected_for(verdict, Reason.LEVERAGE_EXCEEDS_BRACKET) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.LEVERAGE_EXCEEDS_BRACKET) if rejected else verdict.approved
     assert verdict.plan is not None and verdict.plan.bracket_max_leverage == bracket_leverage
 
 
@@ -289,7 +295,7 @@ def test_risk_rejects_a_leverage_above_the_brackets_initial_leverage(bracket_lev
 )
 def test_risk_rejects_a_position_that_sizes_to_zero_or_below_the_exchange_minimum(final_confidence, rejected):
     verdict = decide(factories.risk_request(final_confidence=final_confidence))
-    assert rejected_for(verdict, Reason.POSITION_SIZE_ZERO) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.POSITION_SIZE_ZERO) if rejected else verdict.approved
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
@@ -299,7 +305,7 @@ def test_risk_rejects_a_position_that_would_be_liquidated_before_its_stop(side, 
     # the 1,200 stop distance plus a 10 % buffer (1,320), outside it plus 4 % (1,248).
     config = TradingConfig(leverage=40, liquidation_buffer=Decimal(buffer))
     verdict = decide(factories.risk_request(side=side), config=config)
-    assert rejected_for(verdict, Reason.LIQUIDATION_BEFORE_STOP) if rejected else verdict.approved
+    assert rejected_for(verdict, RiskReason.LIQUIDATION_BEFORE_STOP) if rejected else verdict.approved
     assert verdict.plan is not None and verdict.plan.notional == Decimal(48000)
 
 
@@ -314,6 +320,7 @@ def test_a_verdict_breaking_many_rules_lists_every_one_of_them():
         leverage=40,
         max_notional_per_order=Decimal(40000),
         max_exposure_per_symbol=Decimal(30000),
+        price_collar_bps=Decimal(100),
     )
     verdict = decide(
         request,
@@ -326,9 +333,14 @@ def test_a_verdict_breaking_many_rules_lists_every_one_of_them():
         config=config,
         brackets=_one_bracket(30),
         now=now,
+        locks={
+            "BTCUSDT": SymbolLock("BTCUSDT", RiskReason.STOPLOSS_GUARD, now + timedelta(minutes=1)),
+            ALL_SYMBOLS: SymbolLock(ALL_SYMBOLS, RiskReason.COOLDOWN, now + timedelta(minutes=1)),
+        },
+        last_price=Decimal(50000),
     )
     assert not verdict.approved
-    assert set(verdict.reasons) == set(Reason) - {Reason.TRADING_REDUCING, Reason.POSITION_SIZE_ZERO}
+    assert set(verdict.reasons) == set(RiskReason) - {RiskReason.TRADING_REDUCING, RiskReason.POSITION_SIZE_ZERO}
     assert len(verdict.reasons) == len(set(verdict.reasons))
     assert len(verdict.details) == len(verdict.reasons) + 1  # SIGNAL_STALE twice: age and lag
 
@@ -340,8 +352,8 @@ def test_a_signal_without_an_edge_while_reducing_lists_each_broken_rule():
     )
     assert rejected_for(
         verdict,
-        Reason.CONFIDENCE_BELOW_MIN,
-        Reason.SCORE_BELOW_THRESHOLD,
-        Reason.TRADING_REDUCING,
-        Reason.POSITION_SIZE_ZERO,
+        RiskReason.CONFIDENCE_BELOW_MIN,
+        RiskReason.SCORE_BELOW_THRESHOLD,
+        RiskReason.TRADING_REDUCING,
+        RiskReason.POSITION_SIZE_ZERO,
     )

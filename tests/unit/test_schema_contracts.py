@@ -12,10 +12,10 @@ import fastavro
 import pytest
 from pydantic import AwareDatetime, BaseModel
 
+from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.messages import MODELS, Signal
 from phoenix95.schemas.registry import bundled_schemas, rabin_fingerprint
-from phoenix95.streams import topics
 from phoenix95.streams.producer import TOPIC_OF
 from tests import factories
 

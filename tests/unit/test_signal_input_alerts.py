@@ -8,18 +8,16 @@ from decimal import Decimal
 
 import pytest
 
-from phoenix95.schemas.codec import Codec
-from phoenix95.schemas.messages import Signal
-from phoenix95.schemas.signal_input import (
-    InvalidSignal,
+from phoenix95.connectors.webhook.alerts import (
     UnreadableAlert,
     alert_digest,
     alert_secret,
     build_alert_signal,
-    build_signal,
     parse_alert,
-    parse_timestamp,
 )
+from phoenix95.schemas.codec import Codec
+from phoenix95.schemas.messages import Signal
+from phoenix95.schemas.signal_input import InvalidSignal, build_signal, parse_timestamp
 
 
 def alert(payload: dict) -> Signal:

@@ -163,6 +163,39 @@ def test_a_held_record_is_acked_only_when_its_outcome_is_written():
     assert log[-3:] == ["persist 1", "publish 1", "ack 1"] and runner.held == 0
 
 
+def test_records_after_a_held_one_are_acked_only_once_the_held_one_is_finished():
+    """Faust commits the first run of consecutive acked offsets without seeing one missing offset at its
+    head: acking offsets 2 and 3 while 1 is held would commit past 1, and a kill would lose it."""
+    runner, _stage, _sink, _publisher, log = _runner()
+    ack = _acker(log)
+    asyncio.run(runner.run_batch(_events(b"a", b"wait", b"b", b"c"), ack))
+    assert [entry for entry in log if entry.startswith("ack")] == ["ack 0"] and runner.held == 1
+    asyncio.run(runner.run_batch([FakeEvent(FakeMessage("p95.market.prices", 0, 4, b"d"))], ack))
+    assert [entry for entry in log if entry.startswith("ack")] == ["ack 0"] and runner.held == 1
+    asyncio.run(runner.tick(ack))
+    assert [entry for entry in log if entry.startswith("ack")] == ["ack 0", "ack 1", "ack 2", "ack 3", "ack 4"]
+    assert runner.held == 0
+
+
+def test_a_held_record_holds_back_only_its_own_partition():
+    runner, _stage, _sink, _publisher, _log = _runner()
+    acked: list[tuple[int, int]] = []
+
+    async def ack(event: FakeEvent) -> None:
+        acked.append((event.message.partition, event.message.offset))
+
+    events = [
+        FakeEvent(FakeMessage("p95.market.prices", 0, 0, b"wait")),
+        FakeEvent(FakeMessage("p95.market.prices", 1, 0, b"a")),
+        FakeEvent(FakeMessage("p95.market.prices", 0, 1, b"b")),
+        FakeEvent(FakeMessage("p95.market.prices", 1, 1, b"c")),
+    ]
+    asyncio.run(runner.run_batch(events, ack))
+    assert acked == [(1, 0), (1, 1)] and runner.held == 1
+    asyncio.run(runner.tick(ack))
+    assert acked == [(1, 0), (1, 1), (0, 0), (0, 1)] and runner.held == 0
+
+
 # -- the outbox -----------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
+from phoenix95.connectors.exchange.brackets import brackets_from_file, bundled_brackets
 from phoenix95.domain import ids
 from phoenix95.domain.book import Filled, PaperBook
 from phoenix95.domain.brackets import Bracket, BracketTable, bracket_for
@@ -38,7 +39,7 @@ from phoenix95.domain.sizing import size_position
 from phoenix95.domain.values import direction, entry_order_side, exit_order_side, money
 from tests import factories
 
-BUNDLED = BracketTable.bundled()
+BUNDLED = bundled_brackets()
 CONFIG = TradingConfig()
 FUNDING = default_funding(CONFIG)
 sides = st.sampled_from(["long", "short"])
@@ -488,7 +489,7 @@ def test_a_bracket_file_named_by_the_settings_changes_the_liquidation_price(tmp_
     monkeypatch.setenv("P95_RISK__BRACKETS_FILE", str(path))
     brackets = brackets_for(Settings())
     assert brackets.symbols() == {"BTCUSDT"}
-    assert brackets.for_symbol("BTCUSDT") == BracketTable.from_file(str(path)).for_symbol("BTCUSDT")
+    assert brackets.for_symbol("BTCUSDT") == brackets_from_file(str(path)).for_symbol("BTCUSDT")
 
     def lp(table: BracketTable) -> Decimal:
         return liquidation_price(

@@ -18,7 +18,7 @@ from phoenix95.connectors.webhook import (
     retry_after,
     signal_source,
 )
-from phoenix95.schemas.signal_input import build_alert_signal
+from phoenix95.connectors.webhook.alerts import build_alert_signal
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1"])
 

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 from phoenix95.domain.values import OrderSide
 
-ExchangeStatus = Literal["NEW", "FILLED", "REJECTED", "CANCELED"]
+ExchangeStatus = Literal["NEW", "FILLED", "REJECTED", "CANCELED", "UNKNOWN"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,14 @@ class OrderRequest:
     time: datetime
     volume: Decimal | None = None
     price_event_id: str = ""
+    #: Live connectors: the symbol's setup on first use (ISOLATED margin, the verdict's leverage) and the
+    #: exchange-side protection placed after an entry fills. The paper exchange ignores them.
+    leverage: int | None = None
+    margin_mode: str | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    #: The entry price the stop-loss and take-profit were planned from: they are re-anchored on the fill.
+    planned_entry: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class ExchangeOrder:
     filled_at: datetime | None = None
     slippage_rate: Decimal | None = None
     reference_price: Decimal | None = None
+    #: Why the exchange refused it (REJECTED), or why its fate is not known yet (UNKNOWN).
+    reason: str | None = None
 
 
 class ExchangeConnector(Protocol):

@@ -1,7 +1,7 @@
 """The signal webhook (`p95 serve`): TradingView-compatible alerts in, confirmed signals out.
 
 ``POST /webhook/signal`` takes a JSON body or ``text/plain`` (JSON-looking text or ``key=value``
-pairs; see `phoenix95.schemas.signal_input.parse_alert`) and answers only after the broker confirmed
+pairs; see `phoenix95.connectors.webhook.alerts.parse_alert`) and answers only after the broker confirmed
 the write. TradingView signs nothing, so each request is checked, in this order:
 
 ====  ==========================================================================================
@@ -35,7 +35,7 @@ from phoenix95.connectors.webhook.access import (
 )
 from phoenix95.connectors.webhook.app import SIGNAL_PATH, WebhookConfig, create_app
 from phoenix95.connectors.webhook.guard import Admission, AlertGuard, age_problem, retry_after
-from phoenix95.connectors.webhook.metrics import Outcome, WebhookMetrics
+from phoenix95.connectors.webhook.metrics import RequestOutcome, WebhookMetrics
 
 __all__ = [
     "IP_PRESETS",
@@ -45,7 +45,7 @@ __all__ = [
     "Admission",
     "AlertGuard",
     "Network",
-    "Outcome",
+    "RequestOutcome",
     "SecretBook",
     "WebhookConfig",
     "WebhookMetrics",

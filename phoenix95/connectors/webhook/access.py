@@ -10,8 +10,8 @@ from typing import Any, get_args
 
 from pydantic import SecretStr
 
+from phoenix95.connectors.webhook.alerts import alert_secret
 from phoenix95.schemas.messages import Source
-from phoenix95.schemas.signal_input import alert_secret
 
 #: TradingView's published webhook source addresses (https://www.tradingview.com/support/solutions/43000529348).
 TRADINGVIEW_IPS = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")

@@ -27,17 +27,12 @@ from phoenix95.connectors.webhook.access import (
     presented_secret,
     signal_source,
 )
+from phoenix95.connectors.webhook.alerts import UnreadableAlert, alert_digest, build_alert_signal, parse_alert
 from phoenix95.connectors.webhook.guard import AlertGuard, age_problem, retry_after
-from phoenix95.connectors.webhook.metrics import Outcome, WebhookMetrics
+from phoenix95.connectors.webhook.metrics import RequestOutcome, WebhookMetrics
 from phoenix95.schemas.envelope import new_id
 from phoenix95.schemas.messages import Signal
-from phoenix95.schemas.signal_input import (
-    InvalidSignal,
-    UnreadableAlert,
-    alert_digest,
-    build_alert_signal,
-    parse_alert,
-)
+from phoenix95.schemas.signal_input import InvalidSignal
 
 # The package's name, as before the split into modules: log lines keep their logger name.
 logger = logging.getLogger(__package__)
@@ -207,7 +202,7 @@ class _AlertHandler:
         self.metrics.observe(outcome, source, time.perf_counter() - started)
         return response
 
-    async def _handle(self, request: Request, started: float) -> tuple[Outcome, str | None, Response]:
+    async def _handle(self, request: Request, started: float) -> tuple[RequestOutcome, str | None, Response]:
         config = self.config
         body = await _read_body(request, config.max_body_bytes)
         if body is None:
@@ -251,8 +246,8 @@ class _AlertHandler:
         return await self._publish(signal, source, guard, started)
 
     async def _rejected(
-        self, source: str, now: float, outcome: Outcome, error: InvalidSignal
-    ) -> tuple[Outcome, str, Response]:
+        self, source: str, now: float, outcome: RequestOutcome, error: InvalidSignal
+    ) -> tuple[RequestOutcome, str, Response]:
         try:  # an invalid alert still counts against the source's rate limit
             admission = await self.guard.admit(source, now, guard=[], signal_id="")
         except Exception:
@@ -263,7 +258,7 @@ class _AlertHandler:
 
     async def _publish(
         self, signal: Signal, source: str, guard: list[str], started: float
-    ) -> tuple[Outcome, str, Response]:
+    ) -> tuple[RequestOutcome, str, Response]:
         budget = max(0.05, self.config.publish_timeout_s - (time.perf_counter() - started))
         publish_started = time.perf_counter()
         try:

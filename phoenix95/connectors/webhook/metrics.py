@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _ACK_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-Outcome = Literal[
+RequestOutcome = Literal[
     "published", "duplicate", "too_large", "forbidden", "malformed", "unauthorized", "rate_limited", "invalid",
     "stale", "unavailable",
 ]  # fmt: skip
@@ -31,6 +31,6 @@ class WebhookMetrics:
             "p95_webhook_publish_seconds", "Broker confirmation time", buckets=_ACK_BUCKETS, registry=self.registry
         )
 
-    def observe(self, outcome: Outcome, source: str | None, seconds: float) -> None:
+    def observe(self, outcome: RequestOutcome, source: str | None, seconds: float) -> None:
         self.requests.labels(outcome, source or "-").inc()
         self.ack_seconds.labels(outcome).observe(seconds)

@@ -1,0 +1,113 @@
+"""docs/benchmarks.md, written from one `p95 bench --json` run file: every figure in it comes from
+that file, none is typed by hand.
+
+    python -m phoenix95.bench.report docs/runs/NAME.json > docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+METHOD = """\
+## Method
+
+`p95 bench` brings the embedded stack up if none is running (and stops what it started), then runs
+each scenario and measures its baseline **in the same run, on the same machine**: the machines here
+are shared and noisy, so only the ratios compare from run to run, not the absolute figures.
+
+```sh
+p95 bench --quick --json > docs/runs/NAME.json      # every scenario, small sizes
+p95 bench --json > docs/runs/NAME.json              # the full run
+p95 bench --only sink_postgres,sink_redis --json    # some scenarios
+python -m phoenix95.bench.report docs/runs/NAME.json > docs/benchmarks.md
+```
+
+| scenario | what it measures | baseline |
+|---|---|---|
+| `broker_raw` | aiokafka produce and consume against the broker | confluent-kafka on the same broker |
+| `sink_postgres` | signal rows written the stages' way (batches, COPY, upserts) | one row per statement, autocommit |
+| `sink_redis` | hot-state writes in pipelines | one command per round trip |
+| `sink_timeseries` | price points in batched writes | one point per request |
+| `e2e_throughput` | signals and prices through the four workers and every sink | a naive Faust pipeline (one INSERT per message, no logic); Quix Streams without sinks |
+| `signal_to_order_latency` | signal published to order written, at a fixed offered rate (wall clock) | – |
+| `webhook_ack_latency` | alert posted to answer (broker confirmed), open loop at a fixed rate | – |
+| `replay_inprocess` | events a second through the in-process replay | every tick through the paper book |
+| `replay_kafka` | the bundled sample through the real workers; its digest must equal in-process | the in-process replay |
+| `tap` | `p95 tap` reading mixed messages as JSON lines | `kcat -J` |
+"""
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def _brief(value: Any) -> str:
+    """A baseline or detail, on one line."""
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_brief(item)}" for key, item in value.items() if not isinstance(item, list))
+    if isinstance(value, list):
+        return ", ".join(_brief(item) for item in value)
+    return _number(value)
+
+
+def render(run: dict[str, Any], name: str) -> str:
+    machine = run.get("machine", {})
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python -m phoenix95.bench.report {name}` from that run file; do not edit by hand.",
+        "",
+        *METHOD.splitlines(),
+        "",
+        "## Figures",
+        "",
+        f"Run `{name}`: {machine.get('date', '?')}, {'quick sizes' if run.get('quick') else 'full sizes'}, "
+        f"{machine.get('cores', '?')} cores, Python {machine.get('python', '?')}, {machine.get('platform', '?')}; "
+        f"load average {_brief(machine.get('load_average'))} before and "
+        f"{_brief(machine.get('load_average_after'))} after. The machine was shared with other work while "
+        "it ran: compare the ratios, not the absolute figures.",
+        "",
+        "| scenario | figure | baseline in the same run | ratio | took |",
+        "|---|---|---|---|---|",
+    ]
+    for scenario, figure in run.get("scenarios", {}).items():
+        if figure.get("error"):
+            shown = f"failed: {figure['error']}"
+        elif figure.get("skipped"):
+            shown = f"skipped: {figure['skipped']}"
+        else:
+            shown = f"{_number(figure.get('value'))} {figure.get('unit', '')}".strip()
+        baseline = _brief(figure.get("baseline")) if figure.get("baseline") is not None else "–"
+        ratio = f"{_number(figure['ratio'])}×" if figure.get("ratio") is not None else "–"
+        took = f"{_number(figure.get('took_s'))} s" if figure.get("took_s") is not None else "–"
+        lines.append(f"| `{scenario}` | {shown} | {baseline} | {ratio} | {took} |")
+    lines += ["", "Every field of each scenario is in the run file."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m phoenix95.bench.report RUN_FILE.json > docs/benchmarks.md", file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read {path}: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(run, args[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,584 @@
+"""The Binance USDⓈ-M connector (``P95_EXCHANGE__KIND=binance-demo|binance``) behind `ExchangeConnector`.
+
+Idempotency: the deterministic client order id (``p95-<order uuid>``) is the order's identity.
+1. The intent is written to PostgreSQL (status SENT) before the order is sent; a client order id
+   already there is never sent again, only asked for (``origClientOrderId``).
+2. A timeout, a lost connection, a 5xx, ``-1006``/``-1007`` or a malformed answer makes the order
+   UNKNOWN: it is asked for by its client order id a few times; still unknown, it is left UNKNOWN for
+   reconciliation (the verdict's order is reported rejected with EXCHANGE_STATUS_UNKNOWN, and the
+   position, should the exchange have filled it after all, is flagged by reconciliation: trading halts).
+3. A definite refusal (``-1021`` after re-sync, 429) is asked for first and sent again once, with the
+   same client order id; any other refusal rejects the order.
+
+Protection: after an entry fills, a reduce-only STOP_MARKET and TAKE_PROFIT_MARKET go to the Algo
+Order API (``/fapi/v1/algoOrder``; the old endpoint answers -4120 since December 2025), with client
+algo ids derived from the entry's, written as intents first like any order. When one fires the other
+is cancelled (`check_protection`, driven by the user-data stream and by reconciliation); when
+Phoenix95 closes the position itself both are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import Counter
+
+from phoenix95.connectors.exchange import binance_parse as parse
+from phoenix95.connectors.exchange.base import ExchangeOrder, OrderRequest
+from phoenix95.connectors.exchange.binance_rest import (
+    AmbiguousResponse,
+    BinanceRest,
+    ExchangeError,
+    ExchangeHalted,
+    SymbolFilters,
+    parse_filters,
+    plain,
+)
+from phoenix95.connectors.exchange.intents import UNSETTLED, Intent, IntentStore
+from phoenix95.domain import ids
+from phoenix95.settings import ExchangeSettings
+
+logger = logging.getLogger(__name__)
+
+ORDERS = Counter("p95_exchange_orders_total", "Exchange order outcomes", ["kind", "outcome"])
+
+EventSink = Callable[[str, str, str, str, dict[str, Any]], Awaitable[None]]
+"""(kind, severity, subject, message, details) -> publish a ControlEvent."""
+
+
+def protection_id(kind: str, entry_client_order_id: str) -> str:
+    """``p95-sl-`` / ``p95-tp-`` + 29 hex digits derived from the entry's id (36 characters)."""
+    prefix = "p95-sl-" if kind == "stop_loss" else "p95-tp-"
+    return prefix + uuid.UUID(ids.derive(kind, entry_client_order_id)).hex[:29]
+
+
+class BinanceExchange:
+    def __init__(
+        self,
+        rest: BinanceRest,
+        store: IntentStore,
+        settings: ExchangeSettings,
+        *,
+        events: EventSink | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self.rest = rest
+        self.store = store
+        self.settings = settings
+        self.name: str = settings.kind
+        self.events = events
+        self._sleep = sleep
+        self._filters: dict[str, SymbolFilters] = {}
+        self._setup: dict[str, tuple[int, str]] = {}
+        self._setup_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self.rest.close()
+
+    async def _event(self, kind: str, severity: str, subject: str, message: str, **details: Any) -> None:
+        if self.events is not None:
+            try:
+                await self.events(kind, severity, subject, message, details)
+            except Exception:  # an event that cannot be published must not fail an order
+                logger.exception("exchange: could not publish a %s event", kind)
+
+    # -- symbols ---------------------------------------------------------------------------------
+
+    async def filters(self, symbol: str | None = None) -> dict[str, SymbolFilters]:
+        if not self._filters or (symbol is not None and symbol not in self._filters):
+            info = await self.rest.call("fapiPublicGetExchangeInfo", weight=1)
+            if not isinstance(info, dict):
+                raise AmbiguousResponse("exchangeInfo: malformed answer")
+            self._filters = parse_filters(info)
+            for limit in info.get("rateLimits", []):
+                if (
+                    isinstance(limit, dict)
+                    and limit.get("rateLimitType") == "REQUEST_WEIGHT"
+                    and limit.get("interval") == "MINUTE"
+                    and int(limit.get("intervalNum", 1)) == 1
+                ):
+                    self.rest.weight_limit = int(limit.get("limit", self.rest.weight_limit))
+        return self._filters
+
+    async def ensure_symbol(self, symbol: str, leverage: int | None, margin_mode: str | None) -> SymbolFilters:
+        """On first use of a symbol (or a new leverage): ISOLATED margin, the verdict's leverage."""
+        filters = (await self.filters(symbol)).get(symbol)
+        if filters is None:
+            raise ExchangeError(f"{symbol} is not traded on Binance USDⓈ-M", code=-1121)
+        wanted = (leverage or 0, (margin_mode or "ISOLATED").upper())
+        async with self._setup_lock:
+            if self._setup.get(symbol) == wanted:
+                return filters
+            margin = "CROSSED" if wanted[1] in ("CROSS", "CROSSED") else "ISOLATED"
+            try:
+                await self.rest.call("fapiPrivatePostMarginType", {"symbol": symbol, "marginType": margin})
+            except ExchangeError as error:
+                if error.code != -4046:  # "No need to change margin type."
+                    raise
+            if wanted[0]:
+                await self.rest.call("fapiPrivatePostLeverage", {"symbol": symbol, "leverage": wanted[0]})
+            self._setup[symbol] = wanted
+        return filters
+
+    # -- the port --------------------------------------------------------------------------------
+
+    async def query(self, client_order_ids: Sequence[str]) -> dict[str, ExchangeOrder]:
+        """Orders the exchange has, by client order id. An id without an intent was never sent (the
+        intent is written first), so only unsettled intents cost a request."""
+        intents = await self.store.get(client_order_ids)
+        out: dict[str, ExchangeOrder] = {}
+        for client_id, intent in intents.items():
+            if intent.status in UNSETTLED:
+                intent = await self._resolve(intent, attempts=1)  # found FILLED: protected on the way
+            order = self._order(intent)
+            if order is not None and intent.status != "NOT_PLACED":
+                out[client_id] = order
+        return out
+
+    async def submit(self, requests: Sequence[OrderRequest]) -> dict[str, ExchangeOrder]:
+        results = await asyncio.gather(*(self._submit(request) for request in requests))
+        return {order.client_order_id: order for order in results if order is not None}
+
+    async def cancel(self, client_order_id: str) -> ExchangeOrder | None:
+        intents = await self.store.get([client_order_id])
+        intent = intents.get(client_order_id)
+        if intent is None:
+            return None
+        if intent.kind in ("stop_loss", "take_profit") and intent.status == "NEW":
+            intent = await self._cancel_algo(intent)
+        return self._order(intent)
+
+    async def cancel_all(self, symbol: str) -> int:
+        """Cancel Phoenix95's resting orders of a symbol (its protection)."""
+        cancelled = 0
+        for intent in await self.store.protection_for(symbol):
+            if (await self._cancel_algo(intent)).status == "CANCELED":
+                cancelled += 1
+        return cancelled
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    async def _submit(self, request: OrderRequest) -> ExchangeOrder | None:
+        kind = "exit" if request.reduce_only else "entry"
+        try:
+            filters = await self.ensure_symbol(request.symbol, request.leverage, request.margin_mode)
+        except ExchangeHalted as error:
+            return self._refused(request, "EXCHANGE_HALTED", str(error))
+        except (ExchangeError, AmbiguousResponse) as error:
+            # Nothing was sent for this order: the symbol could not be set up.
+            return self._refused(request, "EXCHANGE_SETUP_FAILED", str(error))
+        quantity = filters.quantity(request.quantity)
+        intent = Intent(
+            client_order_id=request.client_order_id,
+            kind=kind,
+            exchange=self.name,
+            symbol=request.symbol,
+            side=request.side,
+            quantity=quantity,
+            reduce_only=request.reduce_only,
+            reference_price=request.reference_price,
+            stop_loss=request.stop_loss,
+            take_profit=request.take_profit,
+            planned_entry=request.planned_entry,
+        )
+        if quantity < filters.min_qty or (
+            not request.reduce_only and quantity * request.reference_price < filters.min_notional
+        ):
+            return self._refused(request, "BELOW_EXCHANGE_MINIMUM", f"{quantity} {request.symbol}")
+        existing = await self.store.claim(intent)
+        if existing is not None:  # sent before (a crash, a re-delivery): ask, never send again
+            resolved = await self._resolve(existing) if existing.status in UNSETTLED else existing
+            return self._order(resolved)
+        params = {
+            "symbol": request.symbol,
+            "side": request.side.upper(),
+            "type": "MARKET",
+            "quantity": plain(quantity),
+            "newClientOrderId": request.client_order_id,
+            "newOrderRespType": "RESULT",
+        }
+        if request.reduce_only:
+            params["reduceOnly"] = "true"
+        resent = False
+        while True:
+            try:
+                answer = await self.rest.create("fapiPrivatePostOrder", params)
+                settled = await self._apply(intent, parse.order_answer(answer))
+            except (AmbiguousResponse, parse.Malformed) as error:
+                logger.warning(
+                    "exchange: order %s: %s; asking for it by client order id", intent.client_order_id, error
+                )
+                ORDERS.labels(kind, "ambiguous").inc()
+                intent = await self.store.save(intent.with_(status="UNKNOWN", reject_reason=str(error)[:200]))
+                settled = await self._resolve(intent)
+            except ExchangeHalted as error:
+                ORDERS.labels(kind, "halted").inc()
+                settled = await self.store.save(
+                    intent.with_(status="REJECTED", reject_reason="EXCHANGE_HALTED: " + str(error)[:150])
+                )
+            except ExchangeError as error:
+                if not resent and (error.code == -1021 or error.status == 429):
+                    # A definite refusal (nothing executed): ask first, then send the same id once more.
+                    found = await self._ask(intent)
+                    if found is None:
+                        resent = True
+                        continue
+                    settled = await self._apply(intent, found)
+                else:
+                    ORDERS.labels(kind, "rejected").inc()
+                    settled = await self.store.save(
+                        intent.with_(status="REJECTED", reject_code=error.code, reject_reason=str(error)[:200])
+                    )
+            break
+        if settled.status == "FILLED" and kind == "exit":
+            await self._after_exit(settled)
+        return self._order(settled)
+
+    def _refused(self, request: OrderRequest, reason: str, detail: str) -> ExchangeOrder:
+        logger.warning("exchange: order %s not sent: %s (%s)", request.client_order_id, reason, detail)
+        ORDERS.labels("entry" if not request.reduce_only else "exit", "not_sent").inc()
+        return ExchangeOrder(
+            client_order_id=request.client_order_id,
+            exchange_order_id="",
+            symbol=request.symbol,
+            side=request.side,
+            quantity=request.quantity,
+            status="REJECTED",
+            reason=reason,
+        )
+
+    async def _ask(self, intent: Intent) -> parse.OrderAnswer | None:
+        """The exchange's order of this client order id, or None when it does not have one (-2013)."""
+        try:
+            answer = await self.rest.call(
+                "fapiPrivateGetOrder", {"symbol": intent.symbol, "origClientOrderId": intent.client_order_id}
+            )
+        except ExchangeError as error:
+            if error.code == -2013:
+                return None
+            raise
+        return parse.order_answer(answer)
+
+    async def _resolve(self, intent: Intent, attempts: int | None = None) -> Intent:
+        """Settle an order whose answer was lost or ambiguous by asking for it (never by re-sending)."""
+        tries = attempts if attempts is not None else self.settings.resolve_attempts
+        not_found = 0
+        for attempt in range(tries):
+            try:
+                found = await self._ask(intent)
+            except (AmbiguousResponse, parse.Malformed, ExchangeError, ExchangeHalted) as error:
+                logger.warning("exchange: asking for %s: %s", intent.client_order_id, error)
+                found = None
+            else:
+                if found is not None:
+                    ORDERS.labels(intent.kind, "resolved").inc()
+                    return await self._apply(intent, found)
+                not_found += 1
+            if attempt + 1 < tries:
+                await self._sleep(self.settings.resolve_interval_s)
+        if not_found == tries and intent.created_at is not None and self._expired(intent.created_at):
+            # Binance rejects a request older than its recvWindow, so an order it still does not know
+            # once that window (and a margin) has passed was never placed: settled, never re-sent.
+            ORDERS.labels(intent.kind, "not_placed").inc()
+            return await self.store.save(intent.with_(status="NOT_PLACED"))
+        if intent.status != "UNKNOWN":
+            intent = await self.store.save(intent.with_(status="UNKNOWN"))
+        return intent
+
+    def _expired(self, created_at: datetime) -> bool:
+        return self.unknown_until(created_at) <= 0
+
+    def unknown_until(self, created_at: datetime) -> float:
+        """Seconds until an order sent at `created_at` that the exchange does not know counts as NOT_PLACED."""
+        margin = timedelta(milliseconds=self.settings.recv_window_ms, seconds=self.settings.not_placed_after_s)
+        return (created_at + margin - datetime.now(UTC)).total_seconds() + 0.05
+
+    async def _apply(self, intent: Intent, answer: parse.OrderAnswer) -> Intent:
+        if answer.status == "FILLED" or (answer.status in ("EXPIRED", "CANCELED") and answer.executed > 0):
+            filled = intent.with_(
+                status="FILLED",
+                exchange_order_id=answer.order_id,
+                fill_price=answer.avg_price,
+                executed_qty=answer.executed,
+                filled_at=answer.update_time,
+            )
+            # The fee (from the exchange's fills) and an entry's protection, concurrently. The entry is
+            # saved FILLED only after its protection was placed, so a FILLED entry was always protected
+            # (a worker that dies in between finds it SENT and comes back here).
+            fee, _ = await asyncio.gather(self._fee(intent.symbol, answer.order_id), self.ensure_protection(filled))
+            ORDERS.labels(intent.kind, "filled").inc()
+            return await self.store.save(filled.with_(fee=fee))
+        if answer.status in ("NEW", "PARTIALLY_FILLED"):
+            # A market order still working: ask again shortly; left UNKNOWN if it does not settle.
+            await self._sleep(self.settings.resolve_interval_s)
+            again = await self._ask(intent)
+            if again is not None and again.status != answer.status:
+                return await self._apply(intent, again)
+            return await self.store.save(intent.with_(status="UNKNOWN", exchange_order_id=answer.order_id))
+        ORDERS.labels(intent.kind, "rejected").inc()
+        return await self.store.save(
+            intent.with_(status="REJECTED", exchange_order_id=answer.order_id, reject_reason=answer.status)
+        )
+
+    async def _fee(self, symbol: str, order_id: str) -> Decimal | None:
+        """The commission of the order's fills, from the exchange (recorded in exchange_fills)."""
+        try:
+            trades = await self.rest.call("fapiPrivateGetUserTrades", {"symbol": symbol, "orderId": order_id}, weight=5)
+        except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:
+            logger.warning("exchange: fills of order %s not read: %s", order_id, error)
+            return None
+        if not isinstance(trades, list):
+            return None
+        await self.store.record_fills(self.name, trades, adopted=False)
+        total = Decimal(0)
+        for trade in trades:
+            try:
+                total += parse.dec(trade.get("commission", "0"))
+            except (parse.Malformed, AttributeError):
+                return None
+        return total
+
+    def _order(self, intent: Intent) -> ExchangeOrder | None:
+        if intent.status == "FILLED":
+            slippage = None
+            if intent.reference_price and intent.fill_price:
+                slippage = abs(intent.fill_price - intent.reference_price) / intent.reference_price
+            return ExchangeOrder(
+                client_order_id=intent.client_order_id,
+                exchange_order_id=intent.exchange_order_id or "",
+                symbol=intent.symbol,
+                side=intent.side,  # type: ignore[arg-type]
+                quantity=intent.executed_qty if intent.executed_qty is not None else intent.quantity,
+                status="FILLED",
+                fill_price=intent.fill_price,
+                fee=intent.fee,
+                filled_at=intent.filled_at,
+                slippage_rate=slippage,
+                reference_price=intent.reference_price,
+            )
+        status = {"SENT": "UNKNOWN", "UNKNOWN": "UNKNOWN", "NEW": "NEW", "CANCELED": "CANCELED"}.get(
+            intent.status, "REJECTED"
+        )
+        reason = {
+            "UNKNOWN": "EXCHANGE_STATUS_UNKNOWN",
+            "SENT": "EXCHANGE_STATUS_UNKNOWN",
+            "NOT_PLACED": "EXCHANGE_NOT_PLACED",
+        }.get(intent.status, "EXCHANGE_REJECTED")
+        if intent.reject_reason and intent.reject_reason.startswith("EXCHANGE_HALTED"):
+            reason = "EXCHANGE_HALTED"
+        return ExchangeOrder(
+            client_order_id=intent.client_order_id,
+            exchange_order_id=intent.exchange_order_id or "",
+            symbol=intent.symbol,
+            side=intent.side,  # type: ignore[arg-type]
+            quantity=intent.quantity,
+            status=status,  # type: ignore[arg-type]
+            reason=reason,
+        )
+
+    # -- protection ------------------------------------------------------------------------------
+
+    async def ensure_protection(self, entry: Intent, filters: SymbolFilters | None = None) -> list[Intent]:
+        """Place a FILLED entry's stop-loss and take-profit unless they exist (idempotent: their ids are
+        derived from the entry's, claimed as intents first). Both are placed concurrently."""
+        if not self.settings.protection or entry.kind != "entry" or entry.status != "FILLED":
+            return []
+        plans = [
+            (kind, planned, order_type)
+            for kind, planned, order_type in (
+                ("stop_loss", entry.stop_loss, "STOP_MARKET"),
+                ("take_profit", entry.take_profit, "TAKE_PROFIT_MARKET"),
+            )
+            if planned is not None and planned > 0
+        ]
+        if not plans:
+            return []
+        if filters is None:
+            try:
+                filters = (await self.filters(entry.symbol))[entry.symbol]
+            except (ExchangeError, AmbiguousResponse, ExchangeHalted, KeyError) as error:
+                logger.error("exchange: protection of %s not placed: %s", entry.client_order_id, error)
+                return []
+        side = "sell" if entry.side == "buy" else "buy"
+        quantity = entry.executed_qty or entry.quantity
+        # Re-anchored on the fill, as the positions stage does for the position's own SL/TP.
+        scale = (
+            entry.fill_price / entry.planned_entry
+            if entry.fill_price and entry.planned_entry and entry.planned_entry > 0
+            else Decimal(1)
+        )
+        assert filters is not None
+        return list(
+            await asyncio.gather(
+                *(
+                    self.place_protection(entry, kind, order_type, side, quantity, filters.price(planned * scale))
+                    for kind, planned, order_type in plans
+                )
+            )
+        )
+
+    async def place_protection(
+        self, entry: Intent, kind: str, order_type: str, side: str, quantity: Decimal, trigger: Decimal
+    ) -> Intent:
+        intent = Intent(
+            client_order_id=protection_id(kind, entry.client_order_id),
+            kind=kind,
+            parent_client_order_id=entry.client_order_id,
+            exchange=self.name,
+            symbol=entry.symbol,
+            side=side,
+            quantity=quantity,
+            reduce_only=True,
+            trigger_price=trigger,
+        )
+        existing = await self.store.claim(intent)
+        if existing is not None:
+            if existing.status in UNSETTLED:
+                return await self._resolve_algo(existing)
+            return existing
+        params = {
+            "algoType": "CONDITIONAL",
+            "symbol": entry.symbol,
+            "side": side.upper(),
+            "type": order_type,
+            "quantity": plain(quantity),
+            "triggerPrice": plain(trigger),
+            "reduceOnly": "true",
+            "workingType": "MARK_PRICE",
+            "clientAlgoId": intent.client_order_id,
+        }
+        try:
+            answer = parse.algo_answer(await self.rest.create("fapiPrivatePostAlgoOrder", params))
+        except (AmbiguousResponse, parse.Malformed):
+            intent = await self.store.save(intent.with_(status="UNKNOWN"))
+            return await self._resolve_algo(intent)
+        except (ExchangeError, ExchangeHalted) as error:
+            ORDERS.labels(kind, "rejected").inc()
+            saved = await self.store.save(
+                intent.with_(
+                    status="REJECTED", reject_code=getattr(error, "code", None), reject_reason=str(error)[:200]
+                )
+            )
+            await self._event(
+                "protection",
+                "critical",
+                entry.symbol,
+                f"{kind.replace('_', '-')} for {entry.symbol} not placed at the exchange: the position is not "
+                f"protected while Phoenix95 is down ({str(error)[:120]})",
+                client_order_id=intent.client_order_id,
+            )
+            return saved
+        ORDERS.labels(kind, "placed").inc()
+        return await self.store.save(intent.with_(status="NEW", exchange_order_id=answer.algo_id))
+
+    async def _ask_algo(self, intent: Intent) -> parse.AlgoAnswer | None:
+        try:
+            answer = await self.rest.call("fapiPrivateGetAlgoOrder", {"clientAlgoId": intent.client_order_id})
+        except ExchangeError as error:
+            if error.code == -2013:
+                return None
+            raise
+        return parse.algo_answer(answer)
+
+    async def _resolve_algo(self, intent: Intent) -> Intent:
+        for attempt in range(self.settings.resolve_attempts):
+            try:
+                found = await self._ask_algo(intent)
+            except (AmbiguousResponse, parse.Malformed, ExchangeError, ExchangeHalted):
+                found = None
+            if found is not None:
+                return await self._apply_algo(intent, found)
+            if attempt + 1 < self.settings.resolve_attempts:
+                await self._sleep(self.settings.resolve_interval_s)
+        return await self.store.save(intent.with_(status="UNKNOWN"))
+
+    async def _apply_algo(self, intent: Intent, answer: parse.AlgoAnswer) -> Intent:
+        status = {
+            "NEW": "NEW",
+            "TRIGGERING": "TRIGGERED",
+            "TRIGGERED": "TRIGGERED",
+            "FINISHED": "TRIGGERED",
+            "CANCELED": "CANCELED",
+            "EXPIRED": "CANCELED",
+            "REJECTED": "REJECTED",
+        }.get(answer.status, "UNKNOWN")
+        return await self.store.save(intent.with_(status=status, exchange_order_id=answer.algo_id))
+
+    async def _cancel_algo(self, intent: Intent) -> Intent:
+        try:
+            await self.rest.call("fapiPrivateDeleteAlgoOrder", {"clientAlgoId": intent.client_order_id})
+        except ExchangeError as error:
+            if error.code not in (-2011, -2013):
+                raise
+            found = await self._ask_algo(intent)  # already fired, cancelled or expired: record what it is
+            return await self._apply_algo(intent, found) if found is not None else intent
+        ORDERS.labels(intent.kind, "cancelled").inc()
+        return await self.store.save(intent.with_(status="CANCELED"))
+
+    async def on_protection_update(self, client_algo_id: str, algo_status: str) -> list[str]:
+        """A protection order changed at the exchange (ALGO_UPDATE, or found by polling): when one fired,
+        cancel the other. Returns what was done."""
+        done: list[str] = []
+        intents = await self.store.get([client_algo_id])
+        intent = intents.get(client_algo_id)
+        if intent is None or intent.kind not in ("stop_loss", "take_profit"):
+            return done
+        if algo_status in ("TRIGGERING", "TRIGGERED", "FINISHED") and intent.status != "TRIGGERED":
+            intent = await self.store.save(intent.with_(status="TRIGGERED"))
+            done.append(f"{intent.kind} {client_algo_id} fired")
+            await self._event(
+                "protection",
+                "warning",
+                intent.symbol,
+                f"{intent.kind.replace('_', '-')} of {intent.symbol} fired at the exchange",
+                client_order_id=client_algo_id,
+            )
+        if intent.status == "TRIGGERED" and intent.parent_client_order_id:
+            for sibling in await self.store.children(intent.parent_client_order_id):
+                if sibling.client_order_id != client_algo_id and sibling.status == "NEW":
+                    cancelled = await self._cancel_algo(sibling)
+                    done.append(f"{sibling.kind} {sibling.client_order_id} {cancelled.status.lower()}")
+        elif algo_status in ("CANCELED", "EXPIRED", "REJECTED") and intent.status == "NEW":
+            await self.store.save(intent.with_(status="CANCELED" if algo_status != "REJECTED" else "REJECTED"))
+        return done
+
+    async def check_protection(self) -> list[str]:
+        """Poll the resting protection orders: any no longer open at the exchange is asked for, and the
+        other of a pair that fired is cancelled."""
+        resting = await self.store.with_status(["NEW"], ["stop_loss", "take_profit"])
+        if not resting:
+            return []
+        answer = await self.rest.call("fapiPrivateGetOpenAlgoOrders", {})
+        open_ids = {str(a.get("clientAlgoId")) for a in answer} if isinstance(answer, list) else None
+        if open_ids is None:
+            return []
+        done: list[str] = []
+        for intent in resting:
+            if intent.client_order_id in open_ids:
+                continue
+            found = await self._ask_algo(intent)
+            if found is None:
+                continue
+            done += await self.on_protection_update(intent.client_order_id, found.status)
+        return done
+
+    async def _after_exit(self, exit_intent: Intent) -> None:
+        """Phoenix95 closed (part of) a position: once the exchange is flat, cancel its protection."""
+        try:
+            rows = parse.positions(
+                await self.rest.call("fapiPrivateV2GetPositionRisk", {"symbol": exit_intent.symbol}, weight=5)
+            )
+        except (ExchangeError, AmbiguousResponse, ExchangeHalted, parse.Malformed) as error:
+            logger.warning("exchange: position of %s not read after an exit: %s", exit_intent.symbol, error)
+            return
+        if not rows:
+            await self.cancel_all(exit_intent.symbol)
+
+    async def positions(self) -> list[parse.ExchangePosition]:
+        return parse.positions(await self.rest.call("fapiPrivateV2GetPositionRisk", {}, weight=5))

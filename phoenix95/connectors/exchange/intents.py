@@ -1,0 +1,221 @@
+"""Order intents in PostgreSQL (migration 0008): written *before* an order is sent, so the client
+order id is claimed once and a restarted worker asks the exchange about it instead of sending again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from phoenix95.storage.postgres import Database, is_transient
+from phoenix95.storage.retry import retry_transient
+
+#: Statuses whose fate is not settled: asked for at the exchange.
+UNSETTLED = ("SENT", "UNKNOWN")
+#: Statuses of orders resting at the exchange (protection).
+RESTING = ("NEW",)
+
+_COLUMNS = (
+    "client_order_id, kind, parent_client_order_id, exchange, symbol, side, quantity, reduce_only, trigger_price,"
+    " reference_price, status, exchange_order_id, fill_price, executed_qty, fee, filled_at, reject_code,"
+    " reject_reason, created_at, stop_loss, take_profit, planned_entry"
+)
+
+
+@dataclass(frozen=True)
+class Intent:
+    client_order_id: str
+    kind: str  # entry | exit | stop_loss | take_profit
+    exchange: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    reduce_only: bool
+    status: str = "SENT"
+    parent_client_order_id: str | None = None
+    trigger_price: Decimal | None = None
+    reference_price: Decimal | None = None
+    exchange_order_id: str | None = None
+    fill_price: Decimal | None = None
+    executed_qty: Decimal | None = None
+    fee: Decimal | None = None
+    filled_at: datetime | None = None
+    reject_code: int | None = None
+    reject_reason: str | None = None
+    created_at: datetime | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    planned_entry: Decimal | None = None
+
+    def with_(self, **changes: Any) -> Intent:
+        return replace(self, **changes)
+
+
+def _intent(row: Sequence[Any]) -> Intent:
+    return Intent(
+        client_order_id=row[0],
+        kind=row[1],
+        parent_client_order_id=row[2],
+        exchange=row[3],
+        symbol=row[4],
+        side=row[5],
+        quantity=row[6],
+        reduce_only=row[7],
+        trigger_price=row[8],
+        reference_price=row[9],
+        status=row[10],
+        exchange_order_id=row[11],
+        fill_price=row[12],
+        executed_qty=row[13],
+        fee=row[14],
+        filled_at=row[15],
+        reject_code=row[16],
+        reject_reason=row[17],
+        created_at=row[18],
+        stop_loss=row[19],
+        take_profit=row[20],
+        planned_entry=row[21],
+    )
+
+
+class IntentStore:
+    def __init__(self, database: Database):
+        self.database = database
+
+    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await retry_transient(
+            lambda: self.database.fetch(query, params), what="exchange intents", is_transient=is_transient
+        )
+
+    async def claim(self, intent: Intent) -> Intent | None:
+        """Write the intent (status SENT) unless its client order id exists: returns None when this call
+        wrote it (the caller may send it, once), else the intent already there (never send it again)."""
+        rows = await self._fetch(
+            "INSERT INTO exchange_intents (client_order_id, kind, parent_client_order_id, exchange, symbol, side,"
+            " quantity, reduce_only, trigger_price, reference_price, status, stop_loss, take_profit, planned_entry)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (client_order_id) DO NOTHING"
+            " RETURNING client_order_id",
+            (
+                intent.client_order_id,
+                intent.kind,
+                intent.parent_client_order_id,
+                intent.exchange,
+                intent.symbol,
+                intent.side,
+                intent.quantity,
+                intent.reduce_only,
+                intent.trigger_price,
+                intent.reference_price,
+                intent.status,
+                intent.stop_loss,
+                intent.take_profit,
+                intent.planned_entry,
+            ),
+        )
+        if rows:
+            return None
+        found = await self.get([intent.client_order_id])
+        return found[intent.client_order_id]
+
+    async def get(self, client_order_ids: Sequence[str]) -> dict[str, Intent]:
+        if not client_order_ids:
+            return {}
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM exchange_intents WHERE client_order_id = ANY(%s)", (list(client_order_ids),)
+        )
+        return {row[0]: _intent(row) for row in rows}
+
+    async def save(self, intent: Intent) -> Intent:
+        await self._fetch(
+            "UPDATE exchange_intents SET status = %s, exchange_order_id = %s, fill_price = %s, executed_qty = %s,"
+            " fee = %s, filled_at = %s, reject_code = %s, reject_reason = %s, quantity = %s, trigger_price = %s,"
+            " updated_at = clock_timestamp() WHERE client_order_id = %s RETURNING client_order_id",
+            (
+                intent.status,
+                intent.exchange_order_id,
+                intent.fill_price,
+                intent.executed_qty,
+                intent.fee,
+                intent.filled_at,
+                intent.reject_code,
+                intent.reject_reason,
+                intent.quantity,
+                intent.trigger_price,
+                intent.client_order_id,
+            ),
+        )
+        return intent
+
+    async def with_status(self, statuses: Sequence[str], kinds: Sequence[str] | None = None) -> list[Intent]:
+        query = f"SELECT {_COLUMNS} FROM exchange_intents WHERE status = ANY(%s)"
+        params: list[Any] = [list(statuses)]
+        if kinds is not None:
+            query += " AND kind = ANY(%s)"
+            params.append(list(kinds))
+        return [_intent(row) for row in await self._fetch(query + " ORDER BY created_at", params)]
+
+    async def children(self, parent_client_order_id: str) -> list[Intent]:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM exchange_intents WHERE parent_client_order_id = %s ORDER BY kind",
+            (parent_client_order_id,),
+        )
+        return [_intent(row) for row in rows]
+
+    async def protection_for(self, symbol: str, statuses: Sequence[str] = RESTING) -> list[Intent]:
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM exchange_intents WHERE symbol = %s AND kind IN ('stop_loss', 'take_profit')"
+            " AND status = ANY(%s)",
+            (symbol, list(statuses)),
+        )
+        return [_intent(row) for row in rows]
+
+    async def record_fills(self, exchange: str, trades: Sequence[dict[str, Any]], *, adopted: bool) -> int:
+        """Fills as the exchange reported them (fees included); a trade id already recorded is skipped.
+        Returns how many were new."""
+        from phoenix95.connectors.exchange.binance_parse import trade_row
+
+        rows: list[tuple[Any, ...]] = []
+        for trade in trades:
+            row = trade_row(exchange, trade, adopted) if isinstance(trade, dict) else None
+            if row is not None:
+                rows.append(row)
+        if not rows:
+            return 0
+        new = 0
+        for row in rows:
+            inserted = await self._fetch(
+                "INSERT INTO exchange_fills (exchange, symbol, trade_id, exchange_order_id, client_order_id, side,"
+                " price, quantity, commission, commission_asset, realized_pnl, traded_at, adopted)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING trade_id",
+                row,
+            )
+            new += len(inserted)
+        return new
+
+    async def record_income(self, exchange: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        new = 0
+        for row in rows:
+            inserted = await self._fetch(
+                "INSERT INTO exchange_income (exchange, tran_id, symbol, income_type, amount, asset, at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING tran_id",
+                (exchange, *row),
+            )
+            new += len(inserted)
+        return new
+
+    async def known_trade_ids(self, exchange: str, symbol: str) -> set[int]:
+        rows = await self._fetch(
+            "SELECT trade_id FROM exchange_fills WHERE exchange = %s AND symbol = %s", (exchange, symbol)
+        )
+        return {int(row[0]) for row in rows}
+
+    async def client_ids_of_orders(self, exchange_order_ids: Sequence[str]) -> dict[str, str]:
+        if not exchange_order_ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT exchange_order_id, client_order_id FROM exchange_intents WHERE exchange_order_id = ANY(%s)",
+            (list(exchange_order_ids),),
+        )
+        return {row[0]: row[1] for row in rows}

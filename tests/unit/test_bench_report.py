@@ -1,0 +1,29 @@
+"""docs/benchmarks.md is written from a run file: every figure in it is the run file's."""
+
+from __future__ import annotations
+
+from phoenix95.bench.report import render
+
+RUN = {
+    "machine": {"date": "2026-12-04T16:44:57+00:00", "cores": 2, "python": "3.11.7", "platform": "Linux",
+                "load_average": [1.5, 1.0, 0.5], "load_average_after": [2.0, 1.0, 0.5]},
+    "quick": True,
+    "scenarios": {
+        "sink_postgres": {"value": 23033.4, "unit": "rows/s", "baseline": {"naive": 854.0}, "ratio": 27.6,
+                          "took_s": 41.2},
+        "tap": {"value": None, "error": "RuntimeError: no kcat", "took_s": 0.1},
+    },
+}  # fmt: skip
+
+
+def test_the_page_shows_each_scenario_of_the_run_file_with_its_baseline_and_ratio():
+    page = render(RUN, "docs/runs/example.json")
+    assert "| `sink_postgres` | 23,033 rows/s | naive: 854 | 27.60× | 41.20 s |" in page
+    assert "| `tap` | failed: RuntimeError: no kcat | – | – | 0.10 s |" in page
+
+
+def test_the_page_names_its_run_file_and_says_the_machine_was_shared():
+    page = render(RUN, "docs/runs/example.json")
+    assert "python -m phoenix95.bench.report docs/runs/example.json" in page
+    assert "quick sizes" in page and "load average 1.50, 1.00, 0.50 before" in page
+    assert "shared with other work" in page
