@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit integration faults bench setup tsdb browser clean
+.PHONY: demo test lint typecheck unit integration faults bench profile soak setup tsdb browser clean
 
 setup: $(STAMP) tsdb
 
@@ -83,3 +83,13 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .p95 .pytest_cache .mypy_cache .ruff_cache
+
+# The e2e scenario with py-spy on each stage worker: flame graphs per stage (docs/performance.md).
+profile: setup
+	$(BIN)/p95 bench --profile --json
+
+# The soak harness (docs/long-runs.md): SOAK=2h by default, SOAK_SPEED multiplies the rates.
+SOAK ?= 2h
+SOAK_SPEED ?= 1
+soak: setup
+	$(BIN)/p95 bench --soak $(SOAK) --soak-speed $(SOAK_SPEED) --json

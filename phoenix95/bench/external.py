@@ -27,7 +27,7 @@ def _last_json(output: str) -> dict[str, Any]:
     raise ValueError("the benchmark printed no JSON summary")
 
 
-def run(name: str, settings: Settings, *, quick: bool) -> dict[str, Any]:
+def run(name: str, settings: Settings, *, quick: bool, messages: int | None = None) -> dict[str, Any]:
     if name == "tap":
         script = _script("tap_bench.py")
         args = [
@@ -35,7 +35,7 @@ def run(name: str, settings: Settings, *, quick: bool) -> dict[str, Any]:
             "--kafka",
             settings.kafka.bootstrap_servers,
             "--messages",
-            "30000" if quick else "200000",
+            str(messages or (30000 if quick else 200000)),
             "--rounds",
             "1" if quick else "3",
         ]
@@ -67,11 +67,14 @@ def _normalise(name: str, raw: dict[str, Any]) -> dict[str, Any]:
         rates, reading = raw.get("rates", {}), raw.get("reading_phase_rates", {})
         value = rates.get("p95 tap", {}).get("median")
         kcat = rates.get("kcat -J", {}).get("median")
+        missing = raw.get("baseline_missing")
         return {
             "value": value,
             "unit": "msg/s (whole process, median; decoded to JSON lines, to /dev/null)",
             "reading_phase_msgs_per_s": reading.get("p95 tap", {}).get("median"),
-            "baseline": {"kcat -J": kcat, "p95 tap --jobs 1": rates.get("p95 tap --jobs 1", {}).get("median")},
+            "baseline": None if missing else {"kcat -J": kcat},
+            **({"baseline_missing": missing} if missing else {}),
+            "jobs_1_msgs_per_s": rates.get("p95 tap --jobs 1", {}).get("median"),
             "ratio": round(value / kcat, 3) if value and kcat else None,
             "messages": raw.get("messages"),
             "cpu_us_per_message": raw.get("cpu_us_per_message"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import subprocess
 import sys
 import time
@@ -21,11 +22,18 @@ TOPICS = ("signals", "analysis", "verdicts", "orders", "ticks")
 
 
 def available() -> bool:
+    return missing() is None
+
+
+def missing() -> str | None:
+    """Why the Quix Streams baseline cannot run here (None: it can)."""
+    if os.environ.get("P95_BENCH_NO_QUIX"):
+        return "disabled by P95_BENCH_NO_QUIX"
     try:
         import quixstreams  # noqa: F401
     except ImportError:
-        return False
-    return True
+        return "quixstreams is not installed (pip install 'phoenix95[bench]')"
+    return None
 
 
 def run_app(bootstrap: str, namespace: str) -> None:

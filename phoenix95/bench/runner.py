@@ -31,6 +31,8 @@ SCENARIOS = (
     "e2e_notifications",
     "exchange_order_ack",
 )
+#: Run only when named (`--only`) or by `--profile`: not part of a full `p95 bench`.
+ON_DEMAND = ("e2e_profile", "soak")
 
 
 def machine(settings: Settings) -> dict[str, Any]:
@@ -42,6 +44,14 @@ def machine(settings: Settings) -> dict[str, Any]:
         "broker": settings.kafka.bootstrap_servers,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def optional_baseline(missing: str | None, measure: Callable[[], Any]) -> tuple[Any, str | None]:
+    """An external baseline (Quix Streams, kcat) that may be absent here: (its figure, None), or
+    (None, why it is missing); the scenario itself is measured either way and the run goes on."""
+    if missing is not None:
+        return None, missing
+    return measure(), None
 
 
 def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
@@ -85,15 +95,32 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
             naive_faust.measure(settings.kafka.bootstrap_servers, settings.postgres_url(), signals=min(signals, 5_000))
         )
         baseline["naive_faust"] = naive
-        if quix_baseline.available():
-            baseline["quix_streams"] = asyncio.run(
-                quix_baseline.measure(settings.kafka.bootstrap_servers, signals=signals)
-            )
-        else:
-            baseline["quix_streams"] = "not installed (pip install 'phoenix95[bench]')"
+        baseline["quix_streams"], missing = optional_baseline(
+            quix_baseline.missing(),
+            lambda: asyncio.run(quix_baseline.measure(settings.kafka.bootstrap_servers, signals=signals)),
+        )
+        if missing:
+            ours["baseline_missing"] = {"quix_streams": missing}
         ours["baseline"] = baseline
         ours["ratio"] = round(ours["value"] / naive["signals_per_s"], 2) if naive.get("signals_per_s") else None
         return ours
+    if name == "e2e_profile":
+        from pathlib import Path
+
+        from phoenix95.bench import profile
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = Path(os.environ.get("P95_PROFILE_DIR") or settings.home / "profile" / stamp)
+        return profile.run(settings, signals=1_000 if quick else 5_000, out_dir=out)
+    if name == "soak":
+        from pathlib import Path
+
+        from phoenix95.bench import soak
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = Path(os.environ.get("P95_SOAK_DIR") or settings.home / "soak" / stamp)
+        duration = soak.parse_duration(os.environ.get("P95_SOAK_DURATION", "2m" if quick else "2h"))
+        return soak.run(settings, duration_s=duration, speed=float(os.environ.get("P95_SOAK_SPEED", "1")), out_dir=out)
     if name == "signal_to_order_latency":
         from phoenix95.bench import pipeline
 
@@ -126,7 +153,7 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import notify
 
         return notify.e2e_with_notifications(settings, quick=quick)
-    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS + ON_DEMAND)}")
 
 
 def run(
@@ -139,9 +166,10 @@ def run(
     from phoenix95.settings import get_settings
     from phoenix95.stack.manager import Stack
 
-    unknown = [name for name in only or [] if name not in SCENARIOS]
+    known = SCENARIOS + ON_DEMAND
+    unknown = [name for name in only or [] if name not in known]
     if unknown:
-        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
     base = get_settings()
     stack = Stack(base.home)
     before = stack.status() if stack.path.exists() else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -124,6 +125,43 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> li
             found = consumer.partitions_for_topic(topic)
         partitions.extend(TopicPartition(topic, p) for p in sorted(found or ()))
     return partitions
+
+
+async def fetched_highwaters(
+    consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int], timeout: float = 5.0
+) -> dict[TopicPartition, int]:
+    """The high watermark (exact end) of each partition, from one fetch response at the given offset.
+
+    On Tansu a fetch costs broker CPU in proportion to the partition's record batches when it
+    returns records, but little when it starts at the end (nothing to return); ListOffsets always
+    costs the former. So a reader that knows where a partition ended fetches there: it pays only when
+    the partition grew. A position past the log's end (the broker lost data) is reset to the log's
+    start by the consumer (auto_offset_reset) and fetched again. Partitions without an answer within
+    `timeout` are left out. The consumer is left unassigned (no background fetching)."""
+    if not positions:
+        return {}
+    consumer.assign(sorted(positions))
+    before: dict[TopicPartition, int | None] = {}
+    for tp, offset in positions.items():
+        before[tp] = consumer.last_poll_timestamp(tp)
+        consumer.seek(tp, max(0, offset))
+    found: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        pending = set(positions)
+        while pending and time.monotonic() < deadline:
+            # bounded even if the client's fetch never completes (seen once under heavy load)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(consumer.getmany(*pending, timeout_ms=20), 1.0)
+            for tp in list(pending):
+                stamp = consumer.last_poll_timestamp(tp)
+                highwater = consumer.highwater(tp)
+                if stamp is not None and stamp != before[tp] and highwater is not None:
+                    found[tp] = highwater
+                    pending.discard(tp)
+    finally:
+        consumer.assign([])
+    return found
 
 
 async def exact_ends(

@@ -66,6 +66,9 @@ class Codec:
         self.registry = registry
         self._latest: dict[str, SchemaVersion] = {name: self.schemas.latest(name) for name in self.schemas.names()}
         self._headers: dict[str, bytes] = {}
+        #: id(event) -> (event, its bytes): a stage with an outbox encodes each output twice (the
+        #: outbox row, then the produce); events are frozen, and holding the event keeps its id unique.
+        self._encoded: dict[int, tuple[Event, bytes]] = {}
         self._registry_ids: dict[str, int] = {}
         self._registry_versions: dict[int, SchemaVersion] = {}
 
@@ -96,8 +99,18 @@ class Codec:
         for schema in self._latest.values():
             self.header_for(schema)
 
+    #: Events whose bytes are remembered (one batch's outputs; the memo is emptied when full).
+    ENCODED_MEMO = 8192
+
     def encode(self, event: Event) -> bytes:
-        return self.encode_record(event.SCHEMA_NAME, event.to_avro())
+        hit = self._encoded.get(id(event))
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        data = self.encode_record(event.SCHEMA_NAME, event.to_avro())
+        if len(self._encoded) >= self.ENCODED_MEMO:
+            self._encoded.clear()
+        self._encoded[id(event)] = (event, data)
+        return data
 
     def encode_record(self, schema_name: str, record: dict[str, Any]) -> bytes:
         schema = self._latest[schema_name]

@@ -18,7 +18,7 @@ from phoenix95.settings import Settings
 from phoenix95.streams import stages
 from phoenix95.streams.ownership import SymbolOwnership
 from phoenix95.streams.system_metrics import SystemMetricsReporter
-from phoenix95.streams.transport import TunedApp
+from phoenix95.streams.transport import TunedApp, fresh_highwater
 from phoenix95.streams.wiring import StageRuntime
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,10 @@ def create_app(
         producer_linger=kafka.linger_ms / 1000,
     )
     app.p95_fetch_max_wait_ms = kafka.fetch_max_wait_ms
+    reader = getattr(getattr(lag, "monitor", None), "reader", None)
+    if reader is not None and hasattr(reader, "local_highwater"):
+        # the lag probe takes the ends of this stage's inputs from its own consumer (no request)
+        reader.local_highwater = lambda tp: fresh_highwater(app, tp)
     runtime = StageRuntime(settings, stage, metrics=metrics, lag=lag)
     # several instances of a stage share its group: which symbols this one owns (docs/scaling.md)
     ownership = runtime.ownership = SymbolOwnership(topics.name(spec.inputs[0]), kafka.partitions)
@@ -136,9 +140,18 @@ def create_app(
             )
             if runner is None or not runner.read_offsets:
                 return
+            # The consumer's own fetch responses say where each partition ends: a log still past
+            # what was read needs no request (a lookup costs the broker CPU in proportion to the
+            # partition's batches). Only a partition whose high watermark is not past it, or is not
+            # fresh, is looked up.
             read = {
-                TopicPartition(topic, partition): offset for (topic, partition), offset in runner.read_offsets.items()
+                TopicPartition(topic, partition): offset
+                for (topic, partition), offset in runner.read_offsets.items()
+                if (fresh_highwater(app, (topic, partition), max_age_s=30.0) or 0) <= offset
             }
+            if not read:
+                state["behind"] = False
+                return
             lost = await lost_partitions(kafka.bootstrap_servers, read)
         except Exception as error:  # the broker is down: Faust's own reconnects handle that
             logger.debug("stage %s: broker check failed: %s", stage, error)

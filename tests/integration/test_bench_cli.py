@@ -37,3 +37,26 @@ def test_bench_refuses_an_unknown_scenario_with_the_known_names():
     assert result.exit_code != 0
     message = str(result.exception)  # main() prints a UserError as one line, no traceback
     assert "unknown scenario(s) e2e_speed" in message and "e2e_throughput" in message
+
+
+def test_bench_measures_the_tap_without_kcat_and_reports_its_baseline_as_missing(namespace, tmp_path, monkeypatch):
+    """No kcat on PATH: the tap scenario still runs, with `"baseline": null` and the reason."""
+    from phoenix95.bench import external
+    from phoenix95.settings import get_settings
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no kcat (the tools run by absolute path)
+    figure = external.run("tap", get_settings(), quick=True, messages=3000)
+    assert figure["baseline"] is None
+    assert "kcat is not installed" in figure["baseline_missing"]
+    assert figure["value"] > 0 and figure["ratio"] is None
+
+
+def test_a_missing_quix_baseline_is_null_with_the_reason_and_not_measured(monkeypatch):
+    from phoenix95.bench import quix_baseline
+    from phoenix95.bench.runner import optional_baseline
+
+    monkeypatch.setenv("P95_BENCH_NO_QUIX", "1")
+    calls = []
+    figure, reason = optional_baseline(quix_baseline.missing(), lambda: calls.append(1))
+    assert (figure, reason, calls) == (None, "disabled by P95_BENCH_NO_QUIX", [])
+    assert optional_baseline(None, lambda: {"signals_per_s": 1.0}) == ({"signals_per_s": 1.0}, None)

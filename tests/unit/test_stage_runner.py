@@ -195,6 +195,7 @@ def test_a_held_record_holds_back_only_its_own_partition():
     asyncio.run(runner.tick(ack))
     assert acked == [(1, 0), (1, 1), (0, 0), (0, 1)] and runner.held == 0
 
+
 # -- the outbox -----------------------------------------------------------------------------------
 
 
