@@ -101,9 +101,9 @@ async def publish_prices(env: dict[str, str]) -> None:
 
     from phoenix95.connectors.market_data import price_event
     from phoenix95.schemas.codec import Codec
+    from phoenix95.schemas.topics import Topics
     from phoenix95.settings import Settings
     from phoenix95.streams.producer import EventProducer
-    from phoenix95.schemas.topics import Topics
 
     settings = Settings()
     namespace = env["P95_NAMESPACE"]
@@ -184,11 +184,11 @@ def main() -> None:
     trees = dict(item.split("=", 1) for item in args.tree) or {"this": str(Path(__file__).resolve().parents[2])}
     trees = {name: str(Path(path).resolve()) for name, path in trees.items()}
 
+    from phoenix95.schemas.topics import Topics
     from phoenix95.settings import get_settings
     from phoenix95.stack.processes import stop
     from phoenix95.stack.services import start_broker
     from phoenix95.streams import stages as registry
-    from phoenix95.schemas.topics import Topics
 
     base = get_settings()
     workdir = Path(tempfile.mkdtemp(prefix="p95-offsets-probe-"))
