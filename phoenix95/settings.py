@@ -327,6 +327,9 @@ class ComplianceSettings(BaseModel):
 class FeedSettings(BaseModel):
     """`p95 feed simulate` / `p95 worker --stage feed`: simulated live prices (GBM on the wall clock)."""
 
+    #: What `p95 worker --stage feed` runs: `simulated` prices, `binance` (the mark-price and kline
+    #: streams of `p95 feed binance`), or `auto`: binance with a live exchange, else simulated.
+    source: Literal["auto", "simulated", "binance"] = "auto"
     symbols: list[str] = Field(default_factory=lambda: ["XRPUSDT", "BTCUSDT", "ETHUSDT"])
     interval_s: float = Field(1.0, gt=0)
     #: Annualized volatility of the simulated prices (0.8 = 80 %/year).
@@ -487,6 +490,12 @@ class Settings(BaseSettings):
                 "no Redis configured: the stack is not running; start it with `p95 up` (or set P95_REDIS__URL)"
             )
         return self.redis.url.get_secret_value()
+
+    def feed_source(self) -> Literal["simulated", "binance"]:
+        """The market-data feed `p95 worker --stage feed` runs (P95_FEED__SOURCE)."""
+        if self.feed.source != "auto":
+            return self.feed.source
+        return "binance" if self.exchange.live() else "simulated"
 
     def market_data_age_limit(self) -> float | None:
         """Seconds after which risk calls a symbol's market data stale (None: not checked)."""

@@ -41,16 +41,20 @@ def api(
     asyncio.run(_with_db(lambda db: asyncio.sleep(0)))  # the schema is migrated (idempotent)
     app = create_app(settings)
     stderr.print(f"API on http://{serve_host}:{serve_port}  (OpenAPI: http://{serve_host}:{serve_port}/docs)")
+    from phoenix95.monitoring.health import registered
+
     try:
-        uvicorn.run(
-            app,
-            host=serve_host,
-            port=serve_port,
-            log_level=log_level.lower(),
-            server_header=False,
-            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-            access_log=False,
-        )
+        # registered while it serves: `p95 status` lists it with its port, health and uptime
+        with registered(settings.home, "api", port=serve_port, host=serve_host, kind="server"):
+            uvicorn.run(
+                app,
+                host=serve_host,
+                port=serve_port,
+                log_level=log_level.lower(),
+                server_header=False,
+                loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+                access_log=False,
+            )
     except OSError as error:
         raise UserError(f"cannot serve on {serve_host}:{serve_port}: {error}") from None
 

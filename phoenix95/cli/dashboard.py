@@ -51,16 +51,20 @@ def dashboard(
     if users == 0:
         token = asyncio.run(_login_link("operator"))
         stderr.print(f"no users yet (development): log in once with {url}/login/once?token={token}")
+    from phoenix95.monitoring.health import registered
+
     try:
-        uvicorn.run(
-            create_app(settings),
-            host=serve_host,
-            port=serve_port,
-            log_level=log_level.lower(),
-            server_header=False,
-            access_log=False,
-            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        )
+        # registered while it serves: `p95 status` lists it with its port, health and uptime
+        with registered(settings.home, "dashboard", port=serve_port, host=serve_host, kind="server"):
+            uvicorn.run(
+                create_app(settings),
+                host=serve_host,
+                port=serve_port,
+                log_level=log_level.lower(),
+                server_header=False,
+                access_log=False,
+                loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            )
     except OSError as error:
         raise UserError(f"cannot serve on {serve_host}:{serve_port}: {error}") from None
 

@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 
 #: Worker stages that are not consumer stages of the registry, run only when named: `--stage feed`, the
-#: market-data feed: simulated prices (P95_FEED__*) on paper; with a live exchange, Binance's mark-price
-#: and kline streams of `p95 feed binance` (P95_EXCHANGE__FEED_SYMBOLS or the allowed symbols).
+#: market-data feed (P95_FEED__SOURCE): simulated prices (P95_FEED__*) on paper; with a live exchange,
+#: Binance's mark-price and kline streams of `p95 feed binance` (P95_EXCHANGE__FEED_SYMBOLS or the
+#: allowed symbols).
 EXTRA_STAGES: tuple[str, ...] = ("feed",)
 #: What `p95 worker --stage` runs.
 WORKER_STAGES: tuple[str, ...] = (*BY_NAME, *EXTRA_STAGES)
@@ -118,7 +119,7 @@ def run_worker(
         return
     if len(names) == 1:
         if chosen[0] == "feed":
-            if settings.exchange.live():
+            if settings.feed_source() == "binance":
                 run_feed(settings)
             else:
                 run_feed_stage(settings, web_port=ports.get("feed"))

@@ -81,6 +81,7 @@ async def test_the_feed_runs_as_a_worker_stage_and_publishes_to_the_prices_topic
             **namespace.env,
             "P95_EXCHANGE__BASE_URL": sim.base_url,
             "P95_EXCHANGE__FEED_SYMBOLS": '["ETHUSDT"]',
+            "P95_FEED__SOURCE": "binance",  # on paper the feed stage simulates prices
         }
         worker = await asyncio.create_subprocess_exec(
             sys.executable,

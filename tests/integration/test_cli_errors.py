@@ -104,6 +104,20 @@ SAMPLES: dict[str, Sample] = {
     "notify retry": Sample(),
     "notify test": Sample(),
     "feed simulate": Sample(("--symbols", "XRPUSDT", "--count", "1", "--port", "{port}")),
+    "feed binance": Sample(("--symbols", "BTCUSDT", "--duration", "2"), subprocess=True),
+    "api": Sample(("--port", "{port}"), subprocess=True),
+    "api key create": Sample(("--role", "viewer")),
+    "api key revoke": Sample(("k-no-such-key",)),
+    "api key list": Sample(),
+    "dashboard": Sample(("--port", "{port}"), subprocess=True),
+    "dashboard user add": Sample(("errortest", "--role", "viewer", "--password-env", "P95_TEST_DASHBOARD_PASSWORD")),
+    "dashboard login-link": Sample(),
+    "audit verify": Sample(codes=frozenset({0, 1, 2})),  # 1: the chain is broken (a report)
+    "audit anchor": Sample(),
+    "audit export": Sample(),
+    "compliance report": Sample(),
+    "exchange check": Sample(codes=frozenset({0, 1, 2})),  # 1: a check failed (a report)
+    "exchange reconcile": Sample(codes=frozenset({0, 1, 2})),  # 1: differences found (a report)
 }
 
 #: More invocations of a command than its sample.
@@ -290,6 +304,7 @@ def free_port() -> int:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_command_prints_a_traceback(scenario, services, prepared, tmp_path, monkeypatch, request):
     monkeypatch.setenv("P95_WEBHOOK__SECRETS", f'{{"tradingview": "{SECRET}"}}')
+    monkeypatch.setenv("P95_TEST_DASHBOARD_PASSWORD", "a-test-password-long-enough")
     monkeypatch.setenv("COLUMNS", "300")  # rich wraps at 80 columns otherwise
     failures = []
     ran = []

@@ -10,8 +10,6 @@ import json
 import signal
 import time
 from collections.abc import Iterator
-from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 
@@ -139,46 +137,12 @@ def test_each_open_and_close_is_notified_once_per_channel_through_a_kill_and_an_
 
 def _closed_event(namespace: str, index: int) -> PositionEvent:
     position_id = ids.derive("test-position", namespace, index)
-    now = utc_now()
-    return PositionEvent.trusted(
-        event_id=ids.derive("test-close", position_id),
-        correlation_id=position_id,
-        causation_id=None,
-        ts_event=now,
-        ts_ingest=now,
-        schema_version=PositionEvent.SCHEMA_VERSION,
-        producer="tests",
+    return factories.position_event(
+        "closed",
         position_id=position_id,
-        order_id=ids.derive("test-order", position_id),
-        signal_id=f"sig-{index}",
-        symbol="XRPUSDT",
-        side="long",
-        kind="closed",
-        status="closed",
-        quantity=Decimal("100"),
-        leverage=20,
-        margin_mode="ISOLATED",
-        entry_price=Decimal("0.5"),
-        price=Decimal("0.51"),
-        mark_price=Decimal("0.51"),
-        margin=Decimal("2.5"),
-        stop_loss_price=Decimal("0.49"),
-        take_profit_price=Decimal("0.51"),
-        liquidation_price=Decimal("0.476"),
-        unrealized_pnl=Decimal(0),
-        unrealized_pnl_percent=Decimal(0),
-        roe=Decimal(0),
-        maintenance_margin=Decimal("0.25"),
-        margin_ratio=Decimal(0),
-        distance_to_liquidation=Decimal(5),
-        risk_level="LOW",
-        entry_fee=Decimal("0.02"),
-        realized_pnl=Decimal("0.96"),
-        exit_price=Decimal("0.51"),
         close_reason="take_profit",
-        opened_at=now - timedelta(minutes=5),
-        closed_at=now,
-        auto_close_at=now + timedelta(hours=48),
+        at=utc_now(),
+        event_id=ids.derive("test-close", position_id),
     )
 
 
