@@ -172,7 +172,8 @@ def announce_ports(ports: Mapping[str, int], host: str) -> None:
     console = Console(stderr=True, highlight=False)
     for stage, port in ports.items():
         logger.info("stage %s: metrics on port %d", stage, port)
-        console.print(f"{stage}: http://{host}:{port}/health  /metrics")
+        console.print(f"{stage}: http://{host}:{port}/metrics")
+        console.print(f"{stage}: http://{host}:{port}/health")
 
 
 def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:

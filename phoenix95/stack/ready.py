@@ -64,7 +64,7 @@ def setup_buckets(settings: Any, say: Any = None) -> str:
     if not url or not settings.influx.enabled:
         return "off (no time-series store configured: P95_INFLUX__URL)"
     if is_victoria_metrics(url):
-        return f"{url} is VictoriaMetrics: no buckets to set up (retention is its -retentionPeriod flag)"
+        return f"{url} is VictoriaMetrics: it has no buckets (retention is its -retentionPeriod flag); nothing to set up"
     from influxdb_client import BucketRetentionRules, InfluxDBClient
 
     client = InfluxDBClient(url=url, token=settings.influx.token.get_secret_value(), org=settings.influx.org)
@@ -74,6 +74,8 @@ def setup_buckets(settings: Any, say: Any = None) -> str:
         existing = {bucket.name for bucket in api.find_buckets(limit=100).buckets or []}
         for name, days in BUCKETS.items():
             if name in existing:
+                if say is not None:
+                    say(f"bucket {name} exists")
                 continue
             api.create_bucket(
                 bucket_name=name,
