@@ -344,6 +344,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             raise field_error("set", str(error), where="body") from None
         return JSONResponse({"report_id": report_id, "status": "running"}, status_code=202)
 
+    # /health (ready with PostgreSQL and Redis, live) and /metrics, like every long-running component
+    from prometheus_client import REGISTRY
+
+    from phoenix95.monitoring.health import Health, add_health_routes, dependency_checks
+
+    add_health_routes(app, Health("api", dependency_checks(settings, "postgres", "redis")), metrics=REGISTRY)
     return app
 
 

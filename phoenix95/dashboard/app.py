@@ -431,6 +431,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, feed: bool
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    # /health (ready with PostgreSQL and Redis, live) and /metrics, like every long-running component
+    from prometheus_client import REGISTRY
+
+    from phoenix95.monitoring.health import Health, add_health_routes, dependency_checks
+
+    add_health_routes(app, Health("dashboard", dependency_checks(settings, "postgres", "redis")), metrics=REGISTRY)
     return app
 
 
