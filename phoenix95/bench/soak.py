@@ -2,14 +2,13 @@
 
 Ten symbols with a GBM price each per second, one signal a minute (confident, so positions open; the
 book holds up to 50), on the wall clock, all multiplied by `--soak-speed` (10: ten prices a second per
-symbol and a signal every 6 s). Every `interval` seconds (60 / speed) it samples, per process (broker,
+symbol and a signal every 6 s), and a 1-minute kline per symbol (open, high, low and close of the
+minute's prices, `interval` "1m", as `p95 feed binance` publishes them) at the end of each minute. Every `interval` seconds (60 / speed) it samples, per process (broker,
 each worker, PostgreSQL, Redis, the time-series store, when the stack runs them here): CPU (cores over
 the interval) and resident memory; topic sizes; lag per group; signal->verdict and signal->order
 latency of the signals of the interval (p50/p99, from the envelopes' ts_ingest); table row counts and
 Redis keys. It writes `soak.csv` and `soak.html` (a chart per column) and reports the first ten
 samples against the last ten (or the first and last third when fewer than 30).
-
-1-minute klines are not published (the simulated feed gives prices only).
 """
 
 from __future__ import annotations
@@ -112,10 +111,14 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
     interval = 60.0 / speed
     price_every = 1.0 / speed
     signal_every = 60.0 / speed
+    kline_every = 60.0 / speed
+    #: per symbol: open, high, low of the minute so far (the close is the last price)
+    minute: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
     rows: list[dict[str, Any]] = []
     cpu_last = {n: sum(p.cpu_times()[:2]) for n, p in processes.items()}
     started = time.monotonic()
     next_price = next_signal = started
+    next_kline = started + kline_every
     next_sample = started + interval
     sample_from = datetime.now(UTC)
     topics = [
@@ -130,7 +133,11 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
                     batch = []
                     for symbol, (_, tick) in SYMBOLS.items():
                         move = Decimal(str(round(rng.gauss(0, 0.0005), 6)))
-                        prices[symbol] = max(tick, ((prices[symbol] * (1 + move)) / tick).to_integral_value() * tick)
+                        prices[symbol] = price = max(
+                            tick, ((prices[symbol] * (1 + move)) / tick).to_integral_value() * tick
+                        )
+                        first, high, low = minute.get(symbol, (price, price, price))
+                        minute[symbol] = (first, max(high, price), min(low, price))
                         batch.append(
                             price_event(
                                 symbol=symbol,
@@ -142,6 +149,26 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
                         )
                     await producer.publish(batch)
                     next_price += price_every
+                if now >= next_kline and minute:
+                    at = datetime.now(UTC)
+                    klines = [
+                        price_event(
+                            symbol=symbol,
+                            time=at,
+                            price=prices[symbol],
+                            open_=first,
+                            high=high,
+                            low=low,
+                            volume=Decimal("0"),
+                            interval="1m",
+                            source="soak-kline",
+                            namespace=settings.namespace,
+                        )
+                        for symbol, (first, high, low) in minute.items()
+                    ]
+                    minute.clear()
+                    await producer.publish(klines)
+                    next_kline += kline_every
                 if now >= next_signal:
                     symbol = rng.choice(list(SYMBOLS))
                     signal = _signal(symbol, prices[symbol], datetime.now(UTC), rng, "soak").model_copy(
@@ -189,7 +216,7 @@ async def _soak(pipeline: Any, duration_s: float, speed: float, out_dir: Path, s
                     sample_from = datetime.now(UTC)
                     next_sample += interval
                 pipeline.workers.restart_dead()
-                await asyncio.sleep(max(0.0, min(next_price, next_signal, next_sample) - time.monotonic()))
+                await asyncio.sleep(max(0.0, min(next_price, next_signal, next_kline, next_sample) - time.monotonic()))
     finally:
         await producer.stop()
         await reader.stop()
