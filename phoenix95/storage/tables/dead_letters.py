@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from phoenix95.agents.ports import DeadLettered
 from phoenix95.storage.postgres import PgWrite
-from phoenix95.storage.tables.common import dumps, params, table_upsert
+from phoenix95.storage.tables.common import dumps, row_params, table_upsert
 
 
 class DeadLetterRow(TypedDict):
@@ -27,7 +27,6 @@ class DeadLetterRow(TypedDict):
 
 
 DEAD_LETTER = table_upsert("dead_letter", "dead_letters", DeadLetterRow, order=5)
-_dead_letter_params = params(DEAD_LETTER)
 
 
 def dead_letter_row(fact: DeadLettered) -> DeadLetterRow:
@@ -50,8 +49,7 @@ def dead_letter_row(fact: DeadLettered) -> DeadLetterRow:
     }
 
 
-def dead_letter_params(fact: DeadLettered) -> tuple[Any, ...]:
-    return _dead_letter_params(dead_letter_row(fact))
+dead_letter_params = row_params(DEAD_LETTER, dead_letter_row)
 
 
 def dead_letter_writes(fact: DeadLettered) -> list[PgWrite]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from phoenix95.agents.ports import OrderPlaced
 from phoenix95.storage.postgres import PgWrite
-from phoenix95.storage.tables.common import dumps, params, table_upsert
+from phoenix95.storage.tables.common import dumps, row_params, table_upsert
 from phoenix95.storage.tables.signals import status_write
 from phoenix95.storage.tables.trades import trade_write
 
@@ -46,7 +46,6 @@ class OrderRow(TypedDict):
 
 
 ORDER = table_upsert("order", "orders", OrderRow, order=30)
-_order_params = params(ORDER)
 
 
 def order_row(fact: OrderPlaced) -> OrderRow:
@@ -84,8 +83,7 @@ def order_row(fact: OrderPlaced) -> OrderRow:
     }
 
 
-def order_params(fact: OrderPlaced) -> tuple[Any, ...]:
-    return _order_params(order_row(fact))
+order_params = row_params(ORDER, order_row)
 
 
 def order_writes(fact: OrderPlaced) -> list[PgWrite]:

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from phoenix95.agents.ports import PositionChanged
 from phoenix95.storage.postgres import PgWrite
-from phoenix95.storage.tables.common import columns, params, table_upsert
+from phoenix95.storage.tables.common import columns, row_params, table_upsert
 from phoenix95.storage.tables.trades import trade_close_write
 
 
@@ -105,7 +105,6 @@ POSITION = table_upsert(
     dedupe_rank=_rank,
     order=50,
 )
-_position_params = params(POSITION)
 
 
 def position_row(fact: PositionChanged) -> PositionRow:
@@ -153,8 +152,7 @@ def position_row(fact: PositionChanged) -> PositionRow:
     }
 
 
-def position_params(fact: PositionChanged) -> tuple[Any, ...]:
-    return _position_params(position_row(fact))
+position_params = row_params(POSITION, position_row)
 
 
 def position_writes(fact: PositionChanged) -> list[PgWrite]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from phoenix95.agents.ports import VerdictMade
 from phoenix95.storage.postgres import PgWrite
-from phoenix95.storage.tables.common import dumps, params, table_upsert
+from phoenix95.storage.tables.common import dumps, row_params, table_upsert
 from phoenix95.storage.tables.signals import status_write
 
 
@@ -54,7 +54,6 @@ class VerdictRow(TypedDict):
 
 
 VERDICT = table_upsert("verdict", "risk_verdicts", VerdictRow, order=20)
-_verdict_params = params(VERDICT)
 
 
 def verdict_row(fact: VerdictMade) -> VerdictRow:
@@ -102,8 +101,7 @@ def verdict_row(fact: VerdictMade) -> VerdictRow:
     }
 
 
-def verdict_params(fact: VerdictMade) -> tuple[Any, ...]:
-    return _verdict_params(verdict_row(fact))
+verdict_params = row_params(VERDICT, verdict_row)
 
 
 def verdict_writes(fact: VerdictMade) -> list[PgWrite]:

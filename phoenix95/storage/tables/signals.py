@@ -11,7 +11,7 @@ import orjson
 
 from phoenix95.agents.ports import SignalAnalyzed
 from phoenix95.storage.postgres import PgWrite, Statement
-from phoenix95.storage.tables.common import dumps, params, table_upsert
+from phoenix95.storage.tables.common import dumps, row_params, table_upsert
 
 
 class SignalRow(TypedDict):
@@ -44,7 +44,6 @@ SIGNAL = table_upsert(
     constants={"validation_status": "'valid'", "analysis_status": "'completed'"},
     order=10,
 )
-_signal_params = params(SIGNAL)
 
 #: A signal's execution status: rejected (by the verdict or the order) or executed (filled).
 SIGNAL_STATUS = Statement(
@@ -88,8 +87,7 @@ def signal_row(fact: SignalAnalyzed) -> SignalRow:
     }
 
 
-def signal_params(fact: SignalAnalyzed) -> tuple[Any, ...]:
-    return _signal_params(signal_row(fact))
+signal_params = row_params(SIGNAL, signal_row)
 
 
 def signal_writes(fact: SignalAnalyzed) -> list[PgWrite]:

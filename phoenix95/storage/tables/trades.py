@@ -9,7 +9,7 @@ from typing import TypedDict
 from phoenix95.agents.ports import OrderPlaced
 from phoenix95.domain.positions import Position
 from phoenix95.storage.postgres import PgWrite, Statement
-from phoenix95.storage.tables.common import dumps, params, table_upsert
+from phoenix95.storage.tables.common import dumps, row_params, table_upsert
 
 
 class TradeRow(TypedDict):
@@ -52,7 +52,6 @@ TRADE = table_upsert(
     constants={"order_type": "'market'", "status": "'filled'", "fill_status": "'filled'"},
     order=40,
 )
-_trade_params = params(TRADE)
 
 #: The trade of a position that closed (its id is the opening order's).
 TRADE_CLOSE = Statement(
@@ -105,8 +104,11 @@ def trade_row(fact: OrderPlaced) -> TradeRow:
     }
 
 
+trade_params = row_params(TRADE, trade_row)
+
+
 def trade_write(fact: OrderPlaced) -> PgWrite:
-    return PgWrite(TRADE, _trade_params(trade_row(fact)))
+    return PgWrite(TRADE, trade_params(fact))
 
 
 def trade_close_write(position: Position) -> PgWrite:
