@@ -110,6 +110,11 @@ class InfluxSettings(BaseModel):
     )
     enabled: bool = True
     timeout_s: float = 10.0
+    #: How long the embedded VictoriaMetrics (`p95 up`) keeps points, one retention for every
+    #: measurement (on InfluxDB 2 each bucket keeps the seed's own). None keeps everything: replays
+    #: and the demo write points at their historical event times, which a retention would drop. For a
+    #: live-only stack, e.g. 90 bounds the store (docs/long-runs.md gives its growth per day).
+    retention_days: int | None = Field(default=None, ge=1)
 
 
 class RiskSettings(BaseModel):
@@ -364,6 +369,8 @@ class DashboardSettings(BaseModel):
     #: Mark the session cookie Secure even behind a proxy that terminates TLS (the cookie is
     #: always Secure when the request itself is HTTPS).
     secure_cookies: bool = False
+
+
 class NotifyUrl(BaseModel):
     """One notification channel: an Apprise URL (a secret: it holds tokens and passwords), optional
     tags for routing, an optional name (the channel's key in the outbox and in metrics; default: the

@@ -171,7 +171,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
     base = get_settings()
-    stack = Stack(base.home)
+    stack = Stack(base.home, timeseries_retention_days=base.influx.retention_days)
     before = stack.status() if stack.path.exists() else {}
     endpoints = stack.up()
     started_here = [n for n, e in endpoints.items() if e.managed and not before.get(n, {}).get("healthy")]

@@ -85,7 +85,7 @@ def run_demo(
     started = time.monotonic()
     say = (lambda message: progress.print(message)) if progress is not None else (lambda message: None)
     base = get_settings()
-    stack = Stack(base.home)
+    stack = Stack(base.home, timeseries_retention_days=base.influx.retention_days)
     before = stack.status() if stack.path.exists() else {}
     say("[bold]Phoenix95 demo[/bold]: starting the embedded stack")
     endpoints = stack.up(on_step=lambda message: say(f"  [dim]{message}[/dim]"))

@@ -18,6 +18,11 @@ MIN_PYTHON = (3, 11)
 MAX_SKEW_S = 1.0
 #: A service that refuses answers at once; this is for one that is slow (or a loaded machine).
 CHECK_TIMEOUT_S = 10.0
+#: The embedded broker (Tansu, memory engine) scans a partition's record batches on every fetch that
+#: returns records: at ~29,000 batches in a price partition the three price-reading stages cost it half
+#: a core (docs/long-runs.md). The doctor warns from 70 % of that, counting records (>= batches).
+EMBEDDED_BROKER_LIMIT = 29_000
+EMBEDDED_BROKER_WARN_AT = 0.7
 
 
 @dataclass
@@ -112,7 +117,48 @@ async def _service_checks(settings: Any) -> list[Check]:
         _timed(lambda: _timeseries(settings), "time series", f"{up} (or set P95_INFLUX__URL)", required=False),
         _timed(lambda: _clock(postgres_url), "clock", "synchronize the clock (NTP: chrony or systemd-timesyncd)"),
     )
-    return list(results)
+    checks = list(results)
+    if results[0].ok and _embedded_broker(settings):
+        checks.append(
+            await _timed(lambda: _broker_growth(settings), "broker growth", BROKER_GROWTH_FIX, required=False)
+        )
+    return checks
+
+
+BROKER_GROWTH_FIX = (
+    "p95 down && p95 up empties the embedded broker (it keeps nothing across restarts); for runs of a day "
+    "or more use the compose stack with Apache Kafka (docs/long-runs.md)"
+)
+
+
+def _embedded_broker(settings: Any) -> bool:
+    """Is the broker the embedded stack's Tansu (`p95 up`)? Its limit does not apply to Apache Kafka."""
+    from phoenix95.stack.manager import Stack
+
+    endpoint = Stack(settings.home).load().get("kafka")
+    return bool(endpoint and endpoint.kind == "tansu" and endpoint.url == settings.kafka.bootstrap_servers)
+
+
+def broker_growth_check(records: dict[str, int], limit: int = EMBEDDED_BROKER_LIMIT) -> Check:
+    """The fullest partition (`topic[partition]` -> records) against the embedded broker's limit."""
+    if not records:
+        return Check("broker growth", True, f"no records yet (embedded broker; limit ~{limit:,} per partition)")
+    fullest, count = max(records.items(), key=lambda item: item[1])
+    share = count / limit
+    detail = f"fullest partition {fullest}: {count:,} records, {share:.0%} of the embedded broker's ~{limit:,}"
+    if share >= EMBEDDED_BROKER_WARN_AT:
+        detail += " (past it, each fetch of new prices costs the broker more CPU)"
+        return Check("broker growth", False, detail, BROKER_GROWTH_FIX, required=False)
+    return Check("broker growth", True, detail, required=False)
+
+
+async def _broker_growth(settings: Any) -> Check:
+    from phoenix95.connectors.kafka_admin import end_offsets
+    from phoenix95.schemas.topics import Topics
+
+    topics = list(Topics(settings.namespace).partition_counts(settings.kafka.partitions, settings.risk.clock))
+    ends = await end_offsets(settings.kafka.bootstrap_servers, topics)
+    return broker_growth_check({f"{tp.topic}[{tp.partition}]": end for tp, end in ends.items()}, EMBEDDED_BROKER_LIMIT)
 
 
 async def _broker(settings: Any) -> Check:

@@ -71,7 +71,9 @@ def up() -> None:
     from phoenix95.stack.manager import Stack
 
     settings = get_settings()
-    endpoints = Stack(settings.home).up(on_step=lambda message: stderr.print(f"[dim]{message}[/dim]"))
+    endpoints = Stack(settings.home, timeseries_retention_days=settings.influx.retention_days).up(
+        on_step=lambda message: stderr.print(f"[dim]{message}[/dim]")
+    )
     for name, endpoint in endpoints.items():
         stderr.print(f"[green]✓[/green] {name:<11} {endpoint.url or '-'}  {endpoint.note}")
     stderr.print(f"endpoints written to {settings.home / 'endpoints.json'}")

@@ -51,8 +51,9 @@ HEALTH: dict[str, Callable[[str], bool]] = {
 
 
 class Stack:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, *, timeseries_retention_days: int | None = None):
         self.home = Path(home)
+        self.timeseries_retention_days = timeseries_retention_days
         self.path = self.home / "endpoints.json"
 
     def load(self) -> dict[str, Endpoint]:
@@ -114,7 +115,7 @@ class Stack:
             )
             logger.warning(note)
             return Endpoint("timeseries", None, managed=False, kind="none", note=note)
-        return services.start_victoria_metrics(self.home)
+        return services.start_victoria_metrics(self.home, retention_days=self.timeseries_retention_days)
 
     def status(self) -> dict[str, dict[str, Any]]:
         endpoints = self.load()

@@ -304,7 +304,10 @@ def victoria_metrics_binary() -> str | None:
     return shutil.which("victoria-metrics")
 
 
-def start_victoria_metrics(home: Path, preferred_port: int = 8428) -> Endpoint:
+def start_victoria_metrics(home: Path, preferred_port: int = 8428, *, retention_days: int | None = None) -> Endpoint:
+    """VictoriaMetrics keeping `retention_days` of points (P95_INFLUX__RETENTION_DAYS; None: all of them,
+    since replays write points at historical event times): with a retention its size is bounded by
+    the retention, not by how long the stack runs (docs/long-runs.md)."""
     binary = victoria_metrics_binary()
     assert binary is not None
     port = free_port(preferred_port)
@@ -316,7 +319,7 @@ def start_victoria_metrics(home: Path, preferred_port: int = 8428) -> Endpoint:
             binary,
             f"-httpListenAddr=127.0.0.1:{port}",
             f"-storageDataPath={folder}",
-            "-retentionPeriod=100y",
+            f"-retentionPeriod={retention_days}d" if retention_days else "-retentionPeriod=100y",
             # identical (series, timestamp) points are one point: a replayed event overwrites its own
             "-dedup.minScrapeInterval=1ms",
             "-loggerLevel=WARN",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -59,3 +60,42 @@ def test_a_stopped_service_is_a_failed_check_not_a_traceback(namespace, monkeypa
     found = checks(result)
     assert not found["redis"]["ok"] and found["redis"]["fix"].startswith("start the stack: p95 up")
     assert found["broker"]["ok"] and found["postgresql"]["ok"]
+
+
+def test_an_embedded_broker_nearing_its_limit_is_warned_about_before_it_is_reached(namespace, monkeypatch):
+    import asyncio
+
+    from phoenix95.cli import doctor as doctor_module
+    from phoenix95.schemas.codec import Codec
+    from phoenix95.schemas.topics import Topics
+    from phoenix95.stack.manager import Stack
+    from phoenix95.stack.ready import make_ready
+    from phoenix95.stack.services import Endpoint
+    from phoenix95.streams.producer import EventProducer
+    from tests import factories
+
+    settings = get_settings()
+    make_ready(settings)
+    Stack(settings.home).save({"kafka": Endpoint("kafka", settings.kafka.bootstrap_servers, kind="tansu")})
+    monkeypatch.setattr(doctor_module, "EMBEDDED_BROKER_LIMIT", 40)
+    found = checks(doctor("--json"))
+    assert found["broker growth"]["ok"] and "0%" in found["broker growth"]["detail"]
+
+    async def publish() -> None:
+        producer = EventProducer(
+            settings.kafka.bootstrap_servers, Topics(settings.namespace), Codec.for_settings(settings)
+        )
+        await producer.start()
+        try:  # one send per price: 30 records in one partition (XRPUSDT's)
+            for minute in range(30):
+                await producer.publish([factories.price(at=factories.T0 + timedelta(minutes=minute))])
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    result = doctor("--json")
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    growth = checks(result)["broker growth"]
+    assert not growth["ok"] and not growth["required"]
+    assert "p95.market.prices" in growth["detail"] and "of the embedded broker's ~40" in growth["detail"]
+    assert growth["fix"].startswith("p95 down && p95 up")
