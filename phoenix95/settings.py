@@ -412,6 +412,17 @@ class NotifySettings(BaseModel):
     health_interval_s: float = Field(5.0, gt=0)
     #: HTTP connect / read timeouts handed to Apprise (seconds).
     timeout_s: float = Field(4.0, gt=0)
+    #: The stage's consumer: how long a fetch waits on the broker and a batch collects records. Longer
+    #: than the trading stages' (10 ms / 5 ms): a notification may take a tenth of a second more, and
+    #: the worker fetches and writes ten times less often (its CPU is the trading stages' too).
+    fetch_max_wait_ms: int = Field(100, ge=0)
+    batch_within_s: float = Field(0.1, gt=0)
+    #: Sent rows are deleted from the outbox after this many days (by the stage, every
+    #: `retention_interval_s`); failed rows stay until `p95 notify retry` sends them. Keep it longer
+    #: than the topics' retention: a row deleted while its event can still be re-delivered would be
+    #: sent again.
+    retention_days: float = Field(30.0, gt=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
 
     @field_validator("urls", mode="before")
     @classmethod
