@@ -5,6 +5,7 @@ dead letters held and summarised per stage and reason; a template error fails on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -305,3 +306,44 @@ def test_an_announced_stop_is_a_warning_not_a_crash() -> None:
     health.alive["risk"] = False
     (row,) = _health_titles(stage, now)
     assert "stopped as announced" in row
+
+
+def test_a_wake_up_that_comes_while_the_sender_claims_is_not_lost() -> None:
+    """A write that wakes the sender while it is claiming (too early for its rows to be seen) makes
+    the next round start at once, not a poll interval later."""
+    (channel,) = build_channels(NotifySettings.model_validate({"urls": ["json://127.0.0.1:9/x"]}))
+    sender = ChannelSender(
+        channel,
+        MemoryStore(),  # type: ignore[arg-type]
+        NotifyMetrics(),
+        max_attempts=3,
+        backoff_base_s=1,
+        backoff_max_s=2,
+        lease_s=5,
+        poll_s=30,
+        timeout_s=1,
+    )
+    rounds: list[float] = []
+
+    async def round_() -> bool:
+        rounds.append(asyncio.get_running_loop().time())
+        if len(rounds) == 1:
+            sender.wake.set()  # the stage wrote rows while this claim was on its way
+        return False
+
+    sender.round = round_  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(sender.run())
+        try:
+            for _ in range(100):
+                if len(rounds) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert len(rounds) >= 2 and rounds[1] - rounds[0] < 1.0
