@@ -419,6 +419,18 @@ class NotifySettings(BaseModel):
     health_interval_s: float = Field(5.0, gt=0)
     #: HTTP connect / read timeouts handed to Apprise (seconds).
     timeout_s: float = Field(4.0, gt=0)
+    #: The stage's consumer: how long a fetch waits on the broker and a batch collects records. Longer
+    #: than the trading stages' (10 ms / 5 ms): a notification may take a tenth of a second more, and
+    #: the idle worker fetches ten times less often and a busy one writes fewer, larger batches (its
+    #: CPU is the trading stages' too: an idle hub polling every 10 ms cost 8 % of a core).
+    fetch_max_wait_ms: int = Field(100, ge=0)
+    batch_within_s: float = Field(0.05, gt=0)
+    #: Sent rows are deleted from the outbox after this many days (by the stage, every
+    #: `retention_interval_s`); failed rows stay until `p95 notify retry` sends them. Keep it longer
+    #: than the topics' retention: a row deleted while its event can still be re-delivered would be
+    #: sent again.
+    retention_days: float = Field(30.0, gt=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
 
     @field_validator("urls", mode="before")
     @classmethod

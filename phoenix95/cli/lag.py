@@ -155,7 +155,26 @@ async def _serve(
         monitor: LagMonitor = LagMonitor(reader, await selection.targets(reader, settings), rules=rules)
         groups = ", ".join(target.group for target in monitor.targets) or "no groups"
         Console(stderr=True).print(f"lag exporter on http://{host}:{port}/metrics ({groups})")
-        await _until_signalled(serve(monitor, host=host, port=port, interval_s=interval))
+        heartbeats = _heartbeats(settings)
+        try:
+            await _until_signalled(serve(monitor, host=host, port=port, interval_s=interval, heartbeats=heartbeats))
+        finally:
+            if heartbeats is not None:
+                await heartbeats.redis.close()
+
+
+def _heartbeats(settings: Settings) -> Any:
+    """The workers' heartbeats (every stage of the registry), when Redis is configured."""
+    from phoenix95.monitoring.heartbeats import HeartbeatWatch
+    from phoenix95.settings import ServiceNotConfigured
+    from phoenix95.storage.redis_state import RedisState
+    from phoenix95.streams.stages import BY_NAME
+
+    try:
+        url = settings.redis_url()
+    except ServiceNotConfigured:
+        return None
+    return HeartbeatWatch(RedisState.from_url(url, prefix=settings.redis.prefix), tuple(BY_NAME))
 
 
 async def _until_signalled(work: Coroutine[Any, Any, Any]) -> None:

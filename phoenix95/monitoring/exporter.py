@@ -4,6 +4,7 @@ exporter (`p95 lag --serve`). A worker can register the same collector in its ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -13,11 +14,14 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from phoenix95.monitoring.heartbeats import HeartbeatCollector, HeartbeatWatch
 from phoenix95.monitoring.monitor import LagMonitor
 from phoenix95.monitoring.status import GROUP_STATUSES, PARTITION_STATUSES, SEVERITY
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between reads of the workers' heartbeat keys (they are written every few seconds).
+HEARTBEAT_INTERVAL_S = 5.0
 _PARTITION_LABELS = ["group", "stage", "topic", "partition"]
 _GROUP_LABELS = ["group", "stage"]
 
@@ -106,20 +110,33 @@ class LagCollector(Collector):
         yield from (samples, errors, duration, last)
 
 
-def exporter_registry(monitor: LagMonitor) -> CollectorRegistry:
+def exporter_registry(monitor: LagMonitor, heartbeats: HeartbeatWatch | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(LagCollector(monitor))
+    registry.register(HeartbeatCollector(heartbeats))
     ProcessCollector(registry=registry)
     return registry
 
 
-async def serve(monitor: LagMonitor, *, host: str, port: int, interval_s: float) -> None:
-    """Serve /metrics on host:port and sample every `interval_s` until cancelled."""
-    server, thread = start_http_server(port, addr=host, registry=exporter_registry(monitor))
+async def serve(
+    monitor: LagMonitor, *, host: str, port: int, interval_s: float, heartbeats: HeartbeatWatch | None = None
+) -> None:
+    """Serve /metrics on host:port and sample every `interval_s` until cancelled (the workers'
+    heartbeats too, when given: every `HEARTBEAT_INTERVAL_S` at most as often as the lag)."""
+    server, thread = start_http_server(port, addr=host, registry=exporter_registry(monitor, heartbeats))
     logger.info("lag exporter: http://%s:%d/metrics, sampling every %.1fs", host, port, interval_s)
+    beating = (
+        asyncio.create_task(heartbeats.run(max(interval_s, HEARTBEAT_INTERVAL_S)), name="p95-lag-heartbeats")
+        if heartbeats is not None
+        else None
+    )
     try:
         await monitor.run(interval_s)
     finally:
+        if beating is not None:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await beating
         await asyncio.to_thread(server.shutdown)
         server.server_close()
         thread.join(timeout=5)

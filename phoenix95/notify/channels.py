@@ -203,9 +203,18 @@ class Router:
         self.channels = list(channels)
         self.rules = list(settings.rules)
         self.modes: dict[str, ev.Mode] = {**ev.DEFAULT_MODES, **settings.types}
+        self._wanted: dict[str, bool] = {}
 
     def mode(self, kind: str) -> ev.Mode:
         return self.modes.get(kind, "on")
+
+    def wanted(self, kind: str) -> bool:
+        """Whether an event of this type goes anywhere at any severity (the stage does not decode the
+        events of an unwanted type)."""
+        known = self._wanted.get(kind)
+        if known is None:
+            known = self._wanted[kind] = bool(self.route(kind, "critical"))
+        return known
 
     def route(self, kind: str, severity: str) -> list[Channel]:
         if self.mode(kind) == "off":

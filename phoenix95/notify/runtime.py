@@ -33,6 +33,8 @@ def build(
         health=HealthWatch(settings, WATCHED_STAGES) if watch_health else None,
         dlq_window_s=notify.dlq_window_s,
         health_interval_s=notify.health_interval_s,
+        retention_days=notify.retention_days,
+        retention_interval_s=notify.retention_interval_s,
         topic_names=Topics(settings.namespace),
     )
     stage.own_sink = NotificationSink(database, on_written=sender.wake)

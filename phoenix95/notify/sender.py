@@ -103,6 +103,9 @@ class ChannelSender:
 
     async def run(self) -> None:
         while True:
+            # cleared before the claim, not after it: a write that wakes us while we claim (too early
+            # to be seen) leaves the event set, and the next round starts at once instead of a poll later
+            self.wake.clear()
             try:
                 worked = await self.round()
             except asyncio.CancelledError:
@@ -112,7 +115,6 @@ class ChannelSender:
                 worked = False
                 await asyncio.sleep(1.0)
             if not worked:
-                self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.poll_s)
 

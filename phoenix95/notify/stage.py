@@ -35,6 +35,16 @@ from phoenix95.streams.stages import NOTIFICATIONS
 
 logger = logging.getLogger(__name__)
 
+#: The fields the stage decides from before decoding a whole message (`Codec.peek`).
+_POSITION_FIELDS = ("position_id", "kind", "risk_level")
+_VERDICT_FIELDS = ("decision",)
+_ORDER_FIELDS = ("status",)
+#: Position event kinds always decoded (opens and closes are notified; the rest only on a risk change).
+_POSITION_KINDS_ALWAYS = frozenset({"opened", *ev.CLOSING_KINDS})
+
+#: Sent rows deleted per clock tick at most (a short statement: the tick holds the consume loop).
+PURGE_BATCH = 5000
+
 _CLOCK = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=None, key=None, value=b"")
 
 
@@ -254,6 +264,8 @@ class NotificationStage(Stage):
         health: HealthWatch | None = None,
         dlq_window_s: float = 30.0,
         health_interval_s: float = 5.0,
+        retention_days: float | None = None,
+        retention_interval_s: float = 3600.0,
         topic_names: topics.Topics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -264,6 +276,8 @@ class NotificationStage(Stage):
         self.health = health
         self.dlq_window_s = dlq_window_s
         self.health_interval_s = health_interval_s
+        self.retention_days = retention_days
+        self.retention_interval_s = retention_interval_s
         self.topic_names = topic_names or topics.Topics()
         self.clock = clock
         #: Remembered between events (and in `notification_state`): risk level notified per position,
@@ -271,6 +285,8 @@ class NotificationStage(Stage):
         self.state: dict[str, str] = {}
         self.windows: dict[tuple[str, str], _DeadLetterWindow] = {}
         self._health_checked = 0.0
+        #: When the outbox was last purged (None: not yet; the first clock tick does it).
+        self._purged: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -317,12 +333,24 @@ class NotificationStage(Stage):
         return outcomes
 
     def _decide(self, base: str, record: InputRecord) -> Outcome:
+        """Most records notify nothing (a position tick whose risk level stays, a filled order, a verdict
+        of a type that is off): those are told apart from a few fields read off the front of the
+        message (`Codec.peek`) and finished without a full decode; the others are decoded and drafted."""
         writes: list[PgWrite] = []
         if base == topics.POSITION_TICKS:
+            head = self.codec.peek(record.value, PositionEvent, _POSITION_FIELDS)
+            if head["kind"] not in _POSITION_KINDS_ALWAYS:
+                key = f"risk:{head['position_id']}"
+                notify, level = ev.escalation(self.state.get(key), head["risk_level"])
+                if not notify and level == self.state.get(key):
+                    return NotifyOutcome(record)  # a tick at the level already known: nothing to do
             self._position(self.codec.decode(record.value, PositionEvent), writes)
         elif base == topics.RISK_VERDICTS:
+            head = self.codec.peek(record.value, RiskVerdict, _VERDICT_FIELDS)
+            kind = ev.VERDICT_APPROVED if head["decision"] == "APPROVED" else ev.VERDICT_REJECTED
+            if not self.router.wanted(kind):
+                return NotifyOutcome(record)
             verdict = self.codec.decode(record.value, RiskVerdict)
-            kind = ev.VERDICT_APPROVED if verdict.decision == "APPROVED" else ev.VERDICT_REJECTED
             self._draft(
                 ev.Draft(
                     verdict.event_id,
@@ -337,21 +365,23 @@ class NotificationStage(Stage):
                 writes,
             )
         elif base == topics.ORDERS:
+            head = self.codec.peek(record.value, Order, _ORDER_FIELDS)
+            if head["status"] == "filled" or not self.router.wanted(ev.ORDER_REJECTED):
+                return NotifyOutcome(record)
             order = self.codec.decode(record.value, Order)
-            if order.status != "filled":
-                self._draft(
-                    ev.Draft(
-                        order.event_id,
-                        ev.ORDER_REJECTED,
-                        "warning",
-                        order_payload(order),
-                        event_time=order.ts_event,
-                        position_id=order.close_position_id,
-                        signal_id=order.signal_id,
-                        subject=order.symbol,
-                    ),
-                    writes,
-                )
+            self._draft(
+                ev.Draft(
+                    order.event_id,
+                    ev.ORDER_REJECTED,
+                    "warning",
+                    order_payload(order),
+                    event_time=order.ts_event,
+                    position_id=order.close_position_id,
+                    signal_id=order.signal_id,
+                    subject=order.symbol,
+                ),
+                writes,
+            )
         elif base == topics.CONTROL_EVENTS:
             control = self.codec.decode(record.value, ControlEvent)
             if control.kind == "worker" and control.subject:
@@ -467,6 +497,7 @@ class NotificationStage(Stage):
 
     async def on_clock(self, now: datetime) -> list[Outcome]:
         outcomes = self._close_windows(self.clock())
+        await self._purge()
         if self.health is not None and self.clock() - self._health_checked >= self.health_interval_s:
             self._health_checked = self.clock()
             writes: list[PgWrite] = []
@@ -477,6 +508,23 @@ class NotificationStage(Stage):
             if writes:
                 outcomes.append(NotifyOutcome(_CLOCK, writes=writes))
         return outcomes
+
+    async def _purge(self) -> None:
+        """Outbox retention: sent rows older than `retention_days` go, a batch per clock tick until
+        none is left, then again after `retention_interval_s`."""
+        if self.retention_days is None:
+            return
+        if self._purged is not None and self.clock() - self._purged < self.retention_interval_s:
+            return
+        try:
+            deleted = await self.store.purge_sent(self.retention_days, limit=PURGE_BATCH)
+        except Exception as error:
+            logger.warning("notifications: purging sent rows failed: %s", error)
+            deleted = 0
+        if deleted:
+            logger.info("notifications: deleted %d sent rows older than %g days", deleted, self.retention_days)
+        if deleted < PURGE_BATCH:
+            self._purged = self.clock()
 
     async def _check_health(self, now: datetime, writes: list[PgWrite]) -> None:
         assert self.health is not None

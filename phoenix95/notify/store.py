@@ -213,6 +213,23 @@ class NotificationStore:
         )
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    async def purge_sent(self, older_than_days: float, *, limit: int = 5000) -> int:
+        """Delete up to `limit` sent rows created more than `older_than_days` ago (oldest first), and
+        the forgotten state keys (closed positions) as old; failed and pending rows stay. Returns how
+        many rows it deleted (`limit`: there may be more)."""
+        rows = await self.database.fetch(
+            "DELETE FROM notifications WHERE notification_id IN ("
+            "  SELECT notification_id FROM notifications WHERE status = 'sent' "
+            "  AND created_at < clock_timestamp() - make_interval(secs => %s) ORDER BY created_at LIMIT %s"
+            ") RETURNING 1",
+            (older_than_days * 86400.0, limit),
+        )
+        await self.database.execute(
+            "DELETE FROM notification_state WHERE value = '' AND updated_at < clock_timestamp() - make_interval(secs => %s)",
+            (older_than_days * 86400.0,),
+        )
+        return len(rows)
+
     async def counts(self) -> dict[str, int]:
         rows = await self.database.fetch("SELECT status, count(*) FROM notifications GROUP BY status")
         return {status: int(count) for status, count in rows}

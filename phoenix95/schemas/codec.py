@@ -71,6 +71,8 @@ class Codec:
         self._encoded: dict[int, tuple[Event, bytes]] = {}
         self._registry_ids: dict[str, int] = {}
         self._registry_versions: dict[int, SchemaVersion] = {}
+        #: (writer schema file, fields) -> the writer schema cut after the last of those fields.
+        self._prefixes: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     @classmethod
     def for_settings(cls, settings: Any) -> Codec:
@@ -178,6 +180,32 @@ class Codec:
         except ValidationError as error:
             raise DecodeError(Reason.VALIDATION_ERROR, _validation_text(error)) from None
 
+    def peek(self, data: bytes, model: type[Event], fields: tuple[str, ...]) -> dict[str, Any]:
+        """A few fields of a `model` message, read without the rest of it and without validation: the
+        body is read only up to the last of `fields` in the writer's field order (a consumer that acts
+        on few of the messages it reads decides from these, and decodes the ones it acts on).
+        Timestamps come back as microseconds since the epoch. A message whose prefix does not read
+        raises DecodeError; bytes after the prefix are not looked at."""
+        self._check_size(data)
+        writer, offset = self.writer_schema(data)
+        if writer.name != model.SCHEMA_NAME:
+            raise DecodeError(
+                Reason.SCHEMA_MISMATCH,
+                f"expected {model.SCHEMA_NAME}, message was written as {writer.name}.v{writer.version}",
+            )
+        prefix = self._prefixes.get((writer.file, fields))
+        if prefix is None:
+            prefix = self._prefixes[(writer.file, fields)] = _prefix_schema(writer, fields)
+        buffer = io.BytesIO(data)
+        buffer.seek(offset)
+        try:
+            record = fastavro.schemaless_reader(buffer, prefix, None)
+        except Exception as error:
+            raise DecodeError(Reason.DECODE_ERROR, f"{type(error).__name__}: {error}"[:500]) from None
+        if not isinstance(record, dict):
+            raise DecodeError(Reason.SCHEMA_MISMATCH, "not a record")
+        return record
+
     def decode_any(self, data: bytes) -> tuple[SchemaVersion, dict[str, Any]]:
         """Decode any Phoenix95 Avro message to (writer schema, record dict), without validation."""
         self._check_size(data)
@@ -237,6 +265,31 @@ class Codec:
             raise DecodeError(Reason.EMPTY_MESSAGE, "empty message")
         if len(data) > MAX_MESSAGE_BYTES:
             raise DecodeError(Reason.OVERSIZED_MESSAGE, f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
+
+
+def _prefix_schema(writer: SchemaVersion, fields: tuple[str, ...]) -> Any:
+    """The writer schema's fields up to the last of `fields` (every one must exist), logical types
+    dropped (a timestamp stays an int: nothing to build)."""
+    names = [field["name"] for field in writer.raw["fields"]]
+    missing = [name for name in fields if name not in names]
+    if missing:
+        raise DecodeError(Reason.SCHEMA_MISMATCH, f"{writer.name}.v{writer.version} has no field {', '.join(missing)}")
+    last = max(names.index(name) for name in fields)
+
+    def plain(kind: Any) -> Any:
+        if isinstance(kind, dict) and "logicalType" in kind and kind.get("type") in ("int", "long", "bytes", "string"):
+            return kind["type"]
+        if isinstance(kind, list):
+            return [plain(branch) for branch in kind]
+        return kind
+
+    cut = {
+        "type": "record",
+        "name": f"{writer.raw['name']}_prefix_{last}",
+        "namespace": writer.raw.get("namespace", ""),
+        "fields": [{"name": f["name"], "type": plain(f["type"])} for f in writer.raw["fields"][: last + 1]],
+    }
+    return fastavro.parse_schema(cut, named_schemas={})
 
 
 def _looks_like_json(data: bytes, headers: Headers) -> bool:

@@ -60,7 +60,8 @@ def create_app(
         stream_buffer_maxsize=max(4096, kafka.batch_max_records * 4),
         producer_linger=kafka.linger_ms / 1000,
     )
-    app.p95_fetch_max_wait_ms = kafka.fetch_max_wait_ms
+    app.p95_fetch_max_wait_ms = spec.fetch_wait_ms(settings)
+    batch_within_s = spec.batch_within_s(settings)
     reader = getattr(getattr(lag, "monitor", None), "reader", None)
     if reader is not None and hasattr(reader, "local_highwater"):
         # the lag probe takes the ends of this stage's inputs from its own consumer (no request)
@@ -85,7 +86,7 @@ def create_app(
         state["runner"] = runner
         logger.info("stage %s: consuming %s", stage, ", ".join(source.topics))
         try:
-            async for events in stream.noack_take(kafka.batch_max_records, within=kafka.batch_within_s):
+            async for events in stream.noack_take(kafka.batch_max_records, within=batch_within_s):
                 await _run_until_done(runner, events, stream)
         finally:
             await runtime.stop()

@@ -32,6 +32,14 @@ def no_timer(settings: Settings) -> float | None:
     return None
 
 
+def pipeline_fetch_wait_ms(settings: Settings) -> int:
+    return settings.kafka.fetch_max_wait_ms
+
+
+def pipeline_batch_within_s(settings: Settings) -> float:
+    return settings.kafka.batch_within_s
+
+
 @dataclass(frozen=True)
 class StageSpec:
     name: str
@@ -39,6 +47,11 @@ class StageSpec:
     inputs: tuple[str, ...]
     #: Seconds between calls of the stage's `on_clock`, for these settings (None: no timer).
     timer: Callable[[Settings], float | None] = no_timer
+    #: How long its consumer's fetch waits on the broker, and how long a batch collects records: the
+    #: trading stages take them short (latency); a stage beside the path may trade a little latency
+    #: for far fewer fetches and writes (an idle worker polling every 10 ms costs a few % of a core).
+    fetch_wait_ms: Callable[[Settings], int] = pipeline_fetch_wait_ms
+    batch_within_s: Callable[[Settings], float] = pipeline_batch_within_s
 
 
 def _risk_timer(settings: Settings) -> float | None:
@@ -63,6 +76,8 @@ NOTIFICATIONS = StageSpec(
     "notifications",
     (topics.POSITION_TICKS, topics.RISK_VERDICTS, topics.ORDERS, topics.CONTROL_EVENTS, topics.DLQ),
     timer=lambda settings: 1.0,
+    fetch_wait_ms=lambda settings: settings.notify.fetch_max_wait_ms,
+    batch_within_s=lambda settings: settings.notify.batch_within_s,
 )
 
 #: Every stage, in pipeline order.

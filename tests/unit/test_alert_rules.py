@@ -19,6 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from phoenix95.monitoring.exporter import LagCollector
+from phoenix95.monitoring.heartbeats import HeartbeatCollector
 from phoenix95.monitoring.monitor import LagMonitor
 from phoenix95.streams.metrics import PipelineMetrics
 
@@ -68,7 +69,8 @@ def exported_metric_names() -> set[str]:
     metrics = PipelineMetrics("analysis", registry=registry, clock="wall")
     metrics.attach_lag(LagMonitor(reader=None, targets=[]))  # type: ignore[arg-type]
     names: set[str] = set()
-    for family in [*registry.collect(), *LagCollector(LagMonitor(None, [])).describe()]:  # type: ignore[arg-type]
+    collectors = [LagCollector(LagMonitor(None, [])), HeartbeatCollector(None)]  # type: ignore[arg-type]
+    for family in [*registry.collect(), *(f for c in collectors for f in c.describe())]:
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
         names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
     names.update({"process_cpu_seconds_total", "process_resident_memory_bytes"})  # ProcessCollector (Linux)
@@ -174,6 +176,8 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
         "p95_lag_last_sample_timestamp_seconds": "0x22",
         'p95_notifications_total{channel="tgram-1",type="position_closed",outcome="failed"}': "0 0 1x20",
         'p95_notifications_total{channel="json-2",type="position_closed",outcome="failed"}': "0x22",
+        'p95_worker_heartbeat_up{stage="execution"}': "1 1 0x20",
+        'p95_worker_heartbeat_up{stage="risk"}': "1x22",
     }
 
     def firing(name: str, *labels: dict[str, str], at: str = "4m") -> dict[str, Any]:
@@ -201,6 +205,7 @@ def test_alerts_fire_on_synthetic_series(tmp_path):
         firing("P95WorkerDown", {**crit, "job": "phoenix95-workers", "instance": "positions:9604"}),
         firing("P95LagSamplesStale", warn),
         firing("P95NotificationsFailed", {**warn, "channel": "tgram-1"}),
+        firing("P95WorkerHeartbeatMissing", {**crit, "stage": "execution"}),
         firing("P95LiquidationRisk", at="30s"),  # pending, not yet firing (for: 30s)
     ]
     tests = {
@@ -238,7 +243,7 @@ def test_scrape_targets_are_the_compose_services_and_ports():
     }
     compose = yaml.safe_load(COMPOSE.read_text())["services"]
     workers = set()
-    for name in ("analysis", "risk", "execution", "positions"):
+    for name in ("analysis", "risk", "execution", "positions", "notifications", "compliance"):
         command = compose[name]["command"]
         workers.add(f"{name}:{command[command.index('--web-port') + 1]}")
     assert (
@@ -249,6 +254,8 @@ def test_scrape_targets_are_the_compose_services_and_ports():
             "risk:9602",
             "execution:9603",
             "positions:9604",
+            "notifications:9605",
+            "compliance:9606",
         }
     )
     lag_command = compose["lag-exporter"]["command"]

@@ -39,6 +39,19 @@ def test_compose_runs_every_stage_and_the_monitoring(compose):
     assert {"webhook", "lag-exporter", "prometheus", "grafana", "migrate"} <= set(services)
 
 
+def test_compose_runs_the_notification_hub_with_its_urls_from_the_environment_and_the_compliance_monitor(compose):
+    services = compose["services"]
+    hub = services["notifications"]
+    assert hub["command"][:3] == ["worker", "--stage", "notifications"]
+    assert hub["environment"]["P95_NOTIFY__URLS"] == "${P95_NOTIFY__URLS:-[]}"
+    assert services["compliance"]["command"][:3] == ["worker", "--stage", "compliance"]
+    ports = {name: services[name]["environment"]["P95_STAGE_PORT"] for name in ("notifications", "compliance")}
+    assert all(services[name]["command"][-1] == port for name, port in ports.items())
+    scraped = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"][0]
+    targets = scraped["static_configs"][0]["targets"]
+    assert {f"{name}:{port}" for name, port in ports.items()} <= set(targets)
+
+
 def test_every_long_running_service_has_a_health_check_and_named_volumes(compose):
     for name, service in compose["services"].items():
         if service.get("restart") == "no":

@@ -78,6 +78,16 @@ def test_two_instances_of_every_stage_with_replicated_topics_and_idempotent_prod
         assert set(service["depends_on"]) >= set(BROKERS)
 
 
+def test_one_notification_hub_and_one_compliance_monitor_on_the_cluster(compose):
+    services = compose["services"]
+    for stage in ("notifications", "compliance"):
+        service = services[stage]
+        assert service["command"][:3] == ["worker", "--stage", stage]
+        assert service["deploy"]["replicas"] == 1
+        assert set(service["depends_on"]) >= set(BROKERS)
+    assert services["notifications"]["environment"]["P95_NOTIFY__URLS"] == "${P95_NOTIFY__URLS:-[]}"
+
+
 def test_idempotence_is_off_by_default_for_tansu():
     assert KafkaSettings().idempotent_producer is False
 

@@ -5,6 +5,7 @@ dead letters held and summarised per stage and reason; a template error fails on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +92,56 @@ def test_risk_escalates_from_the_opening_level_with_hysteresis() -> None:
     assert [w.params for w in outcome.writes if w.statement is STATE] == [
         ("risk:5f0c7a4e-1d2b-5c3d-9e8f-0a1b2c3d4e5f", "")
     ]  # forgotten with the position
+
+
+class CountingCodec(Codec):
+    """A codec that counts the messages it decodes whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded = 0
+
+    def decode(self, data: bytes, model: Any, **kwargs: Any) -> Any:
+        self.decoded += 1
+        return super().decode(data, model, **kwargs)
+
+
+def test_ticks_at_a_known_risk_level_and_events_of_types_that_are_off_are_not_decoded() -> None:
+    codec = CountingCodec()
+    stage = NotificationStage(codec, Router(SETTINGS, build_channels(SETTINGS)), MemoryStore(), dlq_window_s=30)  # type: ignore[arg-type]
+    asyncio.run(stage.start())
+    at = iter(datetime(2026, 1, 1, 0, minute, tzinfo=UTC) for minute in range(60))
+    levels = ["LOW", "MEDIUM", "LOW", "MEDIUM", "CRITICAL", "CRITICAL", "HIGH", "CRITICAL"]
+    events = [
+        factories.position_event("opened", at=next(at)),
+        *(factories.position_event("tick", risk_level=level, at=next(at)) for level in levels),
+        factories.position_event("closed", close_reason="stop_loss", at=next(at)),
+    ]
+    outcomes = asyncio.run(stage.process([_record(topics.POSITION_TICKS, e) for e in events]))
+    assert len(outcomes) == len(events)  # every record finished (acked), decoded or not
+    types = [row[3] for o in outcomes for row in (w.params for w in o.writes if w.statement is NOTIFICATION)]
+    assert types == [ev.POSITION_OPENED] * 2 + [ev.RISK_ESCALATION] * 2 + [ev.POSITION_CLOSED] * 2
+    assert codec.decoded == 3  # the open, the first CRITICAL tick, the close
+
+    off = NotifySettings.model_validate({**SETTINGS.model_dump(mode="json"), "types": {"position_opened": "off"}})
+    assert Router(off, build_channels(SETTINGS)).wanted(ev.POSITION_OPENED) is False
+    assert Router(off, build_channels(SETTINGS)).wanted(ev.POSITION_CLOSED) is True
+
+
+def test_codec_peek_reads_the_front_of_a_message_and_refuses_another_schema() -> None:
+    import pytest
+
+    from phoenix95.schemas.codec import DecodeError
+    from phoenix95.schemas.messages import PositionEvent, RiskVerdict
+
+    data = Codec().encode(factories.position_event("tick", risk_level="HIGH"))
+    head = Codec().peek(data, PositionEvent, ("position_id", "kind", "risk_level"))
+    assert (head["kind"], head["risk_level"]) == ("tick", "HIGH")
+    assert head["position_id"] == "5f0c7a4e-1d2b-5c3d-9e8f-0a1b2c3d4e5f"
+    with pytest.raises(DecodeError):
+        Codec().peek(data, RiskVerdict, ("decision",))
+    with pytest.raises(DecodeError):
+        Codec().peek(data[:30], PositionEvent, ("risk_level",))
 
 
 def test_modes_approved_silent_rejected_off() -> None:
@@ -255,3 +306,44 @@ def test_an_announced_stop_is_a_warning_not_a_crash() -> None:
     health.alive["risk"] = False
     (row,) = _health_titles(stage, now)
     assert "stopped as announced" in row
+
+
+def test_a_wake_up_that_comes_while_the_sender_claims_is_not_lost() -> None:
+    """A write that wakes the sender while it is claiming (too early for its rows to be seen) makes
+    the next round start at once, not a poll interval later."""
+    (channel,) = build_channels(NotifySettings.model_validate({"urls": ["json://127.0.0.1:9/x"]}))
+    sender = ChannelSender(
+        channel,
+        MemoryStore(),  # type: ignore[arg-type]
+        NotifyMetrics(),
+        max_attempts=3,
+        backoff_base_s=1,
+        backoff_max_s=2,
+        lease_s=5,
+        poll_s=30,
+        timeout_s=1,
+    )
+    rounds: list[float] = []
+
+    async def round_() -> bool:
+        rounds.append(asyncio.get_running_loop().time())
+        if len(rounds) == 1:
+            sender.wake.set()  # the stage wrote rows while this claim was on its way
+        return False
+
+    sender.round = round_  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(sender.run())
+        try:
+            for _ in range(100):
+                if len(rounds) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert len(rounds) >= 2 and rounds[1] - rounds[0] < 1.0
