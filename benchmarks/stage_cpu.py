@@ -185,11 +185,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         # worker): each price marks its symbol's open positions, each batch writes their state
         later = datetime.now(UTC) + timedelta(seconds=2)
         marks = [e for step in range(args.marks // 10) for e in feed.tick(later + timedelta(seconds=step / 10))]
-        spent, pg = await timed("positions", records(codec, topics.MARKET_PRICES, marks), 10)
+        spent, pg = await timed("positions", records(codec, topics.MARKET_PRICES, marks), args.marks_batch)
         per_symbol = opened / 10
         report["positions"]["cpu_us_per_price_with_open"] = round(spent / len(marks) * 1e6, 1)
         report["postgres"]["cpu_us_per_price_with_open"] = round(pg / len(marks) * 1e6, 1)
         report["open_positions_per_symbol"] = per_symbol
+        report["marks_batch"] = args.marks_batch
     finally:
         for runner, _ in stages.values():
             await runner.stage.stop()
@@ -205,6 +206,9 @@ def main() -> None:
     parser.add_argument("--prices", type=int, default=20000)
     parser.add_argument("--signals", type=int, default=1000)
     parser.add_argument("--marks", type=int, default=2000, help="prices once the positions are open")
+    parser.add_argument(
+        "--marks-batch", type=int, default=10, help="batch size of those (10: a live feed; 2000: a backlog)"
+    )
     args = parser.parse_args()
     name = "cpu" + uuid.uuid4().hex[:8]
     os.environ.update(

@@ -20,7 +20,7 @@ from phoenix95.agents.ports import Fact, InputRecord, Outcome, PositionChanged, 
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
-from phoenix95.domain.execution import PriceHistory, prices_after
+from phoenix95.domain.execution import MarketTick, PriceHistory, prices_after
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.positions import (
     Position,
@@ -33,6 +33,7 @@ from phoenix95.domain.positions import (
 from phoenix95.domain.positions import (
     PositionEvent as DomainEvent,
 )
+from phoenix95.domain.price_batch import BatchPrices
 from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter, fill_of, position_message, tick_of
@@ -135,12 +136,19 @@ class PositionStage(Stage):
                 new_positions.append(ids.position_id(item.order_id))
             decoded.append((record, item, None))
         known = await self.store.positions([p for p in new_positions if p not in self.open]) if new_positions else {}
+        ticks = [
+            tick_of(item) if isinstance(item, MarketPrice) else item.symbol if isinstance(item, Order) else None
+            for _, item, _ in decoded
+        ]
+        batch = BatchPrices.of(ticks, self.mark_interval)
         outcomes: list[Outcome] = []
-        for record, decoded_item, ready in decoded:
+        for index, (record, decoded_item, ready) in enumerate(decoded):
             if ready is not None:
                 outcomes.append(ready)
             elif isinstance(decoded_item, MarketPrice):
-                outcomes.append(self._on_price(record, decoded_item))
+                tick = ticks[index]
+                assert isinstance(tick, MarketTick)
+                outcomes.append(self._on_price(record, decoded_item, tick, batch, index))
             elif isinstance(decoded_item, Order):
                 outcomes.append(self._on_order(record, decoded_item, known))
         self._flush()
@@ -167,8 +175,9 @@ class PositionStage(Stage):
             return []
         return [Outcome(_CLOCK_RECORD, produce=produce, persist=facts)]
 
-    def _on_price(self, record: InputRecord, price: MarketPrice) -> Outcome:
-        tick = tick_of(price)
+    def _on_price(
+        self, record: InputRecord, price: MarketPrice, tick: MarketTick, batch: BatchPrices, index: int
+    ) -> Outcome:
         if price.funding_rate is not None:
             self.funding.add(price.symbol, [(price.ts_event, price.funding_rate)])
         history = self.prices.get(price.symbol)
@@ -178,6 +187,8 @@ class PositionStage(Stage):
         facts: list = [PriceObserved(price)]
         produce: list = []
         for position in [p for p in self.open.values() if p.symbol == price.symbol]:
+            if batch.skippable(position, index, tick, self.last_mark.get(position.position_id)):
+                continue  # a later price of the batch overwrites all this one would set (domain/price_batch.py)
             config = self.config.for_symbol(position.symbol)
             update = on_price(
                 position,
@@ -186,6 +197,8 @@ class PositionStage(Stage):
                 tick_size=config.rules(position.symbol).tick_size,
                 funding_rate=self.funding,
             )
+            if update.position.is_open and update.events and update.events[-1].kind == "tick":
+                batch.marked(position.position_id, tick)
             self._apply(update, price.event_id, facts, produce)
         return Outcome(record, produce=produce, persist=facts)
 

@@ -217,7 +217,14 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
 LATENCY_MAX_OPEN = 100
 
 
-def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
+def latency(
+    base: Settings,
+    *,
+    rate: float,
+    seconds: float,
+    price_interval: float = 0.05,
+    symbols: dict[str, tuple[Decimal, Decimal]] | None = None,
+) -> dict[str, Any]:
     """Signal -> order and signal -> position opened, at a fixed offered load, on the wall clock; a
     price per symbol every 50 ms keeps "the next market price" close. Measured from the timestamps the
     pipeline itself recorded (signal ts_ingest, the order's and the position's ts_ingest). Every
@@ -229,10 +236,16 @@ def latency(base: Settings, *, rate: float, seconds: float) -> dict[str, Any]:
         "P95_RISK__MAX_OPEN_POSITIONS": str(LATENCY_MAX_OPEN),
     }
     with BenchPipeline(base, env) as pipeline:
-        return asyncio.run(_latency(pipeline, rate, seconds))
+        return asyncio.run(_latency(pipeline, rate, seconds, price_interval, symbols or SYMBOLS))
 
 
-async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict[str, Any]:
+async def _latency(
+    pipeline: BenchPipeline,
+    rate: float,
+    seconds: float,
+    price_interval: float,
+    symbols: dict[str, tuple[Decimal, Decimal]],
+) -> dict[str, Any]:
     from phoenix95.streams.producer import EventProducer
 
     producer = EventProducer(
@@ -240,8 +253,8 @@ async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict
     )
     await producer.start()
     rng = random.Random(7)
-    prices = {s: first for s, (first, _) in SYMBOLS.items()}
-    ticks = {s: tick for s, (_, tick) in SYMBOLS.items()}
+    prices = {s: first for s, (first, _) in symbols.items()}
+    ticks = {s: tick for s, (_, tick) in symbols.items()}
     sent = 0
     try:
         # warm up: the workers join their groups and see prices
@@ -266,12 +279,12 @@ async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict
             now = time.perf_counter()
             if now >= next_price:
                 await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
-                next_price += 0.05
+                next_price += price_interval
             due = int((now - next_signal) / interval) + 1 if now >= next_signal else 0
             if due:
                 batch = []
                 for _ in range(due):
-                    symbol = rng.choice(list(SYMBOLS))
+                    symbol = rng.choice(list(symbols))
                     batch.append(
                         _signal(symbol, prices[symbol], datetime.now(UTC), rng).model_copy(
                             update={"confidence": Decimal("0.95")}
@@ -284,7 +297,7 @@ async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict
         stop_publishing = time.perf_counter()
         while time.perf_counter() - stop_publishing < 5:
             await producer.publish(_prices(prices, ticks, rng, pipeline.settings.namespace))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(price_interval)
     finally:
         await producer.stop()
     await asyncio.sleep(3)
@@ -331,8 +344,10 @@ async def _latency(pipeline: BenchPipeline, rate: float, seconds: float) -> dict
             "orders": len(approved - order_times.keys()),
             "positions": len(approved - opened.keys()),
         },
-        "note": "an order waits for the next market price (a price per symbol every 50 ms here); "
-        "unfinished signals count as the slowest",
+        "price_interval_ms": round(price_interval * 1000),
+        "symbols": len(symbols),
+        "note": f"an order waits for the next market price (a price per symbol every {price_interval * 1000:.0f} ms "
+        "here); unfinished signals count as the slowest",
         "run_id": pipeline.run_id,
     }
 

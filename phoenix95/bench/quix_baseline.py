@@ -3,6 +3,10 @@ broker. No sinks: it measures the stream processor alone (Quix is a benchmark-on
 `pip install 'phoenix95[bench]'`).
 
     python -m phoenix95.bench.quix_baseline BOOTSTRAP NAMESPACE
+    python -m phoenix95.bench.quix_baseline --consume BOOTSTRAP TOPIC MESSAGES   # price_throughput's
+
+The second form is `price_throughput`'s baseline: one consumer of a topic doing no work (raw bytes, no
+deserialising), printing messages a second from its first message to the `MESSAGES`th as JSON.
 """
 
 from __future__ import annotations
@@ -107,5 +111,45 @@ async def measure(bootstrap: str, *, signals: int, timeout: float = 600.0) -> di
     }
 
 
+def consume(bootstrap: str, topic: str, messages: int) -> None:
+    import json
+
+    from quixstreams import Application
+
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=f"quix-passthrough-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
+        commit_interval=0.5,
+    )
+    seen = {"count": 0, "first": 0.0}
+
+    def count(_value: Any) -> None:
+        if seen["count"] == 0:
+            seen["first"] = time.perf_counter()
+        seen["count"] += 1
+        if seen["count"] == messages:
+            elapsed = time.perf_counter() - seen["first"]
+            print(
+                json.dumps(
+                    {
+                        "prices_per_s": round(messages / elapsed, 1) if elapsed else None,
+                        "messages": messages,
+                        "elapsed_s": round(elapsed, 2),
+                        "work": "none (raw bytes)",
+                    }
+                ),
+                flush=True,
+            )
+            app.stop()
+
+    app.dataframe(app.topic(topic, value_deserializer="bytes")).update(count)
+    app.run()
+
+
 if __name__ == "__main__":
-    run_app(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "--consume":
+        consume(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        run_app(sys.argv[1], sys.argv[2])

@@ -33,6 +33,8 @@ python -m phoenix95.bench.report docs/runs/NAME.json > docs/benchmarks.md
 | `sink_timeseries` | price points in batched writes | one point per request |
 | `e2e_throughput` | signals and prices through the four workers and every sink | a naive Faust pipeline (one INSERT per message, no logic); Quix Streams without sinks |
 | `signal_to_order_latency` | signal published to order written, at a fixed offered rate (wall clock) | – |
+| `price_throughput` | prices/s sustained with every price group's lag flat (ten symbols, 200 open positions, signals at 10/s beside), price->position-tick p50/p99, CPU per price per stage | a Quix Streams consumer of the same topic doing no work |
+| `latency_live` | signal->verdict and signal->position opened p50/p99/max at 50 signals/s, a price per symbol every 100 ms | the same four hops relayed by bare aiokafka consumers and producers doing no work, same rates |
 | `webhook_ack_latency` | alert posted to answer (broker confirmed), open loop at a fixed rate | – |
 | `replay_inprocess` | events a second through the in-process replay | every tick through the paper book |
 | `replay_kafka` | the bundled sample through the real workers; its digest must equal in-process | the in-process replay |
@@ -57,6 +59,48 @@ def _brief(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_brief(item) for item in value)
     return _number(value)
+
+
+def _get(figure: dict[str, Any] | None, *path: str) -> Any:
+    value: Any = figure
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _meets(value: Any, bound: float, *, at_most: bool = False) -> str:
+    if not isinstance(value, int | float):
+        return "not measured"
+    return "met" if (value <= bound if at_most else value >= bound) else "not met"
+
+
+def targets(scenarios: dict[str, Any]) -> list[str]:
+    """#23's targets table, filled from the run's figures."""
+    e2e, prices, live = (scenarios.get(n) for n in ("e2e_throughput", "price_throughput", "latency_live"))
+    replay = scenarios.get("replay_kafka")
+    quix = _get(e2e, "baseline", "quix_streams", "signals_per_s")
+    e2e_ratio = round(e2e["value"] / quix, 3) if e2e and e2e.get("value") and quix else None
+    verdict, opened = _get(live, "signal_to_verdict_ms", "p99"), _get(live, "signal_to_position_opened_ms", "p99")
+    rows = [
+        ("`e2e_throughput`, all sinks", f"{_number(e2e_ratio)}× Quix-without-sinks", "≥ 0.3×", _meets(e2e_ratio, 0.3)),
+        (
+            "`price_throughput`, 200 open positions",
+            f"{_number(_get(prices, 'value'))} prices/s, {_number(_get(prices, 'ratio'))}× Quix pass-through",
+            "≥ 20,000 prices/s and ≥ 0.3×",
+            "met"
+            if _meets(_get(prices, "value"), 20000) == "met" and _meets(_get(prices, "ratio"), 0.3) == "met"
+            else _meets(_get(prices, "value"), 20000),
+        ),
+        ("signal→verdict p99 at 50/s", f"{_number(verdict)} ms", "≤ 30 ms", _meets(verdict, 30, at_most=True)),
+        ("signal→position opened p99 at 50/s", f"{_number(opened)} ms", "≤ 100 ms", _meets(opened, 100, at_most=True)),
+        ("`replay_kafka`", f"{_number(_get(replay, 'value'))} {_get(replay, 'unit') or ''}".strip(),
+         "≥ 2,000 events/s, same digest", _meets(_get(replay, "value"), 2000)),
+    ]  # fmt: skip
+    lines = ["## Targets (#23)", "", "| scenario | this run | target | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b if d != 'not measured' else '–'} | {c} | {d} |" for a, b, c, d in rows]
+    return lines
 
 
 def render(run: dict[str, Any], name: str) -> str:
@@ -90,7 +134,7 @@ def render(run: dict[str, Any], name: str) -> str:
         ratio = f"{_number(figure['ratio'])}×" if figure.get("ratio") is not None else "–"
         took = f"{_number(figure.get('took_s'))} s" if figure.get("took_s") is not None else "–"
         lines.append(f"| `{scenario}` | {shown} | {baseline} | {ratio} | {took} |")
-    lines += ["", "Every field of each scenario is in the run file."]
+    lines += ["", "Every field of each scenario is in the run file.", "", *targets(run.get("scenarios", {}))]
     return "\n".join(lines) + "\n"
 
 

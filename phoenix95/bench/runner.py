@@ -22,6 +22,8 @@ SCENARIOS = (
     "sink_timeseries",
     "e2e_throughput",
     "signal_to_order_latency",
+    "price_throughput",
+    "latency_live",
     "webhook_ack_latency",
     "replay_inprocess",
     "replay_kafka",
@@ -125,6 +127,12 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         from phoenix95.bench import pipeline
 
         return pipeline.latency(settings, rate=200.0, seconds=5.0 if quick else 30.0)
+    if name == "price_throughput":
+        from phoenix95.bench import prices
+
+        return prices.run(settings, quick=quick)
+    if name == "latency_live":
+        return _latency_live(settings, quick)
     if name == "replay_inprocess":
         from phoenix95.bench import replay
 
@@ -154,6 +162,44 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
 
         return notify.e2e_with_notifications(settings, quick=quick)
     raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS + ON_DEMAND)}")
+
+
+def _latency_live(settings: Settings, quick: bool) -> dict[str, Any]:
+    """50 signals/s with a price every 100 ms per symbol (ten symbols), wall clock; the floor: the same
+    four hops relayed by bare aiokafka clients at the same rates, in the same run."""
+    from phoenix95.bench import pipeline, relay
+    from phoenix95.bench.prices import TEN_SYMBOLS
+
+    rate, price_interval, seconds = 50.0, 0.1, 8.0 if quick else 30.0
+    ours = pipeline.latency(settings, rate=rate, seconds=seconds, price_interval=price_interval, symbols=TEN_SYMBOLS)
+    floor = asyncio.run(
+        relay.measure(
+            settings.kafka.bootstrap_servers,
+            rate=rate,
+            seconds=seconds,
+            price_interval=price_interval,
+            symbols=len(TEN_SYMBOLS),
+            partitions=settings.kafka.partitions,
+            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+        )
+    )
+    verdict_p99 = ours["signal_to_verdict_ms"].get("p99")
+    floor_p99 = floor["signal_to_verdict_ms"].get("p99")
+    opened_p99 = ours["signal_to_position_opened_ms"].get("p99")
+    return {
+        **ours,
+        "value": verdict_p99,
+        "unit": "ms (p99 signal->verdict)",
+        "signal_to_position_opened_p99_ms": opened_p99,
+        "targets": {"signal_to_verdict_p99_ms": 30, "signal_to_position_opened_p99_ms": 100},
+        "meets_targets": {
+            "signal_to_verdict": verdict_p99 is not None and verdict_p99 <= 30,
+            "signal_to_position_opened": opened_p99 is not None and opened_p99 <= 100,
+        },
+        "baseline": {"bare_aiokafka_relay": floor},
+        # how many times the floor: for a latency, the pipeline's p99 over the relay's p99
+        "ratio": round(verdict_p99 / floor_p99, 2) if verdict_p99 and floor_p99 else None,
+    }
 
 
 def run(

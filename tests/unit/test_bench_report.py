@@ -27,3 +27,17 @@ def test_the_page_names_its_run_file_and_says_the_machine_was_shared():
     assert "python -m phoenix95.bench.report docs/runs/example.json" in page
     assert "quick sizes" in page and "load average 1.50, 1.00, 0.50 before" in page
     assert "shared with other work" in page
+
+
+def test_the_targets_of_issue_23_are_filled_from_the_run_and_say_met_or_not():
+    run = {
+        "scenarios": {
+            "price_throughput": {"value": 25000.0, "ratio": 0.4, "unit": "prices/s"},
+            "latency_live": {"signal_to_verdict_ms": {"p99": 45.0}, "signal_to_position_opened_ms": {"p99": 90.0}},
+        }
+    }
+    page = render(run, "docs/runs/example.json")
+    assert "| `price_throughput`, 200 open positions | 25,000 prices/s, 0.40× Quix pass-through |" in page
+    assert "| signal→verdict p99 at 50/s | 45.00 ms | ≤ 30 ms | not met |" in page
+    assert "| signal→position opened p99 at 50/s | 90.00 ms | ≤ 100 ms | met |" in page
+    assert "| `replay_kafka` | – | ≥ 2,000 events/s, same digest | not measured |" in page
