@@ -364,6 +364,8 @@ class DashboardSettings(BaseModel):
     #: Mark the session cookie Secure even behind a proxy that terminates TLS (the cookie is
     #: always Secure when the request itself is HTTPS).
     secure_cookies: bool = False
+
+
 class NotifyUrl(BaseModel):
     """One notification channel: an Apprise URL (a secret: it holds tokens and passwords), optional
     tags for routing, an optional name (the channel's key in the outbox and in metrics; default: the

@@ -64,7 +64,9 @@ def setup_buckets(settings: Any, say: Any = None) -> str:
     if not url or not settings.influx.enabled:
         return "off (no time-series store configured: P95_INFLUX__URL)"
     if is_victoria_metrics(url):
-        return f"{url} is VictoriaMetrics: it has no buckets (retention is its -retentionPeriod flag); nothing to set up"
+        return (
+            f"{url} is VictoriaMetrics: it has no buckets (retention is its -retentionPeriod flag); nothing to set up"
+        )
     from influxdb_client import BucketRetentionRules, InfluxDBClient
 
     client = InfluxDBClient(url=url, token=settings.influx.token.get_secret_value(), org=settings.influx.org)

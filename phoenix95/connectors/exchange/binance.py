@@ -96,6 +96,10 @@ class BinanceExchange:
             if not isinstance(info, dict):
                 raise AmbiguousResponse("exchangeInfo: malformed answer")
             self._filters = parse_filters(info)
+            try:  # risk sizes and rounds with them (PgExchangeLedger.symbol_rules)
+                await self.store.record_filters(self.name, list(self._filters.values()))
+            except Exception as error:
+                logger.warning("exchange: symbol filters not recorded: %s", error)
             for limit in info.get("rateLimits", []):
                 if (
                     isinstance(limit, dict)
@@ -521,15 +525,18 @@ class BinanceExchange:
         ORDERS.labels(intent.kind, "cancelled").inc()
         return await self.store.save(intent.with_(status="CANCELED"))
 
-    async def on_protection_update(self, client_algo_id: str, algo_status: str) -> list[str]:
+    async def on_protection_update(self, client_algo_id: str, algo_status: str, actual_order_id: str = "") -> list[str]:
         """A protection order changed at the exchange (ALGO_UPDATE, or found by polling): when one fired,
-        cancel the other. Returns what was done."""
+        record the fills of the market order it became (under its own client id: the positions stage
+        closes the position with them) and cancel the other. Returns what was done."""
         done: list[str] = []
         intents = await self.store.get([client_algo_id])
         intent = intents.get(client_algo_id)
         if intent is None or intent.kind not in ("stop_loss", "take_profit"):
             return done
         if algo_status in ("TRIGGERING", "TRIGGERED", "FINISHED") and intent.status != "TRIGGERED":
+            if actual_order_id and actual_order_id != "0":
+                await self._protection_fills(intent, actual_order_id)
             intent = await self.store.save(intent.with_(status="TRIGGERED"))
             done.append(f"{intent.kind} {client_algo_id} fired")
             await self._event(
@@ -565,8 +572,34 @@ class BinanceExchange:
             found = await self._ask_algo(intent)
             if found is None:
                 continue
-            done += await self.on_protection_update(intent.client_order_id, found.status)
+            done += await self.on_protection_update(intent.client_order_id, found.status, found.actual_order_id)
         return done
+
+    async def _protection_fills(self, intent: Intent, actual_order_id: str) -> None:
+        """The fills (price, quantity, commission, trade ids) of the order a protection order became."""
+        try:
+            trades = await self.rest.call(
+                "fapiPrivateGetUserTrades", {"symbol": intent.symbol, "orderId": actual_order_id}, weight=5
+            )
+        except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:
+            logger.warning(
+                "exchange: fills of %s (order %s) not read: %s", intent.client_order_id, actual_order_id, error
+            )
+            return
+        if isinstance(trades, list):
+            tagged = [{**t, "clientOrderId": intent.client_order_id} for t in trades if isinstance(t, dict)]
+            await self.store.record_fills(self.name, tagged, adopted=False)
+        await self.store.tag_fills(self.name, intent.symbol, actual_order_id, intent.client_order_id)
+
+    async def sync_funding(self, hours: float = 24) -> int:
+        """Funding payments of the last `hours` from the income history (idempotent by tran id)."""
+        since = int((datetime.now(UTC) - timedelta(hours=hours)).timestamp() * 1000)
+        answer = await self.rest.call(
+            "fapiPrivateGetIncome", {"incomeType": "FUNDING_FEE", "startTime": since, "limit": 1000}, weight=30
+        )
+        if not isinstance(answer, list):
+            raise parse.Malformed("income answer is not a list")
+        return await self.store.record_income(self.name, parse.income_rows(answer))
 
     async def _after_exit(self, exit_intent: Intent) -> None:
         """Phoenix95 closed (part of) a position: once the exchange is flat, cancel its protection."""

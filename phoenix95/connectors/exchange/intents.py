@@ -205,6 +205,33 @@ class IntentStore:
             new += len(inserted)
         return new
 
+    async def tag_fills(self, exchange: str, symbol: str, exchange_order_id: str, client_order_id: str) -> None:
+        """Name the order a set of fills belongs to (a protection order's fills carry the id of the market
+        order it became, not its own client id)."""
+        await self._fetch(
+            "UPDATE exchange_fills SET client_order_id = %s WHERE exchange = %s AND symbol = %s"
+            " AND exchange_order_id = %s RETURNING trade_id",
+            (client_order_id, exchange, symbol, exchange_order_id),
+        )
+
+    async def record_filters(self, exchange: str, filters: Sequence[Any]) -> None:
+        """The symbols' exchangeInfo filters, for risk (migration 0009)."""
+        rows = [(exchange, f.symbol, f.tick_size, f.step_size, f.min_qty, f.min_notional) for f in filters]
+        if not rows:
+            return
+
+        async def write() -> None:
+            async with self.database.pool.connection() as connection, connection.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO exchange_symbol_filters (exchange, symbol, tick_size, step_size, min_qty, min_notional)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (exchange, symbol) DO UPDATE SET"
+                    " tick_size = EXCLUDED.tick_size, step_size = EXCLUDED.step_size, min_qty = EXCLUDED.min_qty,"
+                    " min_notional = EXCLUDED.min_notional, updated_at = clock_timestamp()",
+                    rows,
+                )
+
+        await retry_transient(write, what="exchange filters", is_transient=is_transient)
+
     async def known_trade_ids(self, exchange: str, symbol: str) -> set[int]:
         rows = await self._fetch(
             "SELECT trade_id FROM exchange_fills WHERE exchange = %s AND symbol = %s", (exchange, symbol)
