@@ -20,7 +20,7 @@ from phoenix95.domain import ids
 from phoenix95.domain.config import TradingConfig
 from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.convert import analyze
-from phoenix95.schemas.messages import RiskVerdict
+from phoenix95.schemas.messages import Order, RiskVerdict
 from phoenix95.storage.exchange_ledger import PgExchangeLedger
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgPortfolio, PgPositionStore
@@ -70,6 +70,8 @@ async def test_a_position_opened_and_closed_at_the_exchange_has_the_exchanges_fi
             sim_entry = sim.state.trades[0]
             assert order.fill.price == Decimal(sim_entry["price"]) == Decimal("60012.3")
             assert order.fill.fee == Decimal(sim_entry["commission"]) > 0
+            assert order.fill.trade_ids == (str(sim_entry["id"]),)
+            assert codec.decode(codec.encode(order), Order).fill == order.fill  # the event carries them
 
             ledger = PgExchangeLedger(db, settings.exchange.kind)
             sink = StoreSink(db, None, None)

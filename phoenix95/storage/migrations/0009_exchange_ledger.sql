@@ -25,3 +25,6 @@ CREATE TABLE position_exchange_funding (
     PRIMARY KEY (position_id, exchange, tran_id)
 );
 CREATE INDEX idx_position_exchange_funding_tran ON position_exchange_funding (exchange, tran_id);
+
+-- The exchange's trade ids of an order's fills (carried by the Order event's fill, order.v2).
+ALTER TABLE exchange_intents ADD COLUMN trade_ids TEXT[];
