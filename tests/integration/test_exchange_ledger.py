@@ -15,6 +15,7 @@ from phoenix95.agents.ports import InputRecord, OrderPlaced, Outcome, PositionCh
 from phoenix95.agents.positions import PositionStage
 from phoenix95.agents.risk import RiskStage
 from phoenix95.connectors.exchange.brackets import bundled_brackets
+from phoenix95.connectors.exchange.check import check_account
 from phoenix95.connectors.exchange.live import LiveExchange
 from phoenix95.domain import ids
 from phoenix95.domain.config import TradingConfig
@@ -187,7 +188,8 @@ async def test_risk_rounds_with_the_exchanges_filters_and_rejects_below_its_mini
         settings = sim_settings(sim.base_url)
         live = LiveExchange(settings, db, symbols=["SOLUSDT"])
         try:
-            await live.exchange.filters()  # what the execution stage's start and `p95 exchange check` do
+            check = await check_account(live.exchange)  # `p95 exchange check`, and the execution worker's start
+            assert check.fatal is None and check.symbol_filters
         finally:
             await live.stop()
         ledger = PgExchangeLedger(db, settings.exchange.kind)
