@@ -11,7 +11,7 @@ the exchange connector contract (`ExchangeConnector`, re-exported from `connecto
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,6 +19,7 @@ from typing import Protocol
 
 from phoenix95.connectors.exchange.base import ExchangeConnector, ExchangeOrder, OrderRequest
 from phoenix95.domain.book import PendingOrder
+from phoenix95.domain.config import SymbolRules
 from phoenix95.domain.positions import Position
 from phoenix95.domain.risk import Exposure, RecentSignal
 from phoenix95.domain.trading_state import TradingState
@@ -93,7 +94,28 @@ class Outboxed:
     payload: bytes
 
 
-Fact = SignalAnalyzed | VerdictMade | OrderPlaced | PositionChanged | PriceObserved | DeadLettered | Outboxed
+@dataclass(frozen=True)
+class ExchangeFundingApplied:
+    """A funding payment the exchange reported (its income id), applied to a position: written with
+    the position's new funding_paid, so a payment is applied once."""
+
+    position_id: str
+    exchange: str
+    tran_id: int
+    amount: Decimal
+    at: datetime
+
+
+Fact = (
+    SignalAnalyzed
+    | VerdictMade
+    | OrderPlaced
+    | PositionChanged
+    | PriceObserved
+    | DeadLettered
+    | Outboxed
+    | ExchangeFundingApplied
+)
 
 
 @dataclass
@@ -172,6 +194,54 @@ class ExecutionState(Protocol):
     async def orders(self, verdict_ids: Sequence[str]) -> dict[str, Order]: ...
 
     async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]: ...
+
+
+class SymbolRulesSource(Protocol):
+    """A live exchange's symbol filters (tick size, step size, minimum notional and quantity), for risk."""
+
+    async def symbol_rules(self) -> Mapping[str, SymbolRules]: ...
+
+
+@dataclass(frozen=True)
+class ExchangeCloseFill:
+    """A fill of a position's exchange-side protection (a stop-loss or take-profit that fired)."""
+
+    trade_id: int
+    kind: str  # stop_loss | take_profit
+    price: Decimal
+    quantity: Decimal
+    commission: Decimal  # USDT
+    time: datetime
+
+
+@dataclass(frozen=True)
+class ExchangeFunding:
+    """A funding payment of a symbol, as the exchange reported it (amount < 0: paid)."""
+
+    tran_id: int
+    symbol: str
+    amount: Decimal
+    time: datetime
+
+
+@dataclass(frozen=True)
+class LedgerEntries:
+    #: By the entry's client order id: the fills of its protection orders.
+    close_fills: Mapping[str, Sequence[ExchangeCloseFill]] = field(default_factory=dict)
+    #: Funding payments not yet applied to any position, oldest first.
+    funding: Sequence[ExchangeFunding] = ()
+
+
+class ExchangeLedger(Protocol):
+    """What a live exchange reported that the positions stage applies: protection fills and funding."""
+
+    name: str
+
+    async def entries(
+        self, entry_client_order_ids: Sequence[str], symbols: Sequence[str], since: datetime
+    ) -> LedgerEntries:
+        """Protection fills of these entries, and funding of these symbols paid at or after `since`."""
+        ...
 
 
 class PositionStore(Protocol):

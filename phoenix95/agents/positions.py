@@ -16,15 +16,26 @@ from decimal import Decimal
 from typing import Literal
 
 from phoenix95.agents.base import Stage
-from phoenix95.agents.ports import Fact, InputRecord, Outcome, PositionChanged, PositionStore, PriceObserved
+from phoenix95.agents.ports import (
+    ExchangeCloseFill,
+    ExchangeFundingApplied,
+    ExchangeLedger,
+    Fact,
+    InputRecord,
+    Outcome,
+    PositionChanged,
+    PositionStore,
+    PriceObserved,
+)
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
-from phoenix95.domain.execution import MarketTick, PriceHistory, prices_after
+from phoenix95.domain.execution import Fill, MarketTick, PriceHistory, prices_after
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.positions import (
     Position,
     Update,
+    apply_funding,
     close_by_order,
     on_clock,
     on_price,
@@ -34,6 +45,7 @@ from phoenix95.domain.positions import (
     PositionEvent as DomainEvent,
 )
 from phoenix95.domain.price_batch import BatchPrices
+from phoenix95.domain.values import ZERO, exit_order_side, money
 from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
 from phoenix95.schemas.convert import dead_letter, fill_of, position_message, tick_of
@@ -66,6 +78,7 @@ class PositionStage(Stage):
         prices_topic: str = topics.MARKET_PRICES,
         mark_interval: timedelta = timedelta(0),
         ownership: SymbolOwnership | None = None,
+        ledger: ExchangeLedger | None = None,
     ):
         self.codec = codec
         self.config = config
@@ -85,6 +98,13 @@ class PositionStage(Stage):
         #: The symbols this instance owns (several instances in one group): only their open
         #: positions are held, marked, expired and funded here; None: every symbol.
         self.ownership = ownership
+        #: A live exchange (None on paper): it holds the stop-loss and take-profit, liquidates and
+        #: charges funding; its protection fills close positions and its funding payments are applied
+        #: (read from the ledger on every clock tick) instead of the paper model's.
+        self.ledger = ledger
+        self.exchange_settles = ledger is not None
+        #: Funding payments applied but perhaps not written yet (the ledger's query excludes written ones).
+        self._funding_seen: set[int] = set()
 
     def reset(self) -> None:
         self.last_mark.clear()
@@ -160,6 +180,8 @@ class PositionStage(Stage):
             await self._refresh_shared_account()
         facts: list[Fact] = []
         produce: list[Event] = []
+        if self.ledger is not None and self.open:
+            await self._settle_from_exchange(self.ledger, facts, produce)
         for position in list(self.open.values()):
             config = self.config.for_symbol(position.symbol)
             update = on_clock(
@@ -168,6 +190,7 @@ class PositionStage(Stage):
                 config=config,
                 tick_size=config.rules(position.symbol).tick_size,
                 funding_rate=self.funding,
+                exchange_settles=self.exchange_settles,
             )
             self._apply(update, "clock:" + now.isoformat(), facts, produce)
         self._flush()
@@ -196,6 +219,7 @@ class PositionStage(Stage):
                 config=config,
                 tick_size=config.rules(position.symbol).tick_size,
                 funding_rate=self.funding,
+                exchange_settles=self.exchange_settles,
             )
             if update.position.is_open and update.events and update.events[-1].kind == "tick":
                 batch.marked(position.position_id, tick)
@@ -224,6 +248,7 @@ class PositionStage(Stage):
                 funding_rate=self.funding,
                 cause_id=order.order_id,
                 reason="manual" if manual else "reduce_signal",
+                exchange_settles=self.exchange_settles,
             )
             self._apply(update, order.order_id, facts, produce)
             return Outcome(record, produce=produce, persist=facts)
@@ -254,12 +279,70 @@ class PositionStage(Stage):
                 break
             if tick.time > position.last_event_time:
                 self._apply(
-                    on_price(position, tick, config=config, tick_size=tick_size, funding_rate=self.funding),
+                    on_price(
+                        position,
+                        tick,
+                        config=config,
+                        tick_size=tick_size,
+                        funding_rate=self.funding,
+                        exchange_settles=self.exchange_settles,
+                    ),
                     tick.event_id,
                     facts,
                     produce,
                 )
         return Outcome(record, produce=produce, persist=facts)
+
+    async def _settle_from_exchange(self, ledger: ExchangeLedger, facts: list, produce: list) -> None:
+        """What the live exchange did to the open positions: funding payments (shared among the open
+        positions of the symbol by quantity, each applied once: by its income id) and the fills of a
+        stop-loss or take-profit that fired there (the position closes at the exchange's price, fee
+        and time)."""
+        positions = list(self.open.values())
+        entries = {ids.client_order_id(p.order_id): p.position_id for p in positions}
+        symbols = sorted({p.symbol for p in positions})
+        since = min(p.opened_at for p in positions)
+        found = await ledger.entries(list(entries), symbols, since)
+        for payment in found.funding:
+            if payment.tran_id in self._funding_seen:
+                continue
+            holders = [p for p in self.open.values() if p.symbol == payment.symbol and p.opened_at <= payment.time]
+            total = sum((p.quantity for p in holders), ZERO)
+            if total <= 0:
+                continue
+            self._funding_seen.add(payment.tran_id)
+            for holder in holders:
+                share = money(payment.amount * holder.quantity / total)
+                update = apply_funding(
+                    holder, amount_paid=-share, time=payment.time, cause_id=f"funding:{ledger.name}:{payment.tran_id}"
+                )
+                facts.append(
+                    ExchangeFundingApplied(holder.position_id, ledger.name, payment.tran_id, share, payment.time)
+                )
+                self._apply(update, f"funding:{payment.tran_id}", facts, produce)
+        for entry_id, fills in found.close_fills.items():
+            position = self.open.get(entries.get(entry_id, ""))
+            if position is None or not fills:
+                continue
+            quantity = sum((f.quantity for f in fills), ZERO)
+            if quantity < position.quantity:
+                logger.info(
+                    "positions: %s filled %s of %s at the exchange so far",
+                    position.position_id,
+                    quantity,
+                    position.quantity,
+                )
+                continue
+            update = close_by_order(
+                position,
+                fill=_exchange_fill(position, fills),
+                config=self.config.for_symbol(position.symbol),
+                funding_rate=self.funding,
+                cause_id=f"exchange:{ledger.name}:" + ",".join(str(f.trade_id) for f in fills),
+                reason="take_profit" if fills[-1].kind == "take_profit" else "stop_loss",
+                exchange_settles=True,
+            )
+            self._apply(update, f"exchange-close:{fills[-1].trade_id}", facts, produce)
 
     def _apply(self, update: Update, cause: str, facts: list, produce: list) -> None:
         position = update.position
@@ -294,6 +377,23 @@ class PositionStage(Stage):
             return False
         self.last_mark[position_id] = time
         return True
+
+
+def _exchange_fill(position: Position, items: Sequence[ExchangeCloseFill]) -> Fill:
+    """The exchange's fills of a protection order as one fill: volume-weighted price, summed commission."""
+    quantity = sum((f.quantity for f in items), ZERO)
+    notional = sum((f.price * f.quantity for f in items), ZERO)
+    price = (notional / quantity).quantize(Decimal("0.00000001"))
+    return Fill(
+        side=exit_order_side(position.side),
+        price=price,
+        quantity=quantity,
+        notional=notional,
+        fee=sum((f.commission for f in items), ZERO),
+        slippage_rate=ZERO,
+        reference_price=price,
+        time=max(f.time for f in items),
+    )
 
 
 _CLOCK_RECORD = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=None, key=None, value=b"")

@@ -11,7 +11,14 @@ from datetime import datetime
 from typing import Literal
 
 from phoenix95.agents.base import Stage, record_key
-from phoenix95.agents.ports import InputRecord, LagProbe, Outcome, PortfolioReader, VerdictMade
+from phoenix95.agents.ports import (
+    InputRecord,
+    LagProbe,
+    Outcome,
+    PortfolioReader,
+    SymbolRulesSource,
+    VerdictMade,
+)
 from phoenix95.agents.risk_desk import RiskDesk
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
@@ -60,8 +67,16 @@ class RiskStage(Stage):
         monotonic: Callable[[], float] = time.monotonic,
         locks: Callable[[], Awaitable[Mapping[str, SymbolLock]]] | None = None,
         max_market_data_age_seconds: float | None = None,
+        symbol_rules: SymbolRulesSource | None = None,
+        symbol_rules_refresh_s: float = 60.0,
     ):
         self.codec = codec
+        #: A live exchange's filters (None on paper: the bundled ones): sizes and prices are rounded
+        #: with them and an order below the exchange's minimum is rejected here, not by the exchange.
+        self.symbol_rules = symbol_rules
+        self.symbol_rules_refresh_s = symbol_rules_refresh_s
+        self._base_config = config
+        self._rules_loaded_at: float | None = None
         #: Reads the compliance monitor's symbol locks (cached by the reader).
         self.locks = locks
         self.portfolio = portfolio
@@ -86,6 +101,7 @@ class RiskStage(Stage):
 
     async def start(self) -> None:
         self.desk.reset()
+        await self._refresh_symbol_rules(force=True)
         approvals, signals = await self.portfolio.recent(self.desk.window)
         self.desk.restore_windows(approvals, signals)
         if self.clock == "event":
@@ -93,6 +109,26 @@ class RiskStage(Stage):
             self.desk.book.restore(positions)
             self.desk.book.pending = list(pending)
             self.desk.book.realized = realized
+
+    async def _refresh_symbol_rules(self, *, force: bool = False) -> None:
+        """The exchange's filters (recorded when the connector reads exchangeInfo), re-read every
+        `symbol_rules_refresh_s`; until a symbol has them, its bundled rules apply."""
+        if self.symbol_rules is None:
+            return
+        now = self._monotonic()
+        if (
+            not force
+            and self._rules_loaded_at is not None
+            and now - self._rules_loaded_at < self.symbol_rules_refresh_s
+        ):
+            return
+        self._rules_loaded_at = now
+        try:
+            rules = await self.symbol_rules.symbol_rules()
+        except Exception as error:  # the last ones read (or the bundled ones) stay in force
+            logger.warning("risk: the exchange's symbol filters not read: %s", error)
+            return
+        self.desk.config = self._base_config.with_symbol_rules(rules)
 
     def reset(self) -> None:
         self.desk.reset()
@@ -125,6 +161,8 @@ class RiskStage(Stage):
         existing = await self.portfolio.verdicts([ids.verdict_id(a.event_id) for _, a in analyses]) if analyses else {}
         if self.clock == "event":
             return outcomes + await self._process_event_time(work, existing)
+        if analyses:
+            await self._refresh_symbol_rules()
         snapshot = await self.portfolio.snapshot() if analyses else None
         if analyses and self.locks is not None:
             self.desk.locks = await self.locks()

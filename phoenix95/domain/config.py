@@ -31,11 +31,13 @@ DEFAULT_SYMBOLS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class SymbolRules:
-    """Exchange filters of a symbol: price tick and quantity step (Binance USDⓈ-M values)."""
+    """Exchange filters of a symbol: price tick, quantity step, minimum notional and minimum quantity
+    (Binance USDⓈ-M values; with a live exchange, its exchangeInfo's)."""
 
     tick_size: Decimal = Decimal("0.01")
     step_size: Decimal = Decimal("0.001")
     min_notional: Decimal = Decimal("5")
+    min_qty: Decimal = Decimal(0)
 
 
 #: Binance USDⓈ-M PRICE_FILTER / LOT_SIZE of the default symbols (exchangeInfo, 2024).
@@ -106,6 +108,12 @@ class TradingConfig:
         if unknown:
             raise ValueError(f"unknown override(s) for {symbol}: {', '.join(sorted(unknown))}")
         return replace(self, **{key: _coerce(getattr(self, key), value) for key, value in override.items()})
+
+    def with_symbol_rules(self, rules: Mapping[str, SymbolRules]) -> TradingConfig:
+        """This config with some symbols' filters replaced (a live exchange's exchangeInfo)."""
+        if not rules:
+            return self
+        return replace(self, symbol_rules={**self.symbol_rules, **rules})
 
     def with_changes(self, **changes: Any) -> TradingConfig:
         return replace(self, **{key: _coerce(getattr(self, key), value) for key, value in changes.items()})

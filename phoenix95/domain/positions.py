@@ -237,8 +237,12 @@ def on_price(
     config: TradingConfig,
     tick_size: Decimal,
     funding_rate: FundingRate,
+    exchange_settles: bool = False,
 ) -> Update:
-    """Apply one market price event (event time) to an open position."""
+    """Apply one market price event (event time) to an open position. `exchange_settles`: a live
+    exchange holds the stop-loss and take-profit, liquidates and charges funding: only expiry and the
+    mark are applied here; the exchange's closing fills close the position (`close_by_order`) and its
+    funding payments are added by `apply_funding`."""
     if not position.is_open or tick.time <= position.last_event_time:
         return Update(position, ())
     events: list[PositionEvent] = []
@@ -254,6 +258,8 @@ def on_price(
             cause_id=tick.event_id,
         )
         return Update(closed.position, (*events, *closed.events))
+    if exchange_settles:
+        return _mark(position, tick, events)
     position = _charge_funding(position, tick.time, config, funding_rate, events)
 
     s = direction(position.side)
@@ -299,6 +305,11 @@ def on_price(
         )
         return Update(closed.position, (*events, *closed.events))
 
+    return _mark(position, tick, events)
+
+
+def _mark(position: Position, tick: MarketTick, events: list[PositionEvent]) -> Update:
+    """A tick: unrealized PnL and ROE on the mark price (the exchange's, when the feed carries it)."""
     current = metrics(position, tick.price, tick.mark)
     position = evolve(
         position,
@@ -312,6 +323,25 @@ def on_price(
     return Update(position, tuple(events))
 
 
+def apply_funding(position: Position, *, amount_paid: Decimal, time: datetime, cause_id: str) -> Update:
+    """A funding payment the exchange made (`amount_paid` > 0: the position paid it), added to the
+    position's funding (its realized PnL at close subtracts it)."""
+    if not position.is_open:
+        return Update(position, ())
+    at = max(time, position.last_event_time)
+    position = evolve(position, funding_paid=position.funding_paid + amount_paid)
+    event = PositionEvent(
+        "funding",
+        at,
+        position.last_price,
+        position.mark_price,
+        metrics(position, position.last_price, position.mark_price),
+        funding_amount=amount_paid,
+        cause_id=cause_id,
+    )
+    return Update(position, (event,))
+
+
 def on_clock(
     position: Position,
     now: datetime,
@@ -319,8 +349,10 @@ def on_clock(
     config: TradingConfig,
     tick_size: Decimal,
     funding_rate: FundingRate,
+    exchange_settles: bool = False,
 ) -> Update:
-    """Monitoring: expiry and funding at `now` with the last known price, and one tick."""
+    """Monitoring: expiry and funding at `now` with the last known price, and one tick
+    (`exchange_settles`: no funding, see `on_price`)."""
     if not position.is_open or now <= position.last_event_time:
         return Update(position, ())
     events: list[PositionEvent] = []
@@ -336,7 +368,8 @@ def on_clock(
             cause_id="clock",
         )
         return Update(closed.position, (*events, *closed.events))
-    position = _charge_funding(position, now, config, funding_rate, events)
+    if not exchange_settles:
+        position = _charge_funding(position, now, config, funding_rate, events)
     current = metrics(position, position.last_price, position.mark_price)
     position = evolve(position, last_event_time=now)
     events.append(PositionEvent("tick", now, position.last_price, position.mark_price, current, cause_id="clock"))
@@ -351,14 +384,17 @@ def close_by_order(
     funding_rate: FundingRate,
     cause_id: str,
     reason: CloseReason = "reduce_signal",
+    exchange_settles: bool = False,
 ) -> Update:
     """A reduce-only close filled by the exchange: requested by a signal while trading is REDUCING
-    (`reduce_signal`), or by the kill switch (`manual`, `p95 halt --flatten`)."""
+    (`reduce_signal`), by the kill switch (`manual`, `p95 halt --flatten`), or a live exchange's own
+    stop-loss or take-profit that fired (`stop_loss`, `take_profit`, with `exchange_settles`)."""
     if not position.is_open:
         return Update(position, ())
     events: list[PositionEvent] = []
     time = max(fill.time, position.last_event_time)
-    position = _charge_funding(position, time, config, funding_rate, events)
+    if not exchange_settles:
+        position = _charge_funding(position, time, config, funding_rate, events)
     closed = _settle(position, fill=fill, time=time, reason=reason, cause_id=cause_id)
     return Update(closed.position, (*events, *closed.events))
 

@@ -50,6 +50,9 @@ class RiskReason(StrEnum):
     COOLDOWN = "COOLDOWN"
     #: The signal's price is further than the collar from the last market price (a fat finger).
     PRICE_COLLAR = "PRICE_COLLAR"
+    #: The sized order is below the exchange's minimum notional or minimum quantity (its filters):
+    #: rejected here rather than by the exchange.
+    BELOW_EXCHANGE_MINIMUM = "BELOW_EXCHANGE_MINIMUM"
 
 
 #: The symbol a lock on every symbol is kept under.
@@ -365,7 +368,13 @@ def _plan(
         )
     elif sizing.notional < rules.min_notional:
         found.add(
-            RiskReason.POSITION_SIZE_ZERO, f"notional {sizing.notional} below the exchange minimum {rules.min_notional}"
+            RiskReason.BELOW_EXCHANGE_MINIMUM,
+            f"notional {sizing.notional} below the exchange minimum {rules.min_notional}",
+        )
+    elif sizing.quantity < rules.min_qty:
+        found.add(
+            RiskReason.BELOW_EXCHANGE_MINIMUM,
+            f"quantity {sizing.quantity} below the exchange minimum {rules.min_qty} {request.symbol}",
         )
     notional = sizing.notional
     margin = initial_margin(notional, cfg.leverage) if notional > 0 else ZERO

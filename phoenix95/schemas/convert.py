@@ -238,6 +238,7 @@ def order_message(
             reference_price=placed.reference_price if placed.reference_price is not None else placed.fill_price,
             filled_at=placed.filled_at,
             price_event_id=None,
+            trade_ids=placed.trade_ids,
         )
     plan = verdict.plan
     order_id = ids.order_id(verdict.verdict_id)

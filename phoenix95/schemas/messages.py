@@ -139,10 +139,13 @@ class Fill(Message):
     reference_price: PositiveDecimal
     filled_at: UtcDatetime
     price_event_id: Identifier | None = None
+    #: A live exchange's trade ids of the fill (order.v2); empty on paper.
+    trade_ids: tuple[ShortText, ...] = ()
 
 
 class Order(Event):
     SCHEMA_NAME: ClassVar[str] = "phoenix95.Order"
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     order_id: Identifier
     client_order_id: Annotated[str, Field(pattern=r"^[.A-Z:/a-z0-9_-]{1,36}$")]

@@ -244,6 +244,7 @@ def _build_risk(context: StageContext) -> Stage:
         hold_timeout=settings.execution.quiet_feed_fill_after_s,
         locks=LockCache(context.database).get,
         max_market_data_age_seconds=settings.market_data_age_limit() if settings.risk.clock == "wall" else None,
+        symbol_rules=_exchange_ledger(context),
     )
 
 
@@ -272,7 +273,17 @@ def _build_positions(context: StageContext) -> Stage:
         prices_topic=context.topics.market_prices,
         mark_interval=timedelta(seconds=settings.risk.mark_interval_s),
         ownership=context.ownership,
+        ledger=_exchange_ledger(context),
     )
+
+
+def _exchange_ledger(context: StageContext) -> Any:
+    """A live exchange's filters, protection fills and funding as PostgreSQL holds them; None on paper."""
+    if not context.settings.exchange.live():
+        return None
+    from phoenix95.storage.exchange_ledger import PgExchangeLedger
+
+    return PgExchangeLedger(context.database, context.settings.exchange.kind)
 
 
 def _build_compliance(context: StageContext) -> Stage:

@@ -285,17 +285,17 @@ def test_risk_rejects_a_leverage_above_the_brackets_initial_leverage(bracket_lev
 
 
 @pytest.mark.parametrize(
-    ("final_confidence", "rejected"),
+    ("final_confidence", "reason"),
     [
-        pytest.param("0.3", True, id="negative Kelly"),
-        pytest.param("0.5", True, id="zero Kelly at even odds"),
-        pytest.param("0.501", True, id="0.001 BTC: 60 USDT below the 100 USDT minimum"),
-        pytest.param("0.502", False, id="0.002 BTC: 120 USDT"),
+        pytest.param("0.3", RiskReason.POSITION_SIZE_ZERO, id="negative Kelly"),
+        pytest.param("0.5", RiskReason.POSITION_SIZE_ZERO, id="zero Kelly at even odds"),
+        pytest.param("0.501", RiskReason.BELOW_EXCHANGE_MINIMUM, id="0.001 BTC: 60 USDT below the 100 USDT minimum"),
+        pytest.param("0.502", None, id="0.002 BTC: 120 USDT"),
     ],
 )
-def test_risk_rejects_a_position_that_sizes_to_zero_or_below_the_exchange_minimum(final_confidence, rejected):
+def test_risk_rejects_a_position_that_sizes_to_zero_or_below_the_exchange_minimum(final_confidence, reason):
     verdict = decide(factories.risk_request(final_confidence=final_confidence))
-    assert rejected_for(verdict, RiskReason.POSITION_SIZE_ZERO) if rejected else verdict.approved
+    assert rejected_for(verdict, reason) if reason is not None else verdict.approved
 
 
 @pytest.mark.parametrize("side", ["long", "short"])
@@ -340,7 +340,11 @@ def test_a_verdict_breaking_many_rules_lists_every_one_of_them():
         last_price=Decimal(50000),
     )
     assert not verdict.approved
-    assert set(verdict.reasons) == set(RiskReason) - {RiskReason.TRADING_REDUCING, RiskReason.POSITION_SIZE_ZERO}
+    assert set(verdict.reasons) == set(RiskReason) - {
+        RiskReason.TRADING_REDUCING,
+        RiskReason.POSITION_SIZE_ZERO,
+        RiskReason.BELOW_EXCHANGE_MINIMUM,
+    }
     assert len(verdict.reasons) == len(set(verdict.reasons))
     assert len(verdict.details) == len(verdict.reasons) + 1  # SIGNAL_STALE twice: age and lag
 

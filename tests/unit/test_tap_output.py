@@ -41,7 +41,7 @@ def test_json_envelope_has_the_message_coordinates_headers_and_decoded_value():
     assert (envelope["partition"], envelope["offset"], envelope["timestamp"]) == (2, 17, 1795535710752)
     assert envelope["key"] == "BTCUSDT"
     assert envelope["headers"] == {"p95-schema": "phoenix95.Order.v1", "p95-correlation-id": order.correlation_id}
-    assert envelope["schema"] == "phoenix95.Order.v1"
+    assert envelope["schema"] == "phoenix95.Order.v2"
     value = envelope["value"]
     assert value["order_id"] == order.order_id
     assert value["quantity"] == format(order.quantity, "f")  # decimals stay strings
@@ -52,7 +52,7 @@ def test_json_envelope_has_the_message_coordinates_headers_and_decoded_value():
 @pytest.mark.parametrize("event", samples(), ids=lambda e: e.SCHEMA_NAME)
 def test_every_message_type_decodes_to_its_fields(event):
     envelope = as_json(raw_record(CODEC.encode(event)))
-    assert envelope["schema"] == f"{event.SCHEMA_NAME}.v1"
+    assert envelope["schema"] == f"{event.SCHEMA_NAME}.v{event.SCHEMA_VERSION}"
     assert "error" not in envelope
     assert envelope["value"]["event_id"] == event.event_id
     assert set(envelope["value"]) == set(type(event).model_fields)
@@ -207,7 +207,7 @@ def test_confluent_framed_messages_are_decoded_through_the_schema_registry(schem
     assert data[0] == 0  # Confluent framing: 00 + schema id
     shown = Renderer(RenderOptions(schema_registry_url=schema_registry)).render([raw_record(data)])
     envelope = json.loads(shown[0])
-    assert envelope["schema"] == "phoenix95.Order.v1"
+    assert envelope["schema"] == "phoenix95.Order.v2"
     assert envelope["value"]["order_id"] == order.order_id
 
     without_registry = json.loads(Renderer(RenderOptions()).render([raw_record(data)])[0])

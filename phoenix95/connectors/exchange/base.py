@@ -57,6 +57,8 @@ class ExchangeOrder:
     reference_price: Decimal | None = None
     #: Why the exchange refused it (REJECTED), or why its fate is not known yet (UNKNOWN).
     reason: str | None = None
+    #: A live exchange's trade ids of the fill (its fee is their commission, in USDT).
+    trade_ids: tuple[str, ...] = ()
 
 
 class ExchangeConnector(Protocol):

@@ -96,6 +96,10 @@ class BinanceExchange:
             if not isinstance(info, dict):
                 raise AmbiguousResponse("exchangeInfo: malformed answer")
             self._filters = parse_filters(info)
+            try:  # risk sizes and rounds with them (PgExchangeLedger.symbol_rules)
+                await self.store.record_filters(self.name, list(self._filters.values()))
+            except Exception as error:
+                logger.warning("exchange: symbol filters not recorded: %s", error)
             for limit in info.get("rateLimits", []):
                 if (
                     isinstance(limit, dict)
@@ -311,9 +315,14 @@ class BinanceExchange:
             # The fee (from the exchange's fills) and an entry's protection, concurrently. The entry is
             # saved FILLED only after its protection was placed, so a FILLED entry was always protected
             # (a worker that dies in between finds it SENT and comes back here).
-            fee, _ = await asyncio.gather(self._fee(intent.symbol, answer.order_id), self.ensure_protection(filled))
+            (fee, trade_ids), (_, unsaved) = await asyncio.gather(
+                self._fee(intent.symbol, answer.order_id), self._protect(filled)
+            )
             ORDERS.labels(intent.kind, "filled").inc()
-            return await self.store.save(filled.with_(fee=fee))
+            # One statement: the protection placed (NEW) and the entry FILLED with its fee, together.
+            filled = filled.with_(fee=fee, trade_ids=trade_ids)
+            await self.store.save_many([*unsaved, filled])
+            return filled
         if answer.status in ("NEW", "PARTIALLY_FILLED"):
             # A market order still working: ask again shortly; left UNKNOWN if it does not settle.
             await self._sleep(self.settings.resolve_interval_s)
@@ -326,23 +335,29 @@ class BinanceExchange:
             intent.with_(status="REJECTED", exchange_order_id=answer.order_id, reject_reason=answer.status)
         )
 
-    async def _fee(self, symbol: str, order_id: str) -> Decimal | None:
-        """The commission of the order's fills, from the exchange (recorded in exchange_fills)."""
+    async def _fee(self, symbol: str, order_id: str) -> tuple[Decimal | None, tuple[str, ...]]:
+        """The commission (USDT) and trade ids of the order's fills, from the exchange (recorded in
+        exchange_fills). A commission in another asset (BNB) is not USDT: left unknown (None)."""
         try:
             trades = await self.rest.call("fapiPrivateGetUserTrades", {"symbol": symbol, "orderId": order_id}, weight=5)
         except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:
             logger.warning("exchange: fills of order %s not read: %s", order_id, error)
-            return None
+            return None, ()
         if not isinstance(trades, list):
-            return None
+            return None, ()
         await self.store.record_fills(self.name, trades, adopted=False)
-        total = Decimal(0)
+        total: Decimal | None = Decimal(0)
+        trade_ids: list[str] = []
         for trade in trades:
             try:
-                total += parse.dec(trade.get("commission", "0"))
-            except (parse.Malformed, AttributeError):
-                return None
-        return total
+                trade_ids.append(str(trade["id"]))
+                if str(trade.get("commissionAsset", "USDT")) != "USDT":
+                    total = None
+                elif total is not None:
+                    total += parse.dec(trade.get("commission", "0"))
+            except (parse.Malformed, AttributeError, KeyError, TypeError):
+                return None, tuple(trade_ids)
+        return total, tuple(trade_ids)
 
     def _order(self, intent: Intent) -> ExchangeOrder | None:
         if intent.status == "FILLED":
@@ -361,6 +376,7 @@ class BinanceExchange:
                 filled_at=intent.filled_at,
                 slippage_rate=slippage,
                 reference_price=intent.reference_price,
+                trade_ids=intent.trade_ids,
             )
         status = {"SENT": "UNKNOWN", "UNKNOWN": "UNKNOWN", "NEW": "NEW", "CANCELED": "CANCELED"}.get(
             intent.status, "REJECTED"
@@ -387,8 +403,16 @@ class BinanceExchange:
     async def ensure_protection(self, entry: Intent, filters: SymbolFilters | None = None) -> list[Intent]:
         """Place a FILLED entry's stop-loss and take-profit unless they exist (idempotent: their ids are
         derived from the entry's, claimed as intents first). Both are placed concurrently."""
+        placed, unsaved = await self._protect(entry, filters)
+        if unsaved:
+            await self.store.save_many(unsaved)
+        return placed
+
+    async def _protect(self, entry: Intent, filters: SymbolFilters | None = None) -> tuple[list[Intent], list[Intent]]:
+        """`ensure_protection` without the last write: returns the protection intents and those of them
+        placed but not saved yet (the caller saves them with the entry, in one statement)."""
         if not self.settings.protection or entry.kind != "entry" or entry.status != "FILLED":
-            return []
+            return [], []
         plans = [
             (kind, planned, order_type)
             for kind, planned, order_type in (
@@ -398,13 +422,13 @@ class BinanceExchange:
             if planned is not None and planned > 0
         ]
         if not plans:
-            return []
+            return [], []
         if filters is None:
             try:
                 filters = (await self.filters(entry.symbol))[entry.symbol]
             except (ExchangeError, AmbiguousResponse, ExchangeHalted, KeyError) as error:
                 logger.error("exchange: protection of %s not placed: %s", entry.client_order_id, error)
-                return []
+                return [], []
         side = "sell" if entry.side == "buy" else "buy"
         quantity = entry.executed_qty or entry.quantity
         # Re-anchored on the fill, as the positions stage does for the position's own SL/TP.
@@ -414,14 +438,31 @@ class BinanceExchange:
             else Decimal(1)
         )
         assert filters is not None
-        return list(
-            await asyncio.gather(
-                *(
-                    self.place_protection(entry, kind, order_type, side, quantity, filters.price(planned * scale))
-                    for kind, planned, order_type in plans
-                )
+        intents = [
+            (
+                Intent(
+                    client_order_id=protection_id(kind, entry.client_order_id),
+                    kind=kind,
+                    parent_client_order_id=entry.client_order_id,
+                    exchange=self.name,
+                    symbol=entry.symbol,
+                    side=side,
+                    quantity=quantity,
+                    reduce_only=True,
+                    trigger_price=filters.price(planned * scale),
+                ),
+                order_type,
+            )
+            for kind, planned, order_type in plans
+        ]
+        existing = await self.store.claim_many([intent for intent, _ in intents])
+        results = await asyncio.gather(
+            *(
+                self._place_claimed(intent, order_type, existing.get(intent.client_order_id))
+                for intent, order_type in intents
             )
         )
+        return [intent for intent, _ in results], [intent for intent, saved in results if not saved]
 
     async def place_protection(
         self, entry: Intent, kind: str, order_type: str, side: str, quantity: Decimal, trigger: Decimal
@@ -437,18 +478,24 @@ class BinanceExchange:
             reduce_only=True,
             trigger_price=trigger,
         )
-        existing = await self.store.claim(intent)
+        placed, saved = await self._place_claimed(intent, order_type, await self.store.claim(intent))
+        return placed if saved else await self.store.save(placed)
+
+    async def _place_claimed(self, intent: Intent, order_type: str, existing: Intent | None) -> tuple[Intent, bool]:
+        """Send a claimed protection order (`existing` None) or settle the one claimed before; returns
+        the intent and whether it is saved (a placed one is left to the caller to save)."""
+        kind = intent.kind
         if existing is not None:
             if existing.status in UNSETTLED:
-                return await self._resolve_algo(existing)
-            return existing
+                return await self._resolve_algo(existing), True
+            return existing, True
         params = {
             "algoType": "CONDITIONAL",
-            "symbol": entry.symbol,
-            "side": side.upper(),
+            "symbol": intent.symbol,
+            "side": intent.side.upper(),
             "type": order_type,
-            "quantity": plain(quantity),
-            "triggerPrice": plain(trigger),
+            "quantity": plain(intent.quantity),
+            "triggerPrice": plain(intent.trigger_price or Decimal(0)),
             "reduceOnly": "true",
             "workingType": "MARK_PRICE",
             "clientAlgoId": intent.client_order_id,
@@ -457,7 +504,7 @@ class BinanceExchange:
             answer = parse.algo_answer(await self.rest.create("fapiPrivatePostAlgoOrder", params))
         except (AmbiguousResponse, parse.Malformed):
             intent = await self.store.save(intent.with_(status="UNKNOWN"))
-            return await self._resolve_algo(intent)
+            return await self._resolve_algo(intent), True
         except (ExchangeError, ExchangeHalted) as error:
             ORDERS.labels(kind, "rejected").inc()
             saved = await self.store.save(
@@ -468,14 +515,14 @@ class BinanceExchange:
             await self._event(
                 "protection",
                 "critical",
-                entry.symbol,
-                f"{kind.replace('_', '-')} for {entry.symbol} not placed at the exchange: the position is not "
+                intent.symbol,
+                f"{kind.replace('_', '-')} for {intent.symbol} not placed at the exchange: the position is not "
                 f"protected while Phoenix95 is down ({str(error)[:120]})",
                 client_order_id=intent.client_order_id,
             )
-            return saved
+            return saved, True
         ORDERS.labels(kind, "placed").inc()
-        return await self.store.save(intent.with_(status="NEW", exchange_order_id=answer.algo_id))
+        return intent.with_(status="NEW", exchange_order_id=answer.algo_id), False
 
     async def _ask_algo(self, intent: Intent) -> parse.AlgoAnswer | None:
         try:
@@ -521,15 +568,18 @@ class BinanceExchange:
         ORDERS.labels(intent.kind, "cancelled").inc()
         return await self.store.save(intent.with_(status="CANCELED"))
 
-    async def on_protection_update(self, client_algo_id: str, algo_status: str) -> list[str]:
+    async def on_protection_update(self, client_algo_id: str, algo_status: str, actual_order_id: str = "") -> list[str]:
         """A protection order changed at the exchange (ALGO_UPDATE, or found by polling): when one fired,
-        cancel the other. Returns what was done."""
+        record the fills of the market order it became (under its own client id: the positions stage
+        closes the position with them) and cancel the other. Returns what was done."""
         done: list[str] = []
         intents = await self.store.get([client_algo_id])
         intent = intents.get(client_algo_id)
         if intent is None or intent.kind not in ("stop_loss", "take_profit"):
             return done
         if algo_status in ("TRIGGERING", "TRIGGERED", "FINISHED") and intent.status != "TRIGGERED":
+            if actual_order_id and actual_order_id != "0":
+                await self._protection_fills(intent, actual_order_id)
             intent = await self.store.save(intent.with_(status="TRIGGERED"))
             done.append(f"{intent.kind} {client_algo_id} fired")
             await self._event(
@@ -565,8 +615,34 @@ class BinanceExchange:
             found = await self._ask_algo(intent)
             if found is None:
                 continue
-            done += await self.on_protection_update(intent.client_order_id, found.status)
+            done += await self.on_protection_update(intent.client_order_id, found.status, found.actual_order_id)
         return done
+
+    async def _protection_fills(self, intent: Intent, actual_order_id: str) -> None:
+        """The fills (price, quantity, commission, trade ids) of the order a protection order became."""
+        try:
+            trades = await self.rest.call(
+                "fapiPrivateGetUserTrades", {"symbol": intent.symbol, "orderId": actual_order_id}, weight=5
+            )
+        except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:
+            logger.warning(
+                "exchange: fills of %s (order %s) not read: %s", intent.client_order_id, actual_order_id, error
+            )
+            return
+        if isinstance(trades, list):
+            tagged = [{**t, "clientOrderId": intent.client_order_id} for t in trades if isinstance(t, dict)]
+            await self.store.record_fills(self.name, tagged, adopted=False)
+        await self.store.tag_fills(self.name, intent.symbol, actual_order_id, intent.client_order_id)
+
+    async def sync_funding(self, hours: float = 24) -> int:
+        """Funding payments of the last `hours` from the income history (idempotent by tran id)."""
+        since = int((datetime.now(UTC) - timedelta(hours=hours)).timestamp() * 1000)
+        answer = await self.rest.call(
+            "fapiPrivateGetIncome", {"incomeType": "FUNDING_FEE", "startTime": since, "limit": 1000}, weight=30
+        )
+        if not isinstance(answer, list):
+            raise parse.Malformed("income answer is not a list")
+        return await self.store.record_income(self.name, parse.income_rows(answer))
 
     async def _after_exit(self, exit_intent: Intent) -> None:
         """Phoenix95 closed (part of) a position: once the exchange is flat, cancel its protection."""

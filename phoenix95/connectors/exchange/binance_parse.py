@@ -112,6 +112,27 @@ def trade_row(exchange: str, trade: dict[str, Any], adopted: bool) -> tuple[Any,
         return None
 
 
+def income_rows(answer: list[Any]) -> list[tuple[Any, ...]]:
+    """/fapi/v1/income entries as exchange_income rows (tran id, symbol, type, amount, asset, time);
+    entries not of the documented shape are skipped."""
+    rows = []
+    for entry in answer:
+        try:
+            rows.append(
+                (
+                    int(entry["tranId"]),
+                    entry.get("symbol") or None,
+                    str(entry["incomeType"]),
+                    dec(entry["income"]),
+                    str(entry.get("asset", "USDT")),
+                    ms_time(entry["time"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, Malformed):
+            continue
+    return rows
+
+
 @dataclass(frozen=True)
 class ExchangePosition:
     symbol: str

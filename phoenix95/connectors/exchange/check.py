@@ -24,6 +24,8 @@ class CheckResult:
     positions: list[dict[str, str]] = field(default_factory=list)
     open_orders: int | None = None
     open_protection: int | None = None
+    #: Symbols whose filters (exchangeInfo) were read and recorded for risk.
+    symbol_filters: int | None = None
     fatal: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -40,6 +42,10 @@ async def check_account(exchange: BinanceExchange) -> CheckResult:
     except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:
         result.fatal = f"cannot reach {exchange.name}: {_first_line(error)}"
         return result
+    try:  # recorded for risk (exchange_symbol_filters), which sizes and rounds with them
+        result.symbol_filters = len(await exchange.filters())
+    except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:
+        result.warnings.append(f"symbol filters (exchangeInfo) not read: {_first_line(error)}")
     if abs(result.clock_offset_ms) > rest.settings.max_clock_drift_s * 1000:
         result.warnings.append(
             f"the local clock is off by {result.clock_offset_ms / 1000:.2f} s (compensated; fix NTP)"

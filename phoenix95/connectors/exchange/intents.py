@@ -20,7 +20,7 @@ RESTING = ("NEW",)
 _COLUMNS = (
     "client_order_id, kind, parent_client_order_id, exchange, symbol, side, quantity, reduce_only, trigger_price,"
     " reference_price, status, exchange_order_id, fill_price, executed_qty, fee, filled_at, reject_code,"
-    " reject_reason, created_at, stop_loss, take_profit, planned_entry"
+    " reject_reason, created_at, stop_loss, take_profit, planned_entry, trade_ids"
 )
 
 
@@ -48,6 +48,7 @@ class Intent:
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
     planned_entry: Decimal | None = None
+    trade_ids: tuple[str, ...] = ()
 
     def with_(self, **changes: Any) -> Intent:
         return replace(self, **changes)
@@ -77,6 +78,7 @@ def _intent(row: Sequence[Any]) -> Intent:
         stop_loss=row[19],
         take_profit=row[20],
         planned_entry=row[21],
+        trade_ids=tuple(row[22] or ()),
     )
 
 
@@ -119,6 +121,41 @@ class IntentStore:
         found = await self.get([intent.client_order_id])
         return found[intent.client_order_id]
 
+    async def claim_many(self, intents: Sequence[Intent]) -> dict[str, Intent]:
+        """`claim` for several intents in one statement: returns the intents already there (never send
+        those again), by client order id; the others were written by this call."""
+        if not intents:
+            return {}
+        rows = await self._fetch(
+            "INSERT INTO exchange_intents (client_order_id, kind, parent_client_order_id, exchange, symbol, side,"
+            " quantity, reduce_only, trigger_price, reference_price, status, stop_loss, take_profit, planned_entry)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::numeric[], %s::boolean[], %s::numeric[], %s::numeric[], %s::text[], %s::numeric[], %s::numeric[],"
+            " %s::numeric[]) ON CONFLICT (client_order_id) DO NOTHING RETURNING client_order_id",
+            [
+                [getattr(intent, name) for intent in intents]
+                for name in (
+                    "client_order_id",
+                    "kind",
+                    "parent_client_order_id",
+                    "exchange",
+                    "symbol",
+                    "side",
+                    "quantity",
+                    "reduce_only",
+                    "trigger_price",
+                    "reference_price",
+                    "status",
+                    "stop_loss",
+                    "take_profit",
+                    "planned_entry",
+                )
+            ],
+        )
+        written = {row[0] for row in rows}
+        others = [intent.client_order_id for intent in intents if intent.client_order_id not in written]
+        return await self.get(others) if others else {}
+
     async def get(self, client_order_ids: Sequence[str]) -> dict[str, Intent]:
         if not client_order_ids:
             return {}
@@ -131,7 +168,7 @@ class IntentStore:
         await self._fetch(
             "UPDATE exchange_intents SET status = %s, exchange_order_id = %s, fill_price = %s, executed_qty = %s,"
             " fee = %s, filled_at = %s, reject_code = %s, reject_reason = %s, quantity = %s, trigger_price = %s,"
-            " updated_at = clock_timestamp() WHERE client_order_id = %s RETURNING client_order_id",
+            " trade_ids = %s, updated_at = clock_timestamp() WHERE client_order_id = %s RETURNING client_order_id",
             (
                 intent.status,
                 intent.exchange_order_id,
@@ -143,10 +180,50 @@ class IntentStore:
                 intent.reject_reason,
                 intent.quantity,
                 intent.trigger_price,
+                list(intent.trade_ids) or None,
                 intent.client_order_id,
             ),
         )
         return intent
+
+    async def save_many(self, intents: Sequence[Intent]) -> None:
+        """`save` for several intents in one statement (and so in one transaction)."""
+        if len(intents) == 1:
+            await self.save(intents[0])
+            return
+        if not intents:
+            return
+        await self._fetch(
+            "UPDATE exchange_intents AS i SET status = v.status, exchange_order_id = v.exchange_order_id,"
+            " fill_price = v.fill_price, executed_qty = v.executed_qty, fee = v.fee, filled_at = v.filled_at,"
+            " reject_code = v.reject_code, reject_reason = v.reject_reason, quantity = v.quantity,"
+            " trigger_price = v.trigger_price, trade_ids = string_to_array(v.trade_ids, ','),"
+            " updated_at = clock_timestamp()"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[],"
+            " %s::timestamptz[], %s::integer[], %s::text[], %s::numeric[], %s::numeric[], %s::text[])"
+            " AS v(client_order_id, status, exchange_order_id, fill_price, executed_qty, fee, filled_at, reject_code,"
+            " reject_reason, quantity, trigger_price, trade_ids)"
+            " WHERE i.client_order_id = v.client_order_id RETURNING i.client_order_id",
+            [
+                *(
+                    [getattr(intent, name) for intent in intents]
+                    for name in (
+                        "client_order_id",
+                        "status",
+                        "exchange_order_id",
+                        "fill_price",
+                        "executed_qty",
+                        "fee",
+                        "filled_at",
+                        "reject_code",
+                        "reject_reason",
+                        "quantity",
+                        "trigger_price",
+                    )
+                ),
+                [",".join(intent.trade_ids) or None for intent in intents],
+            ],
+        )
 
     async def with_status(self, statuses: Sequence[str], kinds: Sequence[str] | None = None) -> list[Intent]:
         query = f"SELECT {_COLUMNS} FROM exchange_intents WHERE status = ANY(%s)"
@@ -183,16 +260,15 @@ class IntentStore:
                 rows.append(row)
         if not rows:
             return 0
-        new = 0
-        for row in rows:
-            inserted = await self._fetch(
-                "INSERT INTO exchange_fills (exchange, symbol, trade_id, exchange_order_id, client_order_id, side,"
-                " price, quantity, commission, commission_asset, realized_pnl, traded_at, adopted)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING trade_id",
-                row,
-            )
-            new += len(inserted)
-        return new
+        inserted = await self._fetch(
+            "INSERT INTO exchange_fills (exchange, symbol, trade_id, exchange_order_id, client_order_id, side,"
+            " price, quantity, commission, commission_asset, realized_pnl, traded_at, adopted)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
+            " %s::numeric[], %s::numeric[], %s::numeric[], %s::text[], %s::numeric[], %s::timestamptz[],"
+            " %s::boolean[]) ON CONFLICT DO NOTHING RETURNING trade_id",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+        return len(inserted)
 
     async def record_income(self, exchange: str, rows: Sequence[tuple[Any, ...]]) -> int:
         new = 0
@@ -204,6 +280,33 @@ class IntentStore:
             )
             new += len(inserted)
         return new
+
+    async def tag_fills(self, exchange: str, symbol: str, exchange_order_id: str, client_order_id: str) -> None:
+        """Name the order a set of fills belongs to (a protection order's fills carry the id of the market
+        order it became, not its own client id)."""
+        await self._fetch(
+            "UPDATE exchange_fills SET client_order_id = %s WHERE exchange = %s AND symbol = %s"
+            " AND exchange_order_id = %s RETURNING trade_id",
+            (client_order_id, exchange, symbol, exchange_order_id),
+        )
+
+    async def record_filters(self, exchange: str, filters: Sequence[Any]) -> None:
+        """The symbols' exchangeInfo filters, for risk (migration 0009)."""
+        rows = [(exchange, f.symbol, f.tick_size, f.step_size, f.min_qty, f.min_notional) for f in filters]
+        if not rows:
+            return
+
+        async def write() -> None:
+            async with self.database.pool.connection() as connection, connection.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO exchange_symbol_filters (exchange, symbol, tick_size, step_size, min_qty, min_notional)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (exchange, symbol) DO UPDATE SET"
+                    " tick_size = EXCLUDED.tick_size, step_size = EXCLUDED.step_size, min_qty = EXCLUDED.min_qty,"
+                    " min_notional = EXCLUDED.min_notional, updated_at = clock_timestamp()",
+                    rows,
+                )
+
+        await retry_transient(write, what="exchange filters", is_transient=is_transient)
 
     async def known_trade_ids(self, exchange: str, symbol: str) -> set[int]:
         rows = await self._fetch(

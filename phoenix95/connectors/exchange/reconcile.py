@@ -194,21 +194,7 @@ class Reconciler:
         )
         if not isinstance(answer, list):
             raise parse.Malformed("income answer is not a list")
-        rows = []
-        for entry in answer:
-            try:
-                rows.append(
-                    (
-                        int(entry["tranId"]),
-                        entry.get("symbol") or None,
-                        str(entry["incomeType"]),
-                        parse.dec(entry["income"]),
-                        str(entry.get("asset", "USDT")),
-                        parse.ms_time(entry["time"]),
-                    )
-                )
-            except (KeyError, TypeError, ValueError, parse.Malformed):
-                continue
+        rows = parse.income_rows(answer)
         report.adopted_income += await self.store.record_income(self.exchange.name, rows)
 
     async def _positions(

@@ -1,8 +1,9 @@
 """The user-data stream: a listen key (kept alive every ``keepalive_s``), a websocket on it, and what
 its events mean for Phoenix95 - a protection order that fired (``ALGO_UPDATE``) cancels the other,
-fills (``ORDER_TRADE_UPDATE``) are recorded with their fees, funding (``ACCOUNT_UPDATE``) is recorded
-at reconciliation. While the stream is down (dropped, listen key expired) the same is done by REST
-polling every ``poll_interval_s``; it reconnects with backoff."""
+fills (``ORDER_TRADE_UPDATE``) are recorded with their fees, a funding payment (``ACCOUNT_UPDATE``
+``FUNDING_FEE``, which carries no income id) makes it read the income history (recorded by tran id).
+While the stream is down (dropped, listen key expired) the same is done by REST polling every
+``poll_interval_s``; it reconnects with backoff."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class UserStream:
         try:
             self.polls += 1
             await self.exchange.check_protection()
+            await self.exchange.sync_funding()
         except Exception as error:
             logger.warning("exchange: polling failed: %s", error)
         await asyncio.sleep(seconds)
@@ -112,6 +114,7 @@ class UserStream:
             await asyncio.sleep(max(self.settings.poll_interval_s * 12, 30))
             try:
                 await self.exchange.check_protection()
+                await self.exchange.sync_funding()
             except Exception as error:
                 logger.warning("exchange: protection check failed: %s", error)
 
@@ -123,7 +126,9 @@ class UserStream:
             order = event.get("o") or {}
             client_id = str(order.get("caid", ""))
             if client_id.startswith("p95-"):
-                done = await self.exchange.on_protection_update(client_id, str(order.get("X", "")))
+                done = await self.exchange.on_protection_update(
+                    client_id, str(order.get("X", "")), str(order.get("ai") or "")
+                )
                 for line in done:
                     logger.info("exchange: %s", line)
         elif kind == "ORDER_TRADE_UPDATE":
@@ -143,5 +148,7 @@ class UserStream:
                     "time": order.get("T"),
                 }
                 await self.exchange.store.record_fills(self.exchange.name, [trade], adopted=False)
+        elif kind == "ACCOUNT_UPDATE" and (event.get("a") or {}).get("m") == "FUNDING_FEE":
+            await self.exchange.sync_funding()  # the event has no income id: read it from the history
         elif kind == "listenKeyExpired":
             raise RuntimeError("listen key expired")

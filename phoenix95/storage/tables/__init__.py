@@ -13,12 +13,14 @@ trades.py         trades (+ the update when the position closes)
 positions.py      positions
 dead_letters.py   dead_letters
 stage_outbox.py   stage_outbox (the entries; storage/outbox.py reads and deletes them)
+exchange_funding.py position_exchange_funding (a live exchange's funding applied to a position)
 """
 
 from __future__ import annotations
 
 from phoenix95.agents.ports import (
     DeadLettered,
+    ExchangeFundingApplied,
     Fact,
     OrderPlaced,
     Outboxed,
@@ -29,6 +31,7 @@ from phoenix95.agents.ports import (
 )
 from phoenix95.storage.postgres import PgWrite
 from phoenix95.storage.tables.dead_letters import dead_letter_writes
+from phoenix95.storage.tables.exchange_funding import exchange_funding_writes
 from phoenix95.storage.tables.orders import order_writes
 from phoenix95.storage.tables.positions import position_writes
 from phoenix95.storage.tables.risk_verdicts import verdict_writes
@@ -51,4 +54,6 @@ def writes_for(fact: Fact) -> list[PgWrite]:
         return []
     if isinstance(fact, Outboxed):
         return [outbox_write(fact)]
+    if isinstance(fact, ExchangeFundingApplied):
+        return exchange_funding_writes(fact)
     raise TypeError(f"no PostgreSQL mapping for {type(fact).__name__}")
