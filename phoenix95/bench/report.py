@@ -39,6 +39,7 @@ python -m phoenix95.bench.report docs/runs/NAME.json > docs/benchmarks.md
 | `replay_inprocess` | events a second through the in-process replay | every tick through the paper book |
 | `replay_kafka` | the bundled sample through the real workers; its digest must equal in-process | the in-process replay |
 | `tap` | `p95 tap` reading mixed messages as JSON lines | `kcat -J` |
+| `audit_chain_cost` | the `e2e_throughput` workload with the audit chain on: its cost in % of the throughput (and of the workers' CPU per signal) | the same workload with `compliance.audit_enabled=false` |
 """
 
 

@@ -32,6 +32,7 @@ SCENARIOS = (
     "notify_latency",
     "e2e_notifications",
     "exchange_order_ack",
+    "audit_chain_cost",
 )
 #: Run only when named (`--only`) or by `--profile`: not part of a full `p95 bench`.
 ON_DEMAND = ("e2e_profile", "soak")
@@ -106,6 +107,10 @@ def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:
         ours["baseline"] = baseline
         ours["ratio"] = round(ours["value"] / naive["signals_per_s"], 2) if naive.get("signals_per_s") else None
         return ours
+    if name == "audit_chain_cost":
+        from phoenix95.bench import audit_chain
+
+        return audit_chain.run(settings, signals=2_000 if quick else 20_000)
     if name == "e2e_profile":
         from pathlib import Path
 

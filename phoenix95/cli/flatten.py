@@ -27,6 +27,7 @@ from phoenix95.schemas.messages import RiskVerdict
 
 @dataclass(frozen=True)
 class FlattenResult:
+    #: The time of the switch (the halt's transaction time, as `trading_state.updated_at` holds it).
     halted_at: datetime
     cancelled_orders: int
     #: Positions a close was issued for.
@@ -34,6 +35,10 @@ class FlattenResult:
     #: Positions still open, and exchange orders not yet turned into positions, when the wait ended.
     still_open: int
     unsettled_orders: int
+    #: The halt acknowledged: the database clock just after HALTED was committed. No exchange order
+    #: is created after it but the kill switch's own closes (orders submitted before it may still be
+    #: written, and their positions are closed too).
+    acknowledged_at: datetime | None = None
 
 
 #: Orders the exchange filled that are neither a close nor a position yet (still on their way
@@ -83,7 +88,7 @@ async def flatten(settings: Any, *, actor: str, reason: str, wait: float = 60.0)
     import asyncio
     import time
 
-    from phoenix95.connectors.exchange.paper import PaperExchange
+    from phoenix95.connectors.exchange.factory import build_exchange
     from phoenix95.storage import queries
     from phoenix95.storage.audit import record
     from phoenix95.storage.postgres import Database
@@ -96,15 +101,21 @@ async def flatten(settings: Any, *, actor: str, reason: str, wait: float = 60.0)
         halted_at = await queries.set_trading_state(
             db, TradingState.HALTED, reason=reason, actor=actor, details={"flatten": True}
         )
+        acknowledged_at = (await db.fetch("SELECT clock_timestamp()"))[0][0]
         redis = RedisState.from_url(settings.redis_url(), prefix=settings.redis.prefix)
         try:
             await redis.set_trading_state(TradingState.HALTED.value, reason, halted_at)
         finally:
             await redis.close()
-        exchange = PaperExchange(db, config)
+        exchange = build_exchange(settings, db, config)  # the connector the execution stage trades on
         cancelled = 0
-        for symbol in sorted(config.allowed_symbols):
-            cancelled += await exchange.cancel_all(symbol)
+        try:
+            for symbol in sorted(config.allowed_symbols):
+                cancelled += await exchange.cancel_all(symbol)
+        finally:
+            stop = getattr(exchange, "stop", None)
+            if stop is not None:
+                await stop()
         issued: dict[str, Position] = {}
         deadline = time.monotonic() + wait
         while True:
@@ -139,7 +150,7 @@ async def flatten(settings: Any, *, actor: str, reason: str, wait: float = 60.0)
                 )
             ],
         )
-    return FlattenResult(halted_at, cancelled, list(issued), len(positions), unsettled)
+    return FlattenResult(halted_at, cancelled, list(issued), len(positions), unsettled, acknowledged_at)
 
 
 async def _issue_closes(settings: Any, db: Any, positions: list[Position], *, actor: str, reason: str) -> None:

@@ -175,8 +175,10 @@ def run(
     settings = settings_with(request.overrides) if request.overrides else base
     inputs = asyncio.run(load_inputs(settings, request))
     signals, ticks, bad = inputs.signals, inputs.ticks, inputs.bad
-    config = settings.risk.trading_config()
-    from phoenix95.streams.wiring import brackets_for
+    # the risk stage's own config (with compliance.price_collar_bps), so both modes collar alike
+    from phoenix95.streams.wiring import brackets_for, trading_config
+
+    config = trading_config(settings)
 
     brackets = brackets_for(settings)
     started = time.perf_counter()

@@ -298,6 +298,16 @@ def test_a_leverage_what_if_alone_changes_the_results_and_leaves_the_live_stores
     assert live_stores.snapshot() == before
 
 
+def test_a_price_collar_what_if_rejects_in_the_inprocess_replay_as_in_the_risk_stage(live_stores):
+    # the in-process replay decides with the risk stage's config (streams.wiring.trading_config),
+    # so compliance.price_collar_bps applies there as it does to the workers of a kafka-mode run
+    base = replay()
+    collared = replay("--set", "compliance.price_collar_bps=5")
+    assert "PRICE_COLLAR" not in base["rejected_by_reason"]
+    assert collared["rejected_by_reason"]["PRICE_COLLAR"] > 0
+    assert collared["digest"] != base["digest"]
+
+
 def test_a_kafka_mode_what_if_runs_in_its_own_namespace_and_leaves_the_live_stores_untouched(
     services, live_stores, kafka_runs
 ):
