@@ -18,10 +18,11 @@ MIN_PYTHON = (3, 11)
 MAX_SKEW_S = 1.0
 #: A service that refuses answers at once; this is for one that is slow (or a loaded machine).
 CHECK_TIMEOUT_S = 10.0
-#: The embedded broker (Tansu, memory engine) scans a partition's record batches on every fetch that
-#: returns records: at ~29,000 batches in a price partition the three price-reading stages cost it half
-#: a core (docs/long-runs.md). The doctor warns from 70 % of that, counting records (>= batches).
-EMBEDDED_BROKER_LIMIT = 29_000
+#: The embedded broker (Tansu, memory engine) scans a partition's records on every fetch that returns
+#: some. In the 2-hour soak (ten symbols at 1 price/s, ~25 open positions; docs/long-runs.md) its CPU
+#: passed half a core when the fullest partition held ~14,000 records, and a whole core at ~22,000.
+#: The doctor warns from 70 % of the first.
+EMBEDDED_BROKER_LIMIT = 14_000
 EMBEDDED_BROKER_WARN_AT = 0.7
 
 
