@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,11 @@ def _normalise(name: str, raw: dict[str, Any]) -> dict[str, Any]:
         },
         "ratio": None,
     }
+
+
+def optional_baseline(missing: str | None, measure: Callable[[], Any]) -> tuple[Any, str | None]:
+    """An external baseline (Quix Streams, kcat) that may be absent here: (its figure, None), or
+    (None, why it is missing); the scenario itself is measured either way and the run goes on."""
+    if missing is not None:
+        return None, missing
+    return measure(), None

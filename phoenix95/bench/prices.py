@@ -106,7 +106,7 @@ def run(base: Settings, *, quick: bool, positions: int = 200) -> dict[str, Any]:
     with BenchPipeline(base, PRICE_ENV) as pipeline:
         result = asyncio.run(_run(pipeline, positions=positions, seconds=seconds))
     from phoenix95.bench import quix_baseline
-    from phoenix95.bench.runner import optional_baseline
+    from phoenix95.bench.external import optional_baseline
 
     baseline, missing = optional_baseline(
         quix_baseline.missing(),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from phoenix95.bench.external import optional_baseline
 from phoenix95.settings import Settings
 
 SCENARIOS = (
@@ -47,14 +48,6 @@ def machine(settings: Settings) -> dict[str, Any]:
         "broker": settings.kafka.bootstrap_servers,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def optional_baseline(missing: str | None, measure: Callable[[], Any]) -> tuple[Any, str | None]:
-    """An external baseline (Quix Streams, kcat) that may be absent here: (its figure, None), or
-    (None, why it is missing); the scenario itself is measured either way and the run goes on."""
-    if missing is not None:
-        return None, missing
-    return measure(), None
 
 
 def _scenario(name: str, settings: Settings, quick: bool) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def test_bench_measures_the_tap_without_kcat_and_reports_its_baseline_as_missing
 
 def test_a_missing_quix_baseline_is_null_with_the_reason_and_not_measured(monkeypatch):
     from phoenix95.bench import quix_baseline
-    from phoenix95.bench.runner import optional_baseline
+    from phoenix95.bench.external import optional_baseline
 
     monkeypatch.setenv("P95_BENCH_NO_QUIX", "1")
     calls = []
