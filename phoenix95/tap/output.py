@@ -3,8 +3,8 @@
 The JSON envelope, compatible in spirit with kcat's `-J`::
 
     {"topic": "p95.orders", "partition": 2, "offset": 17, "timestamp": 1795535710752,
-     "key": "XRPUSDT", "headers": {"p95-schema": "phoenix95.Order.v1", ...},
-     "schema": "phoenix95.Order.v1", "value": {...}}
+     "key": "XRPUSDT", "headers": {"p95-schema": "phoenix95.Order.v2", ...},
+     "schema": "phoenix95.Order.v2", "value": {...}}
 
 `timestamp` is the record's timestamp in epoch milliseconds. Inside `value`, times are ISO-8601
 strings and decimals stay strings, as they travel. Bytes that are not printable UTF-8 (a key, a

@@ -88,7 +88,15 @@ async def _scenario(pipeline: Pipeline) -> None:
             )
             for i in range(SIGNALS)
         ]
-        await pipeline.publish(signals)
+
+        async def publish_over_ten_seconds() -> None:
+            # a twentieth every half second: whenever the flatten comes, signals are still arriving
+            chunk = max(1, len(signals) // 20)
+            for start in range(0, len(signals), chunk):
+                await pipeline.publish(signals[start : start + chunk])
+                await asyncio.sleep(0.5)
+
+        publisher = asyncio.create_task(publish_over_ten_seconds())
 
         async def mid_run(db) -> bool:  # a tenth decided and a position open: the rest are in flight
             decided = await pipeline.count(db, "SELECT COUNT(*) FROM risk_verdicts")
@@ -97,6 +105,12 @@ async def _scenario(pipeline: Pipeline) -> None:
         await pipeline.wait_for(mid_run, timeout=300, what="a tenth of the signals decided")
         result = await flatten(pipeline.settings, actor=ACTOR, reason="kill switch test", wait=300 * TIMEOUT_SCALE)
         ack = result.acknowledged_at
+        # Every position is closed and every fill settled (the flatten waited for them): no order needs a
+        # price any more. Stop the feed, so "caught up" is not a race against prices still streaming in
+        # on a loaded machine.
+        stop.set()
+        await feed
+        await publisher
 
         signal_ids = [s.signal_id for s in signals]
         # the kill switch's close verdicts carry the signal id of the position they close

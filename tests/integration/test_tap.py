@@ -260,8 +260,8 @@ def test_json_envelope_of_our_avro_has_coordinates_headers_and_the_decoded_recor
     record = records[0]
     assert list(record) == ["topic", "partition", "offset", "timestamp", "key", "headers", "schema", "value"]
     assert record["topic"] == data.topics.orders and record["key"] == "BTCUSDT"
-    assert record["headers"] == {"p95-schema": "phoenix95.Order.v1", "p95-correlation-id": order.correlation_id}
-    assert record["schema"] == "phoenix95.Order.v1"
+    assert record["headers"] == {"p95-schema": "phoenix95.Order.v2", "p95-correlation-id": order.correlation_id}
+    assert record["schema"] == "phoenix95.Order.v2"
     assert record["value"]["order_id"] == order.order_id
     assert record["value"]["fill"]["price"] == format(order.fill.price, "f")
     assert abs(record["timestamp"] - time.time() * 1000) < 3_600_000
@@ -320,7 +320,7 @@ def test_signal_filter_follows_one_signal_through_every_topic(data):
     records = tap_json(data.ns, "all", "-e", "--signal", signal.signal_id)
     assert sorted(r["schema"] for r in records) == [
         "phoenix95.Analysis.v1",
-        "phoenix95.Order.v1",
+        "phoenix95.Order.v2",
         "phoenix95.PositionEvent.v1",
         "phoenix95.RiskVerdict.v1",
         "phoenix95.Signal.v1",
@@ -334,8 +334,8 @@ def test_signal_filter_finds_a_json_signal_by_its_own_id(data):
 
 
 def test_header_filter_matches_name_and_value_or_presence(data):
-    assert [r["schema"] for r in tap_json(data.ns, "all", "-e", "-H", "p95-schema=phoenix95.Order.v1")] == [
-        "phoenix95.Order.v1"
+    assert [r["schema"] for r in tap_json(data.ns, "all", "-e", "-H", "p95-schema=phoenix95.Order.v2")] == [
+        "phoenix95.Order.v2"
     ]
     assert [r["value"] for r in tap_json(data.ns, "all", "-e", "--header", "origin")] == [None]
 
