@@ -292,30 +292,14 @@ class StageCpu:
         if profile_dir:
             from pathlib import Path
 
-            from phoenix95.bench.profile import py_spy
+            from phoenix95.bench.profile import py_spy, record
 
             spy = py_spy()
             self.out = Path(profile_dir)
             self.out.mkdir(parents=True, exist_ok=True)
             if spy is not None:
                 self.spies = {
-                    stage: subprocess.Popen(
-                        [
-                            spy,
-                            "record",
-                            "--pid",
-                            str(process.pid),
-                            "--format",
-                            "raw",
-                            "--rate",
-                            "97",
-                            "--nonblocking",
-                            "--output",
-                            str(self.out / f"{stage}.folded"),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                    stage: record(spy, process.pid, self.out / f"{stage}.folded")
                     for stage, process in self.processes.items()
                 }
                 time.sleep(1.0)  # attached

@@ -167,6 +167,27 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else None
 
 
+def record(spy: str, pid: int, output: Path, *, rate: int = 97, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen:
+    """py-spy sampling `pid` at `rate` Hz without pausing it; its folded stacks go to `output`."""
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            str(rate),
+            "--nonblocking",
+            "--output",
+            str(output),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 def run(base: Settings, *, signals: int, out_dir: Path, rate: int = 97) -> dict[str, Any]:
     """The e2e scenario with py-spy on every stage worker; writes the flame graphs into out_dir."""
     import psutil
@@ -190,23 +211,7 @@ def run(base: Settings, *, signals: int, out_dir: Path, rate: int = 97) -> dict[
         before = asyncio.run(message_counts(bootstrap, every_input))
         processes = {stage: psutil.Process(pipeline.workers.pid(stage)) for stage in pipeline.workers.stages}
         spies = {
-            stage: subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(process.pid),
-                    "--format",
-                    "raw",
-                    "--rate",
-                    str(rate),
-                    "--nonblocking",
-                    "--output",
-                    str(out_dir / f"{stage}.folded"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            stage: record(spy, process.pid, out_dir / f"{stage}.folded", rate=rate, stderr=subprocess.PIPE)
             for stage, process in processes.items()
         }
         time.sleep(1.0)  # py-spy attached
