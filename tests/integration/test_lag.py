@@ -228,9 +228,12 @@ def test_paused_consumer_shows_growing_lag_and_turns_warn_then_stall_then_stop(s
                 monitor = LagMonitor(reader, [GroupTarget(group, (topic,))], rules=rules)
                 before = [await sample_after(monitor, interval) for _ in range(6)]
                 paused.set()
-                paused_at = time.time()
+                paused_at, paused_mono = time.time(), time.monotonic()
                 after: list[LagSnapshot] = []
-                while len(after) < 40 and not (after and all_stopped(after[-1])):
+                # Sample on wall time, not a count: STOP needs the window to pass, and sampling may
+                # run faster than during the calibration (which paid for the first connections).
+                deadline = paused_mono + 2 * rules.window_s + 10
+                while time.monotonic() < deadline and not (after and all_stopped(after[-1])):
                     after.append(await sample_after(monitor, interval))
                 return before, after, paused_at
         finally:
