@@ -296,8 +296,8 @@ class ComplianceSettings(BaseModel):
     #: Write the audit entries of verdicts, orders, fills and closes in each stage's batch. Off only
     #: to measure what the chain costs (`p95 bench`); the trail is incomplete without it.
     audit_enabled: bool = True
-    #: Protections (0 turns one off). The compliance monitor applies them; it does not run in replays
-    #: or the demo (fed the bundled sample's closes, these defaults would trip: docs/compliance.md).
+    #: Protections (0 turns one off). Live, the compliance monitor stage applies them; on the event
+    #: clock (replays, the demo) the risk stage does, in event time (docs/compliance.md).
     daily_loss_limit_pct: Decimal = Decimal("10")
     max_drawdown_pct: Decimal = Decimal("25")
     stoploss_guard_count: int = 5

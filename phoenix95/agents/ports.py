@@ -21,6 +21,7 @@ from phoenix95.connectors.exchange.base import ExchangeConnector, ExchangeOrder,
 from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.config import SymbolRules
 from phoenix95.domain.positions import Position
+from phoenix95.domain.protections import ClosedFact
 from phoenix95.domain.risk import Exposure, RecentSignal
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.envelope import Event
@@ -180,6 +181,10 @@ class PortfolioReader(Protocol):
     async def recent(self, window: timedelta) -> tuple[list[datetime], list[RecentSignal]]: ...
 
     async def book_state(self) -> tuple[list[Position], list[PendingOrder], Decimal]: ...
+
+    async def closed_positions(self) -> list[ClosedFact]:
+        """Every closed position (the event-clock protections' figures are rebuilt from them)."""
+        ...
 
     async def trading_state(self) -> TradingState: ...
 

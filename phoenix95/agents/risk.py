@@ -24,6 +24,7 @@ from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.funding import FundingSchedule
+from phoenix95.domain.protections import ProtectionConfig
 from phoenix95.domain.risk import Exposure, SymbolLock
 from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
@@ -69,6 +70,7 @@ class RiskStage(Stage):
         max_market_data_age_seconds: float | None = None,
         symbol_rules: SymbolRulesSource | None = None,
         symbol_rules_refresh_s: float = 60.0,
+        protections: ProtectionConfig | None = None,
     ):
         self.codec = codec
         #: A live exchange's filters (None on paper: the bundled ones): sizes and prices are rounded
@@ -92,6 +94,7 @@ class RiskStage(Stage):
             funding=funding,
             max_lag_seconds=max_lag_seconds,
             max_market_data_age_seconds=max_market_data_age_seconds,
+            protections=protections,
         )
         self.held: dict[tuple[str, int, int], _Held] = {}
         #: When each symbol's prices last reached this stage (monotonic seconds): a held analysis is
@@ -109,6 +112,8 @@ class RiskStage(Stage):
             self.desk.book.restore(positions)
             self.desk.book.pending = list(pending)
             self.desk.book.realized = realized
+            if self.desk.protections is not None:
+                self.desk.restore_closes(await self.portfolio.closed_positions())
 
     async def _refresh_symbol_rules(self, *, force: bool = False) -> None:
         """The exchange's filters (recorded when the connector reads exchangeInfo), re-read every

@@ -19,6 +19,8 @@ from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import MarketTick
 from phoenix95.domain.funding import FundingSchedule
+from phoenix95.domain.positions import Position
+from phoenix95.domain.protections import ClosedFact, EventClockProtections, ProtectionConfig
 from phoenix95.domain.risk import (
     Exposure,
     ExposureSummary,
@@ -46,8 +48,11 @@ class RiskDesk:
         funding: FundingSchedule | None = None,
         max_lag_seconds: float | None = None,
         max_market_data_age_seconds: float | None = None,
+        protections: ProtectionConfig | None = None,
     ):
         self.config = config
+        #: Event clock: the compliance monitor's protections, applied here in event time.
+        self.protection_config = protections if clock == "event" else None
         self.max_market_data_age_seconds = max_market_data_age_seconds
         #: Wall clock: the event time of each symbol's latest price (the feed's staleness).
         self.price_time: dict[str, datetime] = {}
@@ -64,6 +69,14 @@ class RiskDesk:
         self.latest_tick: dict[str, datetime] = {}
         #: The compliance monitor's symbol locks, as the stage last read them.
         self.locks: Mapping[str, SymbolLock] = {}
+        self.protections = self.new_protections()
+        self._closes_learned = 0
+
+    def new_protections(self) -> EventClockProtections | None:
+        if self.protection_config is None:
+            return None
+        protections = EventClockProtections(self.protection_config, self.config.starting_equity)
+        return protections if protections.enabled else None
 
     def new_book(self) -> PaperBook:
         return PaperBook(self.config, self.brackets, self.funding, position_id_of=ids.position_id)
@@ -75,6 +88,13 @@ class RiskDesk:
         self.unapplied.clear()
         self.latest_tick.clear()
         self.price_time.clear()
+        self.protections = self.new_protections()
+        self._closes_learned = 0
+
+    def restore_closes(self, closed: list[ClosedFact]) -> None:
+        """The closes recorded before a restart (the protections' figures are rebuilt from them)."""
+        if self.protections is not None:
+            self.protections.learn(closed)
 
     def restore_windows(self, approvals: list[datetime], signals: list[RecentSignal]) -> None:
         self.activity = RecentActivity(approvals, signals)
@@ -90,12 +110,38 @@ class RiskDesk:
     def decide_on_book(self, analysis: Analysis, state: TradingState) -> RiskVerdict:
         """Event clock: advance the book to the signal's time, decide on it, submit what is approved."""
         self.advance_book(analysis.ts_event)
+        locks = self.locks
+        if self.protections is not None:
+            state, locks = self._protected(analysis.ts_event, state)
         # the book keeps the sums the checks need; the exposures themselves only while REDUCING
         exposures = list(self.book.exposures()) if state is TradingState.REDUCING else []
-        message = self.decide(analysis, self.book.equity, state, exposures, summary=self.book.exposure_summary())
+        message = self.decide(
+            analysis, self.book.equity, state, exposures, summary=self.book.exposure_summary(), locks=locks
+        )
         if message.approved and (message.plan is not None or message.intent == "close"):
             self.book.submit(pending_order(message))
         return message
+
+    def _protected(self, at: datetime, state: TradingState) -> tuple[TradingState, Mapping[str, SymbolLock]]:
+        """The trading state and locks at `at` with the protections' own halts and locks (event time)."""
+        protections = self.protections
+        assert protections is not None
+        closed = self.book.closed
+        if len(closed) > self._closes_learned:
+            protections.learn(closed_fact(p) for p in closed[self._closes_learned :])
+            self._closes_learned = len(closed)
+        protections.advance(at)
+        if protections.halt_at(at) is not None:
+            state = TradingState.HALTED
+        tripped = protections.locks_at(at)
+        if not tripped:
+            return state, self.locks
+        locks = dict(self.locks)
+        for symbol, lock in tripped.items():
+            held = locks.get(symbol)
+            if held is None or held.until < lock.until:
+                locks[symbol] = lock
+        return state, locks
 
     def now(self, signal_time: datetime) -> datetime:
         """Decision time. Event clock: the signal's own time, so a replay decides exactly as if each
@@ -162,6 +208,7 @@ class RiskDesk:
         *,
         lag_seconds: float = 0.0,
         summary: ExposureSummary | None = None,
+        locks: Mapping[str, SymbolLock] | None = None,
     ) -> RiskVerdict:
         now = self.now(analysis.ts_event)
         self._trim(now)
@@ -184,7 +231,7 @@ class RiskDesk:
             summary=summary,
             activity=self.activity,
             pipeline_lag_seconds=lag_seconds if self.clock == "wall" else 0.0,
-            locks=self.locks,
+            locks=self.locks if locks is None else locks,
         )
         window = self.returns.get(analysis.symbol)
         stale_check = self.max_market_data_age_seconds if self.clock == "wall" else None
@@ -238,3 +285,13 @@ class RiskDesk:
     def _trim(self, now: datetime) -> None:
         horizon = now - self.window
         self.activity.trim(horizon, horizon - self.window)
+
+
+def closed_fact(position: Position) -> ClosedFact:
+    return ClosedFact(
+        position.closed_at or position.last_event_time,
+        position.symbol,
+        position.position_id,
+        position.realized_pnl,
+        position.close_reason or position.status,
+    )

@@ -39,6 +39,11 @@ TRADING_ENV = {
     "P95_RISK__STOP_LOSS_PCT": "0.002",
     "P95_RISK__TAKE_PROFIT_PCT": "0.002",
     "P95_EXECUTION__QUIET_FEED_FILL_AFTER_S": "3",
+    # the protections off: the load must stay the same all run (on the event clock the risk stage
+    # applies them, and stops this tight would lock a symbol after five stop-losses within the hour)
+    "P95_COMPLIANCE__STOPLOSS_GUARD_COUNT": "0",
+    "P95_COMPLIANCE__DAILY_LOSS_LIMIT_PCT": "0",
+    "P95_COMPLIANCE__MAX_DRAWDOWN_PCT": "0",
 }
 
 

@@ -16,7 +16,9 @@ are fractions of 100 (`Decimal("5")` is 5 %); zero turns a protection off.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -184,3 +186,110 @@ class BookMonitor:
                     )
                 )
         return trips
+
+
+@dataclass(frozen=True, order=True)
+class ClosedFact:
+    """A position close as the protections see it, in their canonical order (time, symbol, id)."""
+
+    closed_at: datetime
+    symbol: str
+    position_id: str
+    realized_pnl: Decimal
+    close_reason: str | None
+
+
+def next_utc_midnight(at: datetime) -> datetime:
+    return datetime.combine(at.date() + timedelta(days=1), datetime.min.time(), tzinfo=at.tzinfo)
+
+
+@dataclass
+class EventClockProtections:
+    """The protections on the event clock (replays, the demo): the risk decision core feeds it the
+    book's closes and asks, at each decision time, whether trading is halted and what is locked.
+
+    The figures are those of the closes before the decision time, taken in canonical order (close
+    time, symbol, position id), so a decision depends only on which closes exist before it, never
+    on the order they were learned in: the in-process and the Kafka-mode replay learn them in
+    different orders and decide alike. A close learned late (an expiry found only at the symbol's
+    next price) that sorts before one already counted rebuilds the figures from the start.
+
+    Halts and locks are held in memory in event time: DAILY_LOSS_LIMIT halts until the next UTC day,
+    MAX_DRAWDOWN for the rest of the run (no one resumes a replay), a lock until its time. Only the
+    realized equity counts (a replay has no 5-second marks of the open positions)."""
+
+    config: ProtectionConfig
+    starting_equity: Decimal
+    facts: list[ClosedFact] = field(default_factory=list)
+    known: set[str] = field(default_factory=set)
+    trips: list[Trip] = field(default_factory=list)
+    _fed: int = 0
+    _monitor: BookMonitor | None = None
+
+    @property
+    def enabled(self) -> bool:
+        cfg = self.config
+        return bool(
+            cfg.daily_loss_limit_pct > 0
+            or cfg.max_drawdown_pct > 0
+            or cfg.stoploss_guard_count > 0
+            or cfg.cooldown > timedelta(0)
+        )
+
+    def learn(self, facts: Iterable[ClosedFact]) -> None:
+        """Closes as they become known (each once; a position id seen before is ignored)."""
+        for fact in facts:
+            if fact.position_id in self.known:
+                continue
+            self.known.add(fact.position_id)
+            index = bisect.bisect(self.facts, fact)
+            if index < self._fed:
+                self._rebuild()
+            self.facts.insert(index, fact)
+
+    def _rebuild(self) -> None:
+        self._monitor = None
+        self._fed = 0
+        self.trips = []
+
+    def advance(self, until: datetime) -> None:
+        """Count the closes before `until`."""
+        if self._monitor is None:
+            self._monitor = BookMonitor(self.config, self.starting_equity)
+        facts, monitor = self.facts, self._monitor
+        while self._fed < len(facts) and facts[self._fed].closed_at < until:
+            fact = facts[self._fed]
+            self.trips.extend(monitor.close(fact.symbol, fact.realized_pnl, fact.close_reason, fact.closed_at))
+            self._fed += 1
+
+    def halt_at(self, at: datetime) -> Trip | None:
+        """The trip that halts trading at `at`, if any."""
+        for trip in reversed(self.trips):
+            if not trip.halt or trip.at >= at:
+                continue
+            if trip.reason == "MAX_DRAWDOWN" or at < next_utc_midnight(trip.at):
+                return trip
+        return None
+
+    def locks_at(self, at: datetime) -> dict[str, SymbolLock]:
+        """The locks in force at `at`, by symbol (the longest one where several apply)."""
+        locks: dict[str, SymbolLock] = {}
+        for trip in self.trips:
+            lock = trip.lock
+            if lock is None or trip.at >= at or lock.until <= at:
+                continue
+            held = locks.get(lock.symbol)
+            if held is None or held.until < lock.until:
+                locks[lock.symbol] = lock
+        return locks
+
+
+def trips_of(facts: Iterable[ClosedFact], config: ProtectionConfig, starting_equity: Decimal) -> list[Trip]:
+    """Every trip a run's closes cause, in the canonical order (what a replay's digest records)."""
+    protections = EventClockProtections(config, starting_equity)
+    if not protections.enabled:
+        return []
+    protections.learn(facts)
+    if protections.facts:
+        protections.advance(protections.facts[-1].closed_at + timedelta(microseconds=1))
+    return protections.trips

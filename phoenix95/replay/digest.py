@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from phoenix95.domain.positions import Position
+from phoenix95.domain.protections import Trip
 from phoenix95.schemas.messages import Order
 
 
@@ -65,6 +66,13 @@ def close_line(
     realized_pnl: Decimal,
 ) -> str:
     return "|".join(_text(v) for v in ("close", position_id, status, close_reason, exit_price, closed_at, realized_pnl))
+
+
+def trip_line(trip: Trip) -> str:
+    """A protection trip (a replay applies the protections: docs/compliance.md)."""
+    subject = trip.lock.symbol if trip.lock is not None else "-"
+    until = trip.lock.until if trip.lock is not None else None
+    return "|".join(_text(v) for v in ("trip", trip.reason, trip.at, subject, until, trip.halt))
 
 
 def lines_of(orders: Iterable[Order], closed: Iterable[Position]) -> list[str]:

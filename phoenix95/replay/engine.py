@@ -30,6 +30,7 @@ from phoenix95.domain.execution import MarketTick, OrderRejectReason, fill_marke
 from phoenix95.domain.funding import FundingSchedule
 from phoenix95.domain.positions import Position, open_position
 from phoenix95.domain.positions import PositionEvent as DomainPositionEvent
+from phoenix95.domain.protections import ProtectionConfig
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.values import entry_order_side
 from phoenix95.schemas.convert import analyze, order_message, position_message
@@ -79,9 +80,10 @@ class InProcessEngine:
         funding: FundingSchedule | None = None,
         on_progress: Callable[[int], None] | None = None,
         keep_position_events: bool = True,
+        protections: ProtectionConfig | None = None,
     ):
         self.config = config
-        self.desk = RiskDesk(config, brackets, clock="event", funding=funding)
+        self.desk = RiskDesk(config, brackets, clock="event", funding=funding, protections=protections)
         self.on_progress = on_progress
         self.keep_position_events = keep_position_events
         self._verdicts: dict[str, RiskVerdict] = {}

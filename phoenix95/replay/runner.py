@@ -14,11 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from phoenix95.agents.risk_desk import closed_fact
 from phoenix95.connectors.market_data import bundled_funding
 from phoenix95.domain.execution import MarketTick
 from phoenix95.domain.funding import FundingSchedule
+from phoenix95.domain.protections import trips_of
 from phoenix95.replay import sources
-from phoenix95.replay.digest import digest, lines_of
+from phoenix95.replay.digest import digest, lines_of, trip_line
 from phoenix95.replay.engine import InProcessEngine, merged
 from phoenix95.replay.summary import summarize
 from phoenix95.schemas.codec import Codec
@@ -179,6 +181,7 @@ def run(
     from phoenix95.streams.wiring import brackets_for, trading_config
 
     config = trading_config(settings)
+    protections = settings.compliance.protection_config()
 
     brackets = brackets_for(settings)
     started = time.perf_counter()
@@ -190,6 +193,7 @@ def run(
             funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
             on_progress=(lambda done: on_progress(done, total)) if on_progress else None,
             keep_position_events=False,
+            protections=protections,
         )
         result = engine.run(merged(signals, ticks), already_sorted=True)
         elapsed = result.elapsed_s
@@ -211,6 +215,9 @@ def run(
         first = min([s.ts_event for s in signals] + ([ticks[0].time] if ticks else []), default=None)
         curve = equity_curve(closed, config.starting_equity, first)
         extra = {"run_id": kafka.run_id, "speed": request.speed, "publish_s": round(kafka.publish_s, 3)}
+    # the trips the run's closes cause, from the closes in canonical order: the same in both modes
+    trips = trips_of((closed_fact(p) for p in closed), protections, config.starting_equity)
+    lines = [*lines, *(trip_line(trip) for trip in trips)]
     summary = summarize(
         closed=closed,
         open_positions=open_positions,
@@ -229,6 +236,17 @@ def run(
             "prices": len(ticks),
             "invalid_signal_lines": [{"line": b.line, "error": b.error} for b in bad],
             "digest": digest(lines),
+            "protections": [
+                {
+                    "reason": trip.reason,
+                    "at": trip.at.isoformat(),
+                    "subject": trip.lock.symbol if trip.lock is not None else None,
+                    "until": trip.lock.until.isoformat() if trip.lock is not None else None,
+                    "halt": trip.halt,
+                    "message": trip.message,
+                }
+                for trip in trips
+            ],
             "elapsed_s": round(elapsed, 3),
             "events_per_s": round(total / elapsed, 1) if elapsed > 0 else None,
             "settings": {key: value for key, value in request.overrides.items()},

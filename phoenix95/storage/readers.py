@@ -14,11 +14,13 @@ from phoenix95.agents.ports import Snapshot
 from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.positions import Position
+from phoenix95.domain.protections import ClosedFact
 from phoenix95.domain.risk import RecentSignal
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.convert import pending_order
 from phoenix95.schemas.messages import Order, RiskVerdict
 from phoenix95.storage import queries
+from phoenix95.storage.compliance import closed_positions
 from phoenix95.storage.postgres import Database, is_transient
 from phoenix95.storage.retry import retry_transient
 
@@ -77,6 +79,10 @@ class PgPortfolio:
         )
         pending = [pending_order(RiskVerdict.model_validate(row[0])) for row in rows]
         return positions, pending, await queries.realized_pnl(self.database)
+
+    async def closed_positions(self) -> list[ClosedFact]:
+        rows = await closed_positions(self.database)
+        return [ClosedFact(at, symbol, pid, pnl, reason) for pid, symbol, pnl, reason, at in rows]
 
     async def snapshot(self) -> Snapshot:
         exposures = await queries.exposures(self.database)

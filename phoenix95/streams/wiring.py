@@ -245,6 +245,7 @@ def _build_risk(context: StageContext) -> Stage:
         locks=LockCache(context.database).get,
         max_market_data_age_seconds=settings.market_data_age_limit() if settings.risk.clock == "wall" else None,
         symbol_rules=_exchange_ledger(context),
+        protections=settings.compliance.protection_config(),
     )
 
 

@@ -57,7 +57,12 @@ SUMMARY_KEYS = {
     "sortino",
     "exposure",
     "pnl_by_symbol",
+    "protections",
 }
+
+#: The equity protections off (DAILY_LOSS_LIMIT and MAX_DRAWDOWN halt the sample after three days
+#: with their defaults): the whole sample trades.
+EQUITY_PROTECTIONS_OFF = ("--set", "compliance.max_drawdown_pct=0", "--set", "compliance.daily_loss_limit_pct=0")
 
 
 def replay_cli(*args: str) -> dict[str, Any]:
@@ -226,14 +231,19 @@ def test_replay_is_deterministic_and_kafka_mode_matches_inprocess(namespace, ser
     first = replay()
     again = replay()
     assert first["digest"] == again["digest"]
-    assert first["orders"] > 20 and first["trades"] > 20
+    assert first["orders"] >= 20 and first["trades"] >= 20
     assert set(first["close_reasons"]) >= {"stop_loss", "take_profit"}
+    # the default protections trip on the sample (the digest holds the trips) and halt what follows
+    assert {trip["reason"] for trip in first["protections"]} == {"DAILY_LOSS_LIMIT", "MAX_DRAWDOWN"}
+    assert first["rejected_by_reason"]["TRADING_HALTED"] > 0
 
     live_before = live_stores.snapshot()
     kafka = replay("--mode", "kafka")
     kafka_runs.append(kafka["run_id"])
     assert kafka["digest"] == first["digest"]
     assert (kafka["orders"], kafka["trades"], kafka["pnl"]) == (first["orders"], first["trades"], first["pnl"])
+    assert kafka["protections"] == first["protections"]
+    assert kafka["rejected_by_reason"] == first["rejected_by_reason"]
     assert asyncio.run(table_counts(services.postgres, kafka["run_id"]))["orders"] == first["orders"]
     assert live_stores.snapshot() == live_before
 
@@ -275,10 +285,14 @@ def test_kafka_mode_matches_inprocess_with_several_symbols_interleaved(tmp_path,
         "ETHUSDT:3000",
     ]
     inprocess = replay_cli(*args)
-    assert set(inprocess["pnl_by_symbol"]) == {"XRPUSDT", "BTCUSDT", "ETHUSDT"} and inprocess["trades"] > 40
+    assert set(inprocess["pnl_by_symbol"]) == {"XRPUSDT", "BTCUSDT", "ETHUSDT"} and inprocess["trades"] > 30
+    # closes of three symbols feed the protections: the risk stage learns them symbol by symbol,
+    # the in-process replay in time order, and both must count them in the same canonical order
+    assert inprocess["protections"]
     kafka = replay_cli(*args, "--mode", "kafka")
     kafka_runs.append(kafka["run_id"])
     assert kafka["digest"] == inprocess["digest"]
+    assert kafka["protections"] == inprocess["protections"]
     assert (kafka["orders"], kafka["trades"], kafka["pnl"]) == (
         inprocess["orders"],
         inprocess["trades"],
@@ -313,13 +327,18 @@ def test_a_kafka_mode_what_if_runs_in_its_own_namespace_and_leaves_the_live_stor
 ):
     before = live_stores.snapshot()
     base = replay()
-    inprocess = replay("--set", "risk.leverage=10")
-    kafka = replay("--mode", "kafka", "--set", "risk.leverage=10")
+    # a compliance what-if: the equity protections off, so the whole sample trades (the full
+    # trading path through the workers) with only the stop-loss guard left to trip
+    inprocess = replay(*EQUITY_PROTECTIONS_OFF)
+    kafka = replay("--mode", "kafka", *EQUITY_PROTECTIONS_OFF)
     kafka_runs.append(kafka["run_id"])
     # the workers ran with the override: the what-if's results, not the base's
     assert kafka["digest"] == inprocess["digest"] != base["digest"]
     assert (kafka["pnl"], kafka["fees"]) == (inprocess["pnl"], inprocess["fees"]) != (base["pnl"], base["fees"])
-    assert kafka["settings"] == {"P95_RISK__LEVERAGE": "10"}
+    assert kafka["orders"] == inprocess["orders"] > 100 > base["orders"]
+    assert kafka["protections"] == inprocess["protections"]
+    assert {trip["reason"] for trip in kafka["protections"]} == {"STOPLOSS_GUARD"}
+    assert kafka["settings"] == {"P95_COMPLIANCE__MAX_DRAWDOWN_PCT": "0", "P95_COMPLIANCE__DAILY_LOSS_LIMIT_PCT": "0"}
     assert set(kafka) >= SUMMARY_KEYS
     # its rows, keys and messages are in its own namespace ...
     run_id = kafka["run_id"]
@@ -331,7 +350,7 @@ def test_a_kafka_mode_what_if_runs_in_its_own_namespace_and_leaves_the_live_stor
 
 
 def test_the_json_summary_has_every_key_the_issue_lists():
-    summary = replay()
+    summary = replay(*EQUITY_PROTECTIONS_OFF)  # the whole sample: several positions open at once
     assert set(summary) >= SUMMARY_KEYS, SUMMARY_KEYS - set(summary)
     assert summary["events"] == summary["signals"] + summary["prices"] == 300 + 1999
     assert summary["approved"] + summary["rejected"] == summary["signals"]
@@ -343,6 +362,9 @@ def test_the_json_summary_has_every_key_the_issue_lists():
     assert isinstance(summary["sharpe"], float) and isinstance(summary["sortino"], float)
     assert 0 < summary["exposure"] <= 1 < summary["average_open_positions"]
     assert len(summary["digest"]) == 64
+    assert [set(trip) for trip in summary["protections"]] == [
+        {"reason", "at", "subject", "until", "halt", "message"}
+    ] * len(summary["protections"])
     assert summary["events_per_s"] == pytest.approx(summary["events"] / summary["elapsed_s"], rel=0.05)
 
 
@@ -414,6 +436,15 @@ def test_clean_removes_a_kafka_runs_topics_groups_schema_and_redis_keys(namespac
     assert redis_values(services.redis, f"{run_id}:") == {}
 
 
+def test_a_max_drawdown_what_if_changes_where_the_sample_halts():
+    base = replay()
+    looser = replay("--set", "compliance.max_drawdown_pct=50")
+    drawdowns = [[t["at"] for t in run["protections"] if t["reason"] == "MAX_DRAWDOWN"] for run in (base, looser)]
+    assert drawdowns[0] and drawdowns[1] and drawdowns[1][0] > drawdowns[0][0]
+    assert looser["digest"] != base["digest"] and looser["orders"] > base["orders"]
+    assert looser["rejected_by_reason"]["TRADING_HALTED"] < base["rejected_by_reason"]["TRADING_HALTED"]
+
+
 def test_a_what_if_run_changes_the_results(namespace):
     base = replay()
     lower = replay("--set", "risk.leverage=10", "--set", "risk.kelly_fraction=0.1")
@@ -439,6 +470,8 @@ def test_replay_writes_a_self_contained_html_report(tmp_path):
     assert summary["report"] == str(path)
     assert "<svg id='equity-curve'" in text and "<polyline" in text
     assert "http://" not in text and "https://" not in text and "<script" not in text
+    assert f"<h2>Protections tripped ({len(summary['protections'])})</h2>" in text
+    assert "<td>MAX_DRAWDOWN</td>" in text and "drawdown 27.19% from the equity peak" in text
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

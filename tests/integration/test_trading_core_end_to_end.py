@@ -53,7 +53,10 @@ def test_pipeline_closes_by_stop_take_profit_and_expiry_exactly_as_the_domain_co
     prices, signals = inputs(namespace.name)
     config = trading_config(settings)
     engine = InProcessEngine(
-        config, brackets_for(settings), funding=FundingSchedule(config.default_funding_rate, bundled_funding())
+        config,
+        brackets_for(settings),
+        funding=FundingSchedule(config.default_funding_rate, bundled_funding()),
+        protections=settings.compliance.protection_config(),  # as the event-clock risk stage applies them
     )
     expected = engine.run([*[tick_of(p) for p in prices], *signals])
     reasons = {p.close_reason for p in expected.closed}
