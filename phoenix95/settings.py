@@ -305,6 +305,8 @@ class ComplianceSettings(BaseModel):
     stoploss_guard_lock_min: float = 60.0
     stoploss_guard_scope: Literal["symbol", "all"] = "symbol"
     cooldown_min: float = 0.0
+    #: The trading day of DAILY_LOSS_LIMIT and `p95 compliance report --day`: an IANA time zone.
+    day_timezone: str = "UTC"
     #: PRICE_COLLAR in the risk stage (basis points from the last market price); None: off.
     price_collar_bps: Decimal | None = None
 
@@ -320,6 +322,7 @@ class ComplianceSettings(BaseModel):
             stoploss_guard_lock=timedelta(minutes=self.stoploss_guard_lock_min),
             stoploss_guard_scope=self.stoploss_guard_scope,
             cooldown=timedelta(minutes=self.cooldown_min),
+            day_timezone=self.day_timezone,
         )
 
     def problems(self) -> list[str]:

@@ -284,3 +284,7 @@ __all__ = [
     "Snapshot",
     "VerdictMade",
 ]
+
+
+#: The input of a timer's outcomes (`Stage.on_clock`): no record to acknowledge.
+CLOCK_RECORD = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=None, key=None, value=b"")

@@ -1,4 +1,5 @@
-"""`p95 compliance report [--day D] [--json]`: one UTC day's post-trade report.
+"""`p95 compliance report [--day D] [--json]`: one trading day's post-trade report (the day in
+`compliance.day_timezone`, UTC by default).
 
 Trades, rejections by reason, protections tripped, trading-state changes with their actors, limit
 usage (peak exposure against its limit) and the audit chain's status.
@@ -22,21 +23,26 @@ def register(app: typer.Typer) -> None:
 
 @compliance_app.command("report")
 def compliance_report(
-    day: str = typer.Option(None, "--day", help="The UTC day (YYYY-MM-DD); default today."),
+    day: str = typer.Option(
+        None, "--day", help="The trading day (YYYY-MM-DD, in compliance.day_timezone); default today."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Trades, rejections by reason, protections tripped, state changes, limit usage, audit status."""
     from phoenix95.cli.console import UserError, print_json, stderr
 
     try:
-        chosen = date.fromisoformat(day) if day else datetime.now(UTC).date()
+        from phoenix95.settings import get_settings
+
+        zone = get_settings().compliance.protection_config().zone
+        chosen = date.fromisoformat(day) if day else datetime.now(UTC).astimezone(zone).date()
     except ValueError:
         raise UserError(f"--day {day!r}: expected YYYY-MM-DD") from None
     report = asyncio.run(build_report(chosen))
     if as_json:
         print_json(report)
         return
-    stderr.print(f"[bold]Compliance report {report['day']}[/bold] (UTC)")
+    stderr.print(f"[bold]Compliance report {report['day']}[/bold] ({report['timezone']})")
     trades = report["trades"]
     stderr.print(f"trades: {trades['count']} closed, realized PnL {trades['realized_pnl']}")
     for row in trades["items"]:
@@ -69,8 +75,9 @@ async def build_report(day: date) -> dict[str, Any]:
     from phoenix95.storage.postgres import Database
 
     settings = get_settings()
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    end = start + timedelta(days=1)
+    zone = settings.compliance.protection_config().zone
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone)
     async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
         trades = await db.fetch(
             """SELECT position_id::text, symbol, side, quantity, entry_price, exit_price, realized_pnl, close_reason,
@@ -102,6 +109,7 @@ async def build_report(day: date) -> dict[str, Any]:
     peak_by_symbol, peak_total = peak_exposure(exposure_rows, start, end)
     return {
         "day": day.isoformat(),
+        "timezone": settings.compliance.day_timezone,
         "trades": {
             "count": len(trades),
             "realized_pnl": str(sum((r[6] or Decimal(0) for r in trades), Decimal(0))),

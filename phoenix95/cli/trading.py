@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+from typing import Any
 
 import typer
 
@@ -44,14 +45,57 @@ def register(app: typer.Typer) -> None:
         from phoenix95.cli.console import print_json, stderr
 
         state, reason, updated_at, locks = asyncio.run(_read())
+        figures, unavailable = asyncio.run(_figures())
         if as_json:
-            print_json({"state": state.value, "reason": reason, "updated_at": updated_at, "locks": locks})
+            print_json(
+                {
+                    "state": state.value,
+                    "reason": reason,
+                    "updated_at": updated_at,
+                    "locks": locks,
+                    "figures": figures,
+                    **({"figures_unavailable": unavailable} if unavailable else {}),
+                }
+            )
         else:
             stderr.print(f"{state.value} since {updated_at} ({reason})")
             for lock in locks:
                 stderr.print(
                     f"  {lock['symbol']} locked by {lock['reason']} until {lock['until']} ({lock['detail']}; {lock['locked_by']})"
                 )
+            for line in figure_lines(figures, unavailable):
+                stderr.print(line)
+
+
+def figure_lines(figures: dict[str, Any] | None, unavailable: str | None) -> list[str]:
+    """The compliance monitor's book figures, as `p95 state` prints them."""
+    if unavailable:
+        return [f"book figures: unavailable ({unavailable})"]
+    if figures is None:
+        return ["book figures: none yet (is `p95 worker --stage compliance` running?)"]
+    exposure = ", ".join(f"{symbol} {value}" for symbol, value in figures["exposure"].items()) or "none"
+    streaks = ", ".join(f"{key} {count}" for key, count in figures["stop_loss_streaks"].items()) or "none"
+    return [
+        f"book as of {figures['as_of']}: equity {figures['equity']}, day {figures['day']} ({figures['timezone']}) "
+        f"PnL {figures['day_pnl']}, drawdown {figures['drawdown_pct']}% from peak {figures['peak_equity']}",
+        f"  orders/min {figures['orders_per_minute']}; exposure {figures['total_exposure']} ({exposure}); "
+        f"stop-losses in a row: {streaks}",
+    ]
+
+
+async def _figures() -> tuple[dict[str, Any] | None, str | None]:
+    """The monitor's figures from Redis; a Redis that does not answer leaves them out, not the state."""
+    from phoenix95.settings import get_settings
+    from phoenix95.storage.redis_state import RedisState
+
+    settings = get_settings()
+    redis = RedisState.from_url(settings.redis_url(), prefix=settings.redis.prefix)
+    try:
+        return await asyncio.wait_for(redis.compliance_figures(), 3), None
+    except Exception as error:
+        return None, f"Redis: {type(error).__name__}"
+    finally:
+        await redis.close()
 
 
 def _flatten(reason: str, wait: float) -> None:

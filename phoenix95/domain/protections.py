@@ -3,7 +3,7 @@
 `BookMonitor` is fed the book as it happens (closes with their realized PnL and reason, equity
 marks) and answers with `Trip`s:
 
-- DAILY_LOSS_LIMIT: the day's loss (UTC day; realized plus the change in unrealized) at or over N %
+- DAILY_LOSS_LIMIT: the day's loss (the day in `day_timezone`, UTC by default; realized plus the change in unrealized) at or over N %
   of the start-of-day equity: halt trading.
 - MAX_DRAWDOWN: equity at or over N % below its peak: halt trading.
 - STOPLOSS_GUARD: K stop-losses within T minutes on a symbol (or in total, scope "all"): lock the
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from phoenix95.domain.risk import ALL_SYMBOLS, RiskReason, SymbolLock
 
@@ -41,6 +42,27 @@ class ProtectionConfig:
     stoploss_guard_lock: timedelta = timedelta(minutes=60)
     stoploss_guard_scope: Literal["symbol", "all"] = "symbol"
     cooldown: timedelta = timedelta(0)
+    #: Where a trading day starts and ends (DAILY_LOSS_LIMIT's day): an IANA time zone name.
+    day_timezone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.day_timezone)
+
+    def day_of(self, at: datetime) -> str:
+        """The trading day `at` falls in (ISO date in `day_timezone`)."""
+        return at.astimezone(self.zone).date().isoformat()
+
+    def day_start(self, at: datetime) -> datetime:
+        """The start of the trading day `at` falls in."""
+        local = at.astimezone(self.zone)
+        return datetime.combine(local.date(), datetime.min.time(), tzinfo=self.zone).astimezone(at.tzinfo)
+
+    def next_day_start(self, at: datetime) -> datetime:
+        """The start of the trading day after the one `at` falls in."""
+        local = at.astimezone(self.zone)
+        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=self.zone)
+        return midnight.astimezone(at.tzinfo)
 
     def problems(self) -> list[str]:
         """Invalid settings, one line each naming the setting (refused at start)."""
@@ -54,6 +76,12 @@ class ProtectionConfig:
         for name in ("stoploss_guard_window", "stoploss_guard_lock", "cooldown"):
             if getattr(self, name) < timedelta(0):
                 found.append(f"compliance.{name}_min must be >= 0, not {getattr(self, name).total_seconds() / 60:g}")
+        try:
+            ZoneInfo(self.day_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            found.append(
+                f"compliance.day_timezone must be an IANA time zone such as UTC or Asia/Seoul, not {self.day_timezone!r}"
+            )
         if self.stoploss_guard_scope not in ("symbol", "all"):
             found.append(f"compliance.stoploss_guard_scope must be symbol or all, not {self.stoploss_guard_scope!r}")
         return found
@@ -82,6 +110,9 @@ class BookMonitor:
     day_start_equity: Decimal = ZERO
     halted_for: set[str] = field(default_factory=set)
     stop_losses: dict[str, deque[datetime]] = field(default_factory=dict)
+    #: Stop-losses in a row (a close for another reason ends a streak), per symbol and in total
+    #: (`ALL_SYMBOLS`).
+    streaks: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.peak_equity = max(self.peak_equity, self.starting_equity)
@@ -91,7 +122,7 @@ class BookMonitor:
         return self.starting_equity + self.realized + self.unrealized
 
     def _roll_day(self, at: datetime) -> None:
-        day = at.date().isoformat()
+        day = self.config.day_of(at)
         if day != self.day:
             self.day = day
             self.day_start_equity = self.equity
@@ -107,6 +138,9 @@ class BookMonitor:
         """A position closed with `realized_pnl` (its unrealized part leaves with it: mark again)."""
         self._roll_day(at)
         self.realized += realized_pnl
+        stopped = (close_reason or "") in STOP_LOSS_REASONS
+        for key in (symbol, ALL_SYMBOLS):
+            self.streaks[key] = self.streaks.get(key, 0) + 1 if stopped else 0
         trips = self._equity_trips(at)
         cfg = self.config
         if cfg.cooldown > timedelta(0):
@@ -145,6 +179,17 @@ class BookMonitor:
                     )
                 )
         return trips
+
+    @property
+    def drawdown_pct(self) -> Decimal:
+        if self.peak_equity <= 0:
+            return ZERO
+        return (self.peak_equity - self.equity) / self.peak_equity * 100
+
+    @property
+    def day_pnl(self) -> Decimal:
+        """Realized plus unrealized change since the day started (0 before the first figure)."""
+        return self.equity - self.day_start_equity if self.day is not None else ZERO
 
     def _equity_trips(self, at: datetime) -> list[Trip]:
         trips = []
@@ -199,10 +244,6 @@ class ClosedFact:
     close_reason: str | None
 
 
-def next_utc_midnight(at: datetime) -> datetime:
-    return datetime.combine(at.date() + timedelta(days=1), datetime.min.time(), tzinfo=at.tzinfo)
-
-
 @dataclass
 class EventClockProtections:
     """The protections on the event clock (replays, the demo): the risk decision core feeds it the
@@ -214,7 +255,7 @@ class EventClockProtections:
     different orders and decide alike. A close learned late (an expiry found only at the symbol's
     next price) that sorts before one already counted rebuilds the figures from the start.
 
-    Halts and locks are held in memory in event time: DAILY_LOSS_LIMIT halts until the next UTC day,
+    Halts and locks are held in memory in event time: DAILY_LOSS_LIMIT halts until the next trading day,
     MAX_DRAWDOWN for the rest of the run (no one resumes a replay), a lock until its time. Only the
     realized equity counts (a replay has no 5-second marks of the open positions)."""
 
@@ -267,7 +308,7 @@ class EventClockProtections:
         for trip in reversed(self.trips):
             if not trip.halt or trip.at >= at:
                 continue
-            if trip.reason == "MAX_DRAWDOWN" or at < next_utc_midnight(trip.at):
+            if trip.reason == "MAX_DRAWDOWN" or at < self.config.next_day_start(trip.at):
                 return trip
         return None
 

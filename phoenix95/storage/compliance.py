@@ -77,6 +77,38 @@ async def apply_trip(db: Database, trip_id: str, trip: Trip, *, actor: str = ACT
     return True
 
 
+DAY_HALT_PREFIX = "DAILY_LOSS_LIMIT: "
+
+
+async def resume_after_day_halt(db: Database, day_start: datetime, day: str, *, actor: str = ACTOR) -> bool:
+    """A DAILY_LOSS_LIMIT halt lasts until the next trading day: ACTIVE again (audited) when trading
+    is still HALTED by that trip from before `day_start`. A manual halt, or one of another protection,
+    stays. Returns whether it resumed; once per day however often it is asked."""
+    async with db.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+        await lock_chain(cursor)
+        await cursor.execute("SELECT state, reason, updated_by, updated_at FROM trading_state WHERE id = 1 FOR UPDATE")
+        row = await cursor.fetchone()
+        if row is None:
+            return False
+        state, reason, updated_by, updated_at = row
+        if not (
+            state == TradingState.HALTED.value
+            and updated_by == actor
+            and (reason or "").startswith(DAY_HALT_PREFIX)
+            and updated_at < day_start
+        ):
+            return False
+        await switch_trading_state(
+            cursor,
+            TradingState.ACTIVE,
+            reason=f"{DAY_HALT_PREFIX}a new trading day ({day})",
+            actor=actor,
+            details={"day": day, "halted_at": updated_at.isoformat()},
+            key=f"trading_state:day-resume:{day}",
+        )
+    return True
+
+
 async def locks_in_force(db: Database, now: datetime | None = None) -> dict[str, SymbolLock]:
     rows = await db.fetch(
         "SELECT symbol, reason, until, detail FROM protection_locks WHERE until > %s", (now or datetime.now(UTC),)
@@ -123,6 +155,19 @@ class PgComplianceStore:
 
     async def closed_positions(self) -> list[tuple[str, str, Decimal, str | None, datetime]]:
         return await closed_positions(self.database)
+
+    async def resume_after_day_halt(self, day_start: datetime, day: str) -> bool:
+        return await resume_after_day_halt(self.database, day_start, day)
+
+
+class RedisFiguresBoard:
+    """The monitor's book figures in Redis, for `p95 state` and the dashboard (agents/compliance.FiguresBoard)."""
+
+    def __init__(self, redis: Any):
+        self.redis = redis
+
+    async def publish(self, figures: dict[str, Any]) -> None:
+        await self.redis.set_compliance_figures(figures)
 
 
 async def recent_trips(db: Database, since: datetime | None = None) -> list[dict[str, Any]]:

@@ -105,6 +105,9 @@ class Keys:
     def metrics(self, service: str) -> str:
         return f"{self.prefix}metrics:{service}"
 
+    def compliance_figures(self) -> str:
+        return f"{self.prefix}compliance:figures"
+
     def replay_guard(self, digest: str) -> str:
         return f"{self.prefix}webhook:seen:{digest}"
 
@@ -267,6 +270,14 @@ class RedisState:
 
     async def set_metrics(self, service: str, metrics: dict[str, Any]) -> None:
         await self.client.setex(self.keys.metrics(service), self.metrics_ttl, _json(metrics))
+
+    async def set_compliance_figures(self, figures: dict[str, Any]) -> None:
+        """The compliance monitor's book figures (hot state: the monitor rebuilds them at start)."""
+        await self.client.set(self.keys.compliance_figures(), _json(figures))
+
+    async def compliance_figures(self) -> dict[str, Any] | None:
+        value = await self.client.get(self.keys.compliance_figures())
+        return orjson.loads(value) if value else None
 
     async def hit_rate_limit(self, source: str, minute: int, limit: int) -> tuple[bool, int]:
         """Count one request of `source` in `minute`; (allowed, count)."""

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
@@ -372,3 +372,48 @@ def _configured_clock() -> Clock:
     from phoenix95.settings import get_settings
 
     return get_settings().risk.clock
+
+
+class ComplianceGauges:
+    """The compliance monitor's book figures as gauges on its /metrics (agents/compliance.FiguresBoard)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.equity = Gauge("p95_compliance_equity_usdt", "Equity as the compliance monitor sees it", registry=registry)
+        self.day_pnl = Gauge(
+            "p95_compliance_day_pnl_usdt", "Realized and unrealized PnL of the trading day", registry=registry
+        )
+        self.drawdown = Gauge(
+            "p95_compliance_drawdown_percent", "Drawdown from the equity peak, in %", registry=registry
+        )
+        self.orders_per_minute = Gauge(
+            "p95_compliance_orders_per_minute", "Orders in the last minute (event time)", registry=registry
+        )
+        self.exposure = Gauge("p95_compliance_exposure_usdt", "Open notional per symbol", ["symbol"], registry=registry)
+        self.total_exposure = Gauge("p95_compliance_total_exposure_usdt", "Open notional in total", registry=registry)
+        self.streak = Gauge(
+            "p95_compliance_stop_loss_streak",
+            "Stop-losses in a row, per symbol and in total (symbol *)",
+            ["symbol"],
+            registry=registry,
+        )
+        self._symbols: set[str] = set()
+        self._streaks: set[str] = set()
+
+    async def publish(self, figures: dict[str, Any]) -> None:
+        self.equity.set(float(figures["equity"]))
+        self.day_pnl.set(float(figures["day_pnl"]))
+        self.drawdown.set(float(figures["drawdown_pct"]))
+        self.orders_per_minute.set(figures["orders_per_minute"])
+        self.total_exposure.set(float(figures["total_exposure"]))
+        exposure = figures["exposure"]
+        for symbol in self._symbols - set(exposure):
+            self.exposure.labels(symbol).set(0)
+        for symbol, value in exposure.items():
+            self.exposure.labels(symbol).set(float(value))
+        self._symbols |= set(exposure)
+        streaks = figures["stop_loss_streaks"]
+        for key in self._streaks - set(streaks):
+            self.streak.labels(key).set(0)
+        for key, count in streaks.items():
+            self.streak.labels(key).set(count)
+        self._streaks |= set(streaks)

@@ -86,7 +86,7 @@ STAGES: tuple[str, ...] = tuple(spec.name for spec in SPECS)
 # The compliance monitor watches the whole book (one worker reads every partition) and trips the
 # protections (agents/compliance.py). Beside the trading path, not in it: `p95 worker --stage
 # compliance` runs it; the demo and Kafka-mode replays (which start `STAGES`) do not.
-COMPLIANCE = StageSpec("compliance", (topics.POSITION_TICKS, topics.ORDERS))
+COMPLIANCE = StageSpec("compliance", (topics.POSITION_TICKS, topics.ORDERS), timer=lambda settings: 1.0)
 
 #: Stages outside the pipeline, run only when asked (`p95 worker --stage notifications`), or by
 #: `p95 worker` / `p95 demo` when configured (see `default_stages`).

@@ -27,7 +27,7 @@ from phoenix95.schemas.codec import Codec
 from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.storage.audit import record_configuration, settings_digest
-from phoenix95.storage.compliance import LockCache, PgComplianceStore
+from phoenix95.storage.compliance import LockCache, PgComplianceStore, RedisFiguresBoard
 from phoenix95.storage.outbox import PgOutbox
 from phoenix95.storage.postgres import Database, migrate
 from phoenix95.storage.readers import PgExecutionState, PgPortfolio, PgPositionStore, PgSeenSignals
@@ -35,7 +35,7 @@ from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.sink import StoreSink
 from phoenix95.storage.timeseries import TimeseriesSink
 from phoenix95.streams import stages
-from phoenix95.streams.metrics import TimedSink
+from phoenix95.streams.metrics import ComplianceGauges, TimedSink
 from phoenix95.streams.producer import EventProducer, LazyProducer
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ class StageRuntime:
             lag=self.lag,
             metrics=self.metrics,
             ownership=self.ownership,
+            redis=self.redis,
         )
         await stage.start()
         await record_configuration(
@@ -209,6 +210,7 @@ class StageContext:
     #: The process's PipelineMetrics (its registry serves /metrics), if it serves them.
     metrics: Any = None
     ownership: Any = None
+    redis: RedisState | None = None
 
     @property
     def topics(self) -> Topics:
@@ -289,11 +291,18 @@ def _exchange_ledger(context: StageContext) -> Any:
 
 def _build_compliance(context: StageContext) -> Stage:
     settings = context.settings
+    boards: list[Any] = []
+    if context.redis is not None:
+        boards.append(RedisFiguresBoard(context.redis))
+    registry = getattr(context.metrics, "registry", None)
+    if registry is not None:
+        boards.append(ComplianceGauges(registry))
     return ComplianceStage(
         context.codec,
         settings.compliance.protection_config(),
         context.config.starting_equity,
         PgComplianceStore(context.database),
+        boards=boards,
     )
 
 
@@ -324,6 +333,7 @@ def build_stage(
     lag: Any = None,
     metrics: Any = None,
     ownership: Any = None,
+    redis: RedisState | None = None,
 ) -> Stage:
     stages.spec(name)  # ValueError naming the known stages
-    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics, ownership))
+    return BUILDERS[name](StageContext(settings, codec, database, lag, metrics, ownership, redis))

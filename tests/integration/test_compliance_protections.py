@@ -19,6 +19,7 @@ import json
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -158,8 +159,13 @@ async def _stoploss_guard(pipeline: Pipeline) -> None:
     async with pipeline.database() as db:
         assert await pipeline.count(db, "SELECT COUNT(*) FROM audit_log WHERE action = 'close'") == 2
 
-    [lock] = (await _state())["locks"]
+    shown = await _state()
+    [lock] = shown["locks"]
     assert (lock["symbol"], lock["reason"]) == ("XRPUSDT", "STOPLOSS_GUARD")
+    # the monitor's book figures, published when the guard tripped
+    figures = shown["figures"]
+    assert figures["stop_loss_streaks"] == {"*": 2, "XRPUSDT": 2}
+    assert Decimal(figures["realized_pnl"]) < 0 and (figures["exposure"], figures["total_exposure"]) == ({}, "0")
 
     await asyncio.sleep(CACHE_S)
     await _rejected_with(pipeline, ["STOPLOSS_GUARD"])
@@ -236,6 +242,9 @@ async def _max_drawdown(pipeline: Pipeline) -> None:
     starting = pipeline.settings.risk.trading_config().starting_equity
     assert float(figures["peak_equity"]) > float(starting)  # measured from the peak the win made
     assert float(figures["drawdown_pct"]) >= 1 and figures["limit_pct"] == "1"
+    book = (await _state())["figures"]
+    assert book["halted_for"] == ["MAX_DRAWDOWN"] and Decimal(book["drawdown_pct"]) >= 1
+    assert Decimal(book["peak_equity"]) > starting
 
 
 # -- COOLDOWN -------------------------------------------------------------------------------------------
