@@ -286,6 +286,55 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
         return JSONResponse(await _state(runtime))
 
+    @app.get("/v1/compliance", tags=["compliance"])
+    async def compliance(request: Request, _: Viewer) -> JSONResponse:
+        """The compliance monitor now: its book figures (equity, the day's PnL, drawdown, stop-losses
+        in a row, orders per minute, exposure), the symbol locks in force and the latest trips."""
+        runtime = runtime_of(request)
+        return JSONResponse(reads.plain(await reads.compliance_now(runtime.db, runtime.redis)))
+
+    @app.get("/v1/compliance/report", tags=["compliance"])
+    async def compliance_report(
+        request: Request,
+        _: Viewer,
+        day: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+        verify: bool = True,
+    ) -> JSONResponse:
+        """One trading day's post-trade report (as `p95 compliance report --json`); `verify=false`
+        leaves out the audit chain's check (it reads every entry)."""
+        from datetime import UTC, date
+        from zoneinfo import ZoneInfo
+
+        from phoenix95.storage import audit
+        from phoenix95.storage.compliance_report import day_report
+
+        runtime = runtime_of(request)
+        settings = runtime.settings
+        try:
+            chosen = (
+                date.fromisoformat(day)
+                if day
+                else datetime.now(UTC).astimezone(ZoneInfo(settings.compliance.day_timezone)).date()
+            )
+        except ValueError:
+            raise HTTPException(422, f"day {day!r}: not a date (YYYY-MM-DD)") from None
+        report = await day_report(
+            runtime.db,
+            chosen,
+            timezone=settings.compliance.day_timezone,
+            limit_per_symbol=settings.risk.max_exposure_per_symbol,
+            max_open_positions=settings.risk.max_open_positions,
+        )
+        if verify:
+            chain = await audit.verify(settings.postgres_url(), settings.postgres.db_schema)
+            report["audit"] = {
+                "ok": chain.ok,
+                "entries": chain.checked,
+                "broken_at": chain.broken_at,
+                "problem": chain.problem,
+            }
+        return JSONResponse(reads.plain(report))
+
     @app.get("/v1/dead-letters", tags=["pipeline"])
     async def dead_letters(
         request: Request,

@@ -447,3 +447,23 @@ async def replay_report(db: Database, report_id: str) -> dict[str, Any] | None:
         (report_id,),
     )
     return rows[0] if rows else None
+
+
+async def compliance_now(db: Database, redis: RedisState, *, trips: int = 20) -> dict[str, Any]:
+    """The compliance monitor as of now: its book figures (Redis; None while no monitor has run),
+    the symbol locks in force and the latest protection trips."""
+    try:
+        figures = await redis.compliance_figures()
+    except Exception:  # a view: the figures are left out, never the rest
+        figures = None
+    locks = await fetch_dicts(
+        db,
+        """SELECT symbol, reason, until, detail, locked_by, trip_id FROM protection_locks
+            WHERE until > NOW() ORDER BY symbol""",
+    )
+    latest = await fetch_dicts(
+        db,
+        "SELECT trip_id, reason, at, subject, message FROM protection_trips ORDER BY at DESC LIMIT %s",
+        (trips,),
+    )
+    return {"figures": figures, "locks": locks, "trips": latest}

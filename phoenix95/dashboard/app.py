@@ -311,10 +311,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, feed: bool
             reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
         account = await reads.account(runtime.db, runtime.redis, settings.risk.starting_equity)
         sizing = await reads.recent_sizing(runtime.db)
+        compliance = await reads.compliance_now(runtime.db, runtime.redis)
         return page(
             request,
             "risk.html",
             session,
+            compliance=compliance,
+            protections=settings.compliance,
             rejections=rejections,
             reasons=sorted(reasons.items(), key=lambda item: -item[1]),
             rejection_chart=charts.bar_chart(

@@ -15,6 +15,7 @@ from phoenix95.api.accounts import create_key, revoke_key
 from phoenix95.api.app import create_app
 from phoenix95.api.runtime import Runtime
 from phoenix95.settings import get_settings
+from phoenix95.storage.compliance import apply_trip
 from phoenix95.storage.postgres import migrate
 from tests.dashboard_seed import seed
 
@@ -212,3 +213,27 @@ async def test_replay_reports_and_openapi(api: Api) -> None:
     for path in ("/v1/signals", "/v1/positions", "/v1/account", "/v1/trading-state", "/v1/lag", "/v1/replays"):
         assert path in schema["paths"]
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_compliance_now_and_the_days_report(api: Api) -> None:
+    from datetime import UTC, datetime
+
+    from phoenix95.domain.protections import Trip
+
+    empty = (await api.get("/v1/compliance")).json()
+    assert empty == {"figures": None, "locks": [], "trips": []}  # no monitor has run yet
+    halt = Trip("MAX_DRAWDOWN", datetime.now(UTC), "drawdown 26.00% from the equity peak >= 25%", {}, halt=True)
+    assert await apply_trip(api.runtime.db, "trip-api", halt)
+    await api.runtime.redis.set_compliance_figures({"equity": "7400", "drawdown_pct": "26.0000"})
+    now = (await api.get("/v1/compliance")).json()
+    assert now["figures"] == {"equity": "7400", "drawdown_pct": "26.0000"}
+    assert [(t["trip_id"], t["reason"], t["subject"]) for t in now["trips"]] == [("trip-api", "MAX_DRAWDOWN", None)]
+
+    report = (await api.get("/v1/compliance/report")).json()
+    assert [t["reason"] for t in report["protections"]] == ["MAX_DRAWDOWN"]
+    assert [(c["actor"], c["state"]) for c in report["state_changes"]] == [("compliance-monitor", "HALTED")]
+    assert report["audit"]["ok"] is True and report["audit"]["entries"] >= 1 and report["timezone"] == "UTC"
+    quick = (await api.get("/v1/compliance/report", verify="false", day="2021-11-15")).json()
+    assert "audit" not in quick and quick["day"] == "2021-11-15" and quick["protections"] == []
+    assert (await api.get("/v1/compliance/report", day="yesterday")).status_code == 422
+    assert (await api.client.get("/v1/compliance")).status_code == 401

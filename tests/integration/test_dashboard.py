@@ -9,6 +9,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -16,8 +17,12 @@ import redis
 
 from phoenix95.api.accounts import add_user, create_key
 from phoenix95.dashboard.app import create_app
+from phoenix95.domain.protections import Trip
+from phoenix95.domain.risk import RiskReason, SymbolLock
 from phoenix95.settings import get_settings
+from phoenix95.storage.compliance import apply_trip
 from phoenix95.storage.postgres import Database, migrate
+from phoenix95.storage.redis_state import RedisState
 from tests.dashboard_seed import seed
 from tests.dashboard_server import serve
 
@@ -28,8 +33,27 @@ PAGES = {
     "/": ["Overview", "Equity curve", "Trading state", "Exposure per symbol", "Pipeline health"],
     "/positions": ["Positions", "Open", "Closed"],
     "/signals": ["Signals"],
-    "/risk": ["Risk", "Rejections by reason over time", "Kelly sizes"],
+    "/risk": ["Risk", "Compliance", "Rejections by reason over time", "Kelly sizes"],
     "/backtests": ["Backtests", "Reports"],
+}
+
+
+BOOK_FIGURES = {
+    "as_of": "2026-12-05T08:00:00+00:00",
+    "day": "2026-12-05",
+    "timezone": "UTC",
+    "equity": "9412.5",
+    "realized_pnl": "-587.5",
+    "unrealized_pnl": "0",
+    "day_start_equity": "10000",
+    "day_pnl": "-587.5",
+    "peak_equity": "10000",
+    "drawdown_pct": "5.8750",
+    "stop_loss_streaks": {"*": 5, "XRPUSDT": 5},
+    "orders_per_minute": 3,
+    "exposure": {"BTCUSDT": "1200.5"},
+    "total_exposure": "1200.5",
+    "halted_for": [],
 }
 
 
@@ -42,6 +66,15 @@ async def _prepare(settings) -> str:
         await add_user(db, "alice", "correct horse battery", "operator")
         await add_user(db, "victor", "viewer password 1", "viewer")
         _, key = await create_key(db, "viewer", created_by="test")
+        # the compliance monitor's work: a stop-loss guard lock (with markup in its message) and its figures
+        lock = SymbolLock("XRPUSDT", RiskReason.STOPLOSS_GUARD, datetime.now(UTC) + timedelta(hours=1), "5 stop-losses")
+        trip = Trip("STOPLOSS_GUARD", datetime.now(UTC), f"5 stop-losses {XSS}", {"stop_losses": "5"}, lock=lock)
+        assert await apply_trip(db, "trip-dashboard", trip)
+    redis = RedisState.from_url(settings.redis_url(), prefix=settings.redis.prefix)
+    try:
+        await redis.set_compliance_figures(BOOK_FIGURES)
+    finally:
+        await redis.close()
     return key
 
 
@@ -92,6 +125,10 @@ def test_pages_logins_roles_csrf_and_escaping(dashboard, namespace) -> None:
         for heading in headings:
             assert re.search(rf"<h[12][^>]*>{re.escape(heading)}", response.text), (path, heading)
         assert XSS not in response.text and "<b>x</b>" not in response.text, path
+    risk = operator.get("/risk").text
+    assert "Day PnL (2026-12-05, UTC)" in risk and "-587.50" in risk and "5.8750 %" in risk
+    assert "all symbols 5, XRPUSDT 5" in risk and "BTCUSDT 1,200.50" in risk
+    assert "<td>XRPUSDT</td>" in risk and "5 stop-losses &lt;script&gt;" in risk
     signals = operator.get("/signals").text
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in signals
     assert "LOW_CONFIDENCE" in signals and "RSI_EXTREME" in signals
@@ -129,7 +166,10 @@ def test_pages_logins_roles_csrf_and_escaping(dashboard, namespace) -> None:
             return [(a, b, c, audit.flat(d)) for a, b, c, d in await audit.entries(db)]
 
     rows = asyncio.run(audited())
-    assert {(r[0], r[1], r[2]) for r in rows} == {("user:alice", "trading_state", "HALTED")}
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        ("compliance-monitor", "protection", "STOPLOSS_GUARD"),  # the seeded trip
+        ("user:alice", "trading_state", "HALTED"),
+    }
     assert any(r[3].get("remote") == "127.0.0.1" and r[3].get("via") == "user" for r in rows)
     # login attempts are rate-limited per address (6 a minute here; 4 used above)
     codes = [

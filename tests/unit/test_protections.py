@@ -135,7 +135,7 @@ def test_a_worker_refuses_an_invalid_protection_setting_with_one_line_naming_it(
 
 
 def test_peak_exposure_sweeps_opens_and_closes_within_the_day():
-    from phoenix95.cli.compliance import peak_exposure
+    from phoenix95.storage.compliance_report import peak_exposure
 
     start = factories.T0
     at = [start + timedelta(hours=h) for h in range(6)]
