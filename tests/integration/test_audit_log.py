@@ -204,6 +204,8 @@ def test_hypothesis_tampering_is_found_with_the_right_broken_at(services, namesp
 
     tampered()
     assert {kind for kind, _, _ in found} == set(TAMPERINGS)
+    by_kind = {kind: sorted({seq for k, seq, _ in found if k == kind}) for kind in TAMPERINGS}
+    print("tamper findings (kind: tampered seqs, each found at its expected broken_at):", by_kind)
     assert asyncio.run(audit.verify(services.postgres, namespace.schema)).ok  # untouched after the rollbacks
 
 
