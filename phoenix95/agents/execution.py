@@ -268,11 +268,14 @@ class ExecutionStage(Stage):
 
 
 def is_kill_switch_close(verdict: RiskVerdict) -> bool:
-    """A close `p95 halt --flatten` issued: it passes a HALT (it can only close a position)."""
+    """A close `p95 halt --flatten` issued, or the positions stage for a live position held to its
+    expiry: it passes a HALT (it can only close a position)."""
+    if verdict.intent != "close" or verdict.close_position_id is None:
+        return False
+    position_id = verdict.close_position_id
     return (
-        verdict.intent == "close"
-        and verdict.close_position_id is not None
-        and verdict.verdict_id == ids.kill_switch_verdict_id(verdict.close_position_id)
+        verdict.verdict_id == ids.kill_switch_verdict_id(position_id)
+        or ids.expiry_attempt(verdict.verdict_id, position_id) is not None
     )
 
 
