@@ -198,6 +198,10 @@ class ExecutionState(Protocol):
 
     async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]: ...
 
+    async def entry_orders(self, position_ids: Sequence[str]) -> dict[str, str]:
+        """The id of the order that opened each of these positions."""
+        ...
+
 
 class SymbolRulesSource(Protocol):
     """A live exchange's symbol filters (tick size, step size, minimum notional and quantity), for risk."""

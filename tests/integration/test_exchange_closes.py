@@ -227,6 +227,29 @@ async def test_an_expiry_close_refused_by_the_exchange_is_tried_again_with_a_new
     assert _closes_issued(await desk.positions.on_clock(datetime.now(UTC))) == []
 
 
+async def test_closing_one_of_two_positions_of_a_symbol_cancels_its_own_protection_only(desk):
+    first, first_id = await desk.open()
+    second, _ = await desk.open()
+    await asyncio.sleep(1.05)
+    closes = {v.close_position_id: v for v in _closes_issued(await desk.positions.on_clock(datetime.now(UTC)))}
+    exit_order = await desk.execute(closes[first_id])
+    assert exit_order.status == "filled"
+    assert desk.sim.state.positions["BTCUSDT"].amount == second.fill.quantity  # type: ignore[union-attr]
+    by_parent = {
+        entry.client_order_id: sorted(
+            a.status for a in desk.sim.state.algo.values() if a.client_algo_id in _protection_ids(entry.client_order_id)
+        )
+        for entry in (first, second)
+    }
+    assert by_parent == {first.client_order_id: ["CANCELED", "CANCELED"], second.client_order_id: ["NEW", "NEW"]}
+
+
+def _protection_ids(entry_client_order_id: str) -> set[str]:
+    from phoenix95.connectors.exchange.binance import protection_id
+
+    return {protection_id(kind, entry_client_order_id) for kind in ("stop_loss", "take_profit")}
+
+
 async def test_commissions_paid_in_bnb_are_counted_in_usdt_at_the_exchanges_bnb_price(desk):
     desk.sim.commission_asset = "BNB"
     desk.sim.asset_prices["BNBUSDT"] = BNB_PRICE

@@ -269,7 +269,7 @@ class BinanceExchange:
                     )
             break
         if settled.status == "FILLED" and kind == "exit":
-            await self._after_exit(settled)
+            await self._after_exit(settled, request.closes_entry)
         return self._order(settled)
 
     def _refused(self, request: OrderRequest, reason: str, detail: str) -> ExchangeOrder:
@@ -753,8 +753,16 @@ class BinanceExchange:
             raise parse.Malformed("income answer is not a list")
         return await self.store.record_income(self.name, parse.income_rows(answer))
 
-    async def _after_exit(self, exit_intent: Intent) -> None:
-        """Phoenix95 closed (part of) a position: once the exchange is flat, cancel its protection."""
+    async def _after_exit(self, exit_intent: Intent, entry_client_order_id: str | None = None) -> None:
+        """Phoenix95 closed a position: cancel the protection of the entry that opened it, and once the
+        exchange is flat every resting protection of the symbol."""
+        if entry_client_order_id:
+            for child in await self.store.children(entry_client_order_id):
+                if child.kind in ("stop_loss", "take_profit") and child.status == "NEW":
+                    try:
+                        await self._cancel_algo(child)
+                    except (ExchangeError, AmbiguousResponse, ExchangeHalted, parse.Malformed) as error:
+                        logger.warning("exchange: %s not cancelled after its close: %s", child.client_order_id, error)
         try:
             rows = parse.positions(
                 await self.rest.call("fapiPrivateV2GetPositionRisk", {"symbol": exit_intent.symbol}, weight=5)
