@@ -88,6 +88,7 @@ class MemoryState:
     state: TradingState = TradingState.ACTIVE
     written: dict[str, Order] = field(default_factory=dict)
     open: dict[str, Decimal] = field(default_factory=dict)
+    entries: dict[str, str] = field(default_factory=dict)
 
     async def trading_state(self) -> TradingState:
         return self.state
@@ -97,6 +98,9 @@ class MemoryState:
 
     async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]:
         return {p: self.open[p] for p in position_ids if p in self.open}
+
+    async def entry_orders(self, position_ids: Sequence[str]) -> dict[str, str]:
+        return {p: self.entries[p] for p in position_ids if p in self.entries}
 
 
 class StageDriver:

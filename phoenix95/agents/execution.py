@@ -193,6 +193,7 @@ class ExecutionStage(Stage):
     ) -> list[Outcome]:
         closing = [v.close_position_id for _, v, _ in ready if v.intent == "close" and v.close_position_id]
         open_quantity = await self.state.open_quantity(closing) if closing else {}
+        entries = await self.state.entry_orders(closing) if closing else {}
         client_ids = {v.verdict_id: ids.client_order_id(ids.order_id(v.verdict_id)) for _, v, _ in ready}
         known = await self.exchange.query(list(client_ids.values()))
         requests: list[OrderRequest] = []
@@ -226,6 +227,7 @@ class ExecutionStage(Stage):
                     stop_loss=verdict.plan.stop_loss_price if verdict.plan is not None else None,
                     take_profit=verdict.plan.take_profit_price if verdict.plan is not None else None,
                     planned_entry=verdict.plan.entry_price if verdict.plan is not None else None,
+                    closes_entry=_entry_client_id(entries, verdict.close_position_id),
                 )
             )
         placed = dict(known)
@@ -268,12 +270,20 @@ class ExecutionStage(Stage):
 
 
 def is_kill_switch_close(verdict: RiskVerdict) -> bool:
-    """A close `p95 halt --flatten` issued: it passes a HALT (it can only close a position)."""
+    """A close `p95 halt --flatten` issued, or the positions stage for a live position held to its
+    expiry: it passes a HALT (it can only close a position)."""
+    if verdict.intent != "close" or verdict.close_position_id is None:
+        return False
+    position_id = verdict.close_position_id
     return (
-        verdict.intent == "close"
-        and verdict.close_position_id is not None
-        and verdict.verdict_id == ids.kill_switch_verdict_id(verdict.close_position_id)
+        verdict.verdict_id == ids.kill_switch_verdict_id(position_id)
+        or ids.expiry_attempt(verdict.verdict_id, position_id) is not None
     )
+
+
+def _entry_client_id(entries: dict[str, str], position_id: str | None) -> str | None:
+    order_id = entries.get(position_id or "")
+    return ids.client_order_id(order_id) if order_id else None
 
 
 def _exchange_reason(text: str | None) -> OrderRejectReason:

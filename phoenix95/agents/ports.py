@@ -98,13 +98,16 @@ class Outboxed:
 @dataclass(frozen=True)
 class ExchangeFundingApplied:
     """A funding payment the exchange reported (its income id), applied to a position: written with
-    the position's new funding_paid, so a payment is applied once."""
+    the position's new funding_paid, so a payment is applied once. `after_close`: the position had
+    closed when the payment was reported; the write itself adds it to the closed position's funding
+    and realized PnL (and its trade's), once per (position, income id)."""
 
     position_id: str
     exchange: str
     tran_id: int
     amount: Decimal
     at: datetime
+    after_close: bool = False
 
 
 Fact = (
@@ -200,6 +203,10 @@ class ExecutionState(Protocol):
 
     async def open_quantity(self, position_ids: Sequence[str]) -> dict[str, Decimal]: ...
 
+    async def entry_orders(self, position_ids: Sequence[str]) -> dict[str, str]:
+        """The id of the order that opened each of these positions."""
+        ...
+
 
 class SymbolRulesSource(Protocol):
     """A live exchange's symbol filters (tick size, step size, minimum notional and quantity), for risk."""
@@ -220,13 +227,23 @@ class ExchangeCloseFill:
 
 
 @dataclass(frozen=True)
+class ClosedHolder:
+    """A closed position that held its symbol when a funding payment was made."""
+
+    position_id: str
+    quantity: Decimal
+
+
+@dataclass(frozen=True)
 class ExchangeFunding:
-    """A funding payment of a symbol, as the exchange reported it (amount < 0: paid)."""
+    """A funding payment of a symbol, as the exchange reported it (amount < 0: paid), with the positions
+    of the symbol that held it at its time but have closed since (it was reported after their close)."""
 
     tran_id: int
     symbol: str
     amount: Decimal
     time: datetime
+    closed_holders: tuple[ClosedHolder, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,9 +260,10 @@ class ExchangeLedger(Protocol):
     name: str
 
     async def entries(
-        self, entry_client_order_ids: Sequence[str], symbols: Sequence[str], since: datetime
+        self, entry_client_order_ids: Sequence[str], symbols: Sequence[str] | None, since: datetime
     ) -> LedgerEntries:
-        """Protection fills of these entries, and funding of these symbols paid at or after `since`."""
+        """Protection fills of these entries, and the funding not applied yet of these symbols (None:
+        of every symbol) paid at or after `since`, each with its closed holders."""
         ...
 
 

@@ -10,7 +10,8 @@ it dead-letters undecodable price messages and writes the price cache and price 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -26,6 +27,7 @@ from phoenix95.agents.ports import (
     PositionChanged,
     PositionStore,
     PriceObserved,
+    VerdictMade,
 )
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
@@ -37,6 +39,7 @@ from phoenix95.domain.positions import (
     Update,
     apply_funding,
     close_by_order,
+    expiry_due,
     on_clock,
     on_price,
     open_position,
@@ -48,7 +51,7 @@ from phoenix95.domain.price_batch import BatchPrices
 from phoenix95.domain.values import ZERO, exit_order_side, money
 from phoenix95.schemas import topics
 from phoenix95.schemas.codec import Codec, DecodeError
-from phoenix95.schemas.convert import dead_letter, fill_of, position_message, tick_of
+from phoenix95.schemas.convert import close_verdict, dead_letter, fill_of, position_message, tick_of
 from phoenix95.schemas.envelope import Event
 from phoenix95.schemas.messages import MarketPrice, Order
 from phoenix95.streams.ownership import SymbolOwnership
@@ -79,6 +82,9 @@ class PositionStage(Stage):
         mark_interval: timedelta = timedelta(0),
         ownership: SymbolOwnership | None = None,
         ledger: ExchangeLedger | None = None,
+        expiry_retry_after: float = 30.0,
+        late_funding_every: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.codec = codec
         self.config = config
@@ -105,8 +111,19 @@ class PositionStage(Stage):
         self.exchange_settles = ledger is not None
         #: Funding payments applied but perhaps not written yet (the ledger's query excludes written ones).
         self._funding_seen: set[int] = set()
+        #: A live position held to its expiry is closed by an order (see `_close_expired`): the attempt
+        #: issued per position, and the attempt due (and from when) after the exchange refused one.
+        self._expiry_issued: dict[str, int] = {}
+        self._expiry_retry: dict[str, tuple[int, float]] = {}
+        self.expiry_retry_after = expiry_retry_after
+        self._monotonic = monotonic
+        #: With no position open, funding reported after a close is looked for at this pace.
+        self.late_funding_every = late_funding_every
+        self._next_late_funding = 0.0
 
     def reset(self) -> None:
+        self._expiry_issued.clear()
+        self._expiry_retry.clear()
         self.last_mark.clear()
         self._unpublished.clear()
         self.open.clear()
@@ -180,8 +197,8 @@ class PositionStage(Stage):
             await self._refresh_shared_account()
         facts: list[Fact] = []
         produce: list[Event] = []
-        if self.ledger is not None and self.open:
-            await self._settle_from_exchange(self.ledger, facts, produce)
+        if self.ledger is not None and (self.open or self._monotonic() >= self._next_late_funding):
+            await self._settle_from_exchange(self.ledger, facts, produce, now)
         for position in list(self.open.values()):
             config = self.config.for_symbol(position.symbol)
             update = on_clock(
@@ -193,6 +210,9 @@ class PositionStage(Stage):
                 exchange_settles=self.exchange_settles,
             )
             self._apply(update, "clock:" + now.isoformat(), facts, produce)
+        if self.exchange_settles:
+            for position in list(self.open.values()):
+                self._close_expired(position, now, facts, produce)
         self._flush()
         if not produce and not facts:
             return []
@@ -224,10 +244,14 @@ class PositionStage(Stage):
             if update.position.is_open and update.events and update.events[-1].kind == "tick":
                 batch.marked(position.position_id, tick)
             self._apply(update, price.event_id, facts, produce)
+            if self.exchange_settles:
+                self._close_expired(update.position, tick.time, facts, produce)
         return Outcome(record, produce=produce, persist=facts)
 
     def _on_order(self, record: InputRecord, order: Order, known: dict[str, Position]) -> Outcome:
         if order.status != "filled" or order.fill is None:
+            if order.intent == "close":
+                self._expiry_close_refused(order)
             return Outcome(record)
         facts: list = []
         produce: list = []
@@ -241,13 +265,14 @@ class PositionStage(Stage):
                 )
                 return Outcome(record)
             manual = order.verdict_id == ids.kill_switch_verdict_id(position.position_id)
+            expiry = ids.expiry_attempt(order.verdict_id, position.position_id) is not None
             update = close_by_order(
                 position,
                 fill=fill_of(order),
                 config=config,
                 funding_rate=self.funding,
                 cause_id=order.order_id,
-                reason="manual" if manual else "reduce_signal",
+                reason="manual" if manual else "expiry" if expiry else "reduce_signal",
                 exchange_settles=self.exchange_settles,
             )
             self._apply(update, order.order_id, facts, produce)
@@ -293,21 +318,84 @@ class PositionStage(Stage):
                 )
         return Outcome(record, produce=produce, persist=facts)
 
-    async def _settle_from_exchange(self, ledger: ExchangeLedger, facts: list, produce: list) -> None:
-        """What the live exchange did to the open positions: funding payments (shared among the open
-        positions of the symbol by quantity, each applied once: by its income id) and the fills of a
+    def _close_expired(self, position: Position, now: datetime, facts: list, produce: list) -> None:
+        """A live position held to its expiry: the exchange must close it, so a reduce-only close goes
+        to the execution stage as an approved close verdict (as `p95 halt --flatten` sends one). Its id
+        is derived from the position and the attempt: issued again (a restart, a re-delivery) it is the
+        same order, never a second close. The position closes, reason `expiry`, when the close order's
+        fill comes back with the exchange's price and fee; its protection is cancelled by the connector."""
+        if not expiry_due(position, now):
+            return
+        position_id = position.position_id
+        retry = self._expiry_retry.get(position_id)
+        if retry is not None:
+            attempt, not_before = retry
+            if self._monotonic() < not_before:
+                return
+            del self._expiry_retry[position_id]
+        elif position_id in self._expiry_issued:
+            return  # issued: its order is on its way
+        else:
+            attempt = 0
+        self._expiry_issued[position_id] = attempt
+        verdict = close_verdict(
+            position,
+            verdict_id=ids.expiry_verdict_id(position_id, attempt),
+            producer=self.name,
+            detail=f"EXPIRY: held to {position.auto_close_at.isoformat()}; close attempt {attempt + 1}",
+            trading_state="ACTIVE",
+            at=now,
+        )
+        logger.info(
+            "positions: %s expired at %s: close order issued (attempt %d)", position_id, position.auto_close_at, attempt
+        )
+        produce.append(verdict)
+        facts.append(VerdictMade(verdict))
+
+    def _expiry_close_refused(self, order: Order) -> None:
+        """An expiry close the execution stage did not fill: after a definite refusal another attempt
+        (a new id) follows in `expiry_retry_after` seconds. An order whose fate is unknown is never
+        followed by another: reconciliation settles it (a second close could double it)."""
+        position_id = order.close_position_id or ""
+        attempt = ids.expiry_attempt(order.verdict_id, position_id)
+        if attempt is None or position_id not in self.open or attempt != self._expiry_issued.get(position_id, attempt):
+            return
+        self._expiry_issued[position_id] = attempt
+        if order.reject_reason in _NOT_RETRIED or attempt + 1 >= ids.EXPIRY_ATTEMPTS:
+            logger.error(
+                "positions: the expiry close of %s was not filled (%s, attempt %d): not sent again",
+                position_id,
+                order.reject_reason,
+                attempt + 1,
+            )
+            return
+        logger.warning(
+            "positions: the expiry close of %s was refused (%s): attempt %d in %.0f s",
+            position_id,
+            order.reject_reason,
+            attempt + 2,
+            self.expiry_retry_after,
+        )
+        self._expiry_retry[position_id] = (attempt + 1, self._monotonic() + self.expiry_retry_after)
+
+    async def _settle_from_exchange(self, ledger: ExchangeLedger, facts: list, produce: list, now: datetime) -> None:
+        """What the live exchange did to the positions: funding payments (shared by quantity among the
+        positions of the symbol that held it, each applied once: by its income id; a position closed
+        before the payment was reported gets its share added to its realized PnL) and the fills of a
         stop-loss or take-profit that fired there (the position closes at the exchange's price, fee
         and time)."""
         positions = list(self.open.values())
         entries = {ids.client_order_id(p.order_id): p.position_id for p in positions}
-        symbols = sorted({p.symbol for p in positions})
-        since = min(p.opened_at for p in positions)
-        found = await ledger.entries(list(entries), symbols, since)
+        since = min([now - LATE_FUNDING_WINDOW, *(p.opened_at for p in positions)])
+        self._next_late_funding = self._monotonic() + self.late_funding_every
+        found = await ledger.entries(list(entries), None, since)
         for payment in found.funding:
             if payment.tran_id in self._funding_seen:
                 continue
+            if self.ownership is not None and not self.ownership.owns(payment.symbol):
+                continue
             holders = [p for p in self.open.values() if p.symbol == payment.symbol and p.opened_at <= payment.time]
-            total = sum((p.quantity for p in holders), ZERO)
+            total = sum((p.quantity for p in holders), ZERO) + sum((h.quantity for h in payment.closed_holders), ZERO)
             if total <= 0:
                 continue
             self._funding_seen.add(payment.tran_id)
@@ -320,6 +408,22 @@ class PositionStage(Stage):
                     ExchangeFundingApplied(holder.position_id, ledger.name, payment.tran_id, share, payment.time)
                 )
                 self._apply(update, f"funding:{payment.tran_id}", facts, produce)
+            for closed in payment.closed_holders:
+                share = money(payment.amount * closed.quantity / total)
+                logger.info(
+                    "positions: funding %s of %s (income %s) reported after %s closed: its realized PnL %+f",
+                    payment.amount,
+                    payment.symbol,
+                    payment.tran_id,
+                    closed.position_id,
+                    share,
+                )
+                facts.append(
+                    ExchangeFundingApplied(
+                        closed.position_id, ledger.name, payment.tran_id, share, payment.time, after_close=True
+                    )
+                )
+                self.realized += share
         for entry_id, fills in found.close_fills.items():
             position = self.open.get(entries.get(entry_id, ""))
             if position is None or not fills:
@@ -362,6 +466,8 @@ class PositionStage(Stage):
         else:
             self.open.pop(position.position_id, None)
             self.last_mark.pop(position.position_id, None)
+            self._expiry_issued.pop(position.position_id, None)
+            self._expiry_retry.pop(position.position_id, None)
 
     def _flush(self) -> None:
         """Write the latest unpublished state of each position marked in the batch, with the input
@@ -395,5 +501,12 @@ def _exchange_fill(position: Position, items: Sequence[ExchangeCloseFill]) -> Fi
         time=max(f.time for f in items),
     )
 
+
+#: How far back funding reported after a position closed is looked for.
+LATE_FUNDING_WINDOW = timedelta(days=3)
+
+#: Refusals after which an expiry close is not sent again: the order may exist (reconciliation settles
+#: it), or the position is not open any more.
+_NOT_RETRIED = frozenset({"EXCHANGE_STATUS_UNKNOWN", "POSITION_NOT_OPEN"})
 
 _CLOCK_RECORD = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=None, key=None, value=b"")

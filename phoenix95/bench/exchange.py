@@ -109,6 +109,9 @@ async def _measure(simulator: Any, postgres_url: str, *, count: int, rate: float
         async def open_quantity(self, position_ids: Any) -> dict[str, Any]:
             return {}
 
+        async def entry_orders(self, position_ids: Any) -> dict[str, str]:
+            return {}
+
     thread = simulator(weight_limit=10_000_000)
     sim = thread.start()
     schema = "bench_exchange_" + uuid.uuid4().hex[:8]

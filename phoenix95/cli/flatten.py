@@ -14,13 +14,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from phoenix95.domain import ids
 from phoenix95.domain.audit import Entry
 from phoenix95.domain.positions import Position
 from phoenix95.domain.trading_state import TradingState
+from phoenix95.schemas.convert import close_verdict as build_close_verdict
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import RiskVerdict
 
@@ -51,34 +51,13 @@ _UNSETTLED = """SELECT COUNT(*) FROM paper_exchange_orders e
 
 
 def close_verdict(position: Position, *, actor: str, reason: str, at: datetime) -> RiskVerdict:
-    verdict_id = ids.kill_switch_verdict_id(position.position_id)
-    return RiskVerdict.model_validate(
-        {
-            **RiskVerdict.envelope(
-                event_id=verdict_id,
-                correlation_id=position.signal_id,
-                causation_id=None,
-                ts_event=at,
-                producer="kill-switch",
-            ),
-            "verdict_id": verdict_id,
-            "signal_id": position.signal_id,
-            "analysis_id": verdict_id,
-            "symbol": position.symbol,
-            "side": "short" if position.side == "long" else "long",  # the side that closes it
-            "decision": "APPROVED",
-            "intent": "close",
-            "close_position_id": position.position_id,
-            "reasons": (),
-            "details": (f"KILL_SWITCH: flatten by {actor}: {reason}"[:500],),
-            "trading_state": TradingState.HALTED.value,
-            "signal_time": at,
-            "price": position.last_price,
-            "confidence": Decimal(1),
-            "phoenix95_score": Decimal(1),
-            "final_confidence": Decimal(1),
-            "plan": None,
-        }
+    return build_close_verdict(
+        position,
+        verdict_id=ids.kill_switch_verdict_id(position.position_id),
+        producer="kill-switch",
+        detail=f"KILL_SWITCH: flatten by {actor}: {reason}",
+        trading_state=TradingState.HALTED.value,
+        at=at,
     )
 
 

@@ -46,6 +46,25 @@ def position_id(order_event_id: str) -> str:
     return derive("position", order_event_id)
 
 
+#: How many close orders an expired live position gets (a new one only after a definite refusal).
+EXPIRY_ATTEMPTS = 10
+
+
+def expiry_verdict_id(position_id: str, attempt: int = 0) -> str:
+    """The close verdict the positions stage issues for a live position held to its expiry (attempt 0;
+    a later attempt only after the exchange definitely refused the one before): deterministic, so a
+    re-issued or re-delivered one is the same order, never a second close."""
+    return derive("expiry", position_id, attempt)
+
+
+def expiry_attempt(verdict_id: str, position_id: str) -> int | None:
+    """Which attempt of `position_id`'s expiry close `verdict_id` is, or None when it is not one."""
+    for attempt in range(EXPIRY_ATTEMPTS):
+        if verdict_id == expiry_verdict_id(position_id, attempt):
+            return attempt
+    return None
+
+
 def kill_switch_verdict_id(position_id: str) -> str:
     """The close verdict `p95 halt --flatten` issues for a position: the execution stage lets it
     through a HALT (it only closes) and the position closes with the reason `manual`."""

@@ -240,13 +240,13 @@ def on_price(
     exchange_settles: bool = False,
 ) -> Update:
     """Apply one market price event (event time) to an open position. `exchange_settles`: a live
-    exchange holds the stop-loss and take-profit, liquidates and charges funding: only expiry and the
-    mark are applied here; the exchange's closing fills close the position (`close_by_order`) and its
-    funding payments are added by `apply_funding`."""
+    exchange holds the stop-loss and take-profit, liquidates and charges funding: only the mark is
+    applied here; the exchange's closing fills close the position (`close_by_order`), also at expiry
+    (`expiry_due`: the stage sends a close order), and its funding payments are added by `apply_funding`."""
     if not position.is_open or tick.time <= position.last_event_time:
         return Update(position, ())
     events: list[PositionEvent] = []
-    if tick.time >= position.auto_close_at:
+    if tick.time >= position.auto_close_at and not exchange_settles:
         position = _charge_funding(position, position.auto_close_at, config, funding_rate, events)
         closed = _close(
             position,
@@ -323,6 +323,11 @@ def _mark(position: Position, tick: MarketTick, events: list[PositionEvent]) -> 
     return Update(position, tuple(events))
 
 
+def expiry_due(position: Position, now: datetime) -> bool:
+    """An open position held to its expiry (with a live exchange the stage closes it by an order)."""
+    return position.is_open and now >= position.auto_close_at
+
+
 def apply_funding(position: Position, *, amount_paid: Decimal, time: datetime, cause_id: str) -> Update:
     """A funding payment the exchange made (`amount_paid` > 0: the position paid it), added to the
     position's funding (its realized PnL at close subtracts it)."""
@@ -352,11 +357,11 @@ def on_clock(
     exchange_settles: bool = False,
 ) -> Update:
     """Monitoring: expiry and funding at `now` with the last known price, and one tick
-    (`exchange_settles`: no funding, see `on_price`)."""
+    (`exchange_settles`: neither expiry nor funding, see `on_price`)."""
     if not position.is_open or now <= position.last_event_time:
         return Update(position, ())
     events: list[PositionEvent] = []
-    if now >= position.auto_close_at:
+    if now >= position.auto_close_at and not exchange_settles:
         position = _charge_funding(position, position.auto_close_at, config, funding_rate, events)
         closed = _close(
             position,

@@ -11,6 +11,7 @@ analyze           Signal -> Analysis (the Phoenix-95 score)
 verdict_message   Analysis + domain Verdict -> RiskVerdict
 order_message     RiskVerdict + the exchange's answer -> Order
 position_message  domain Position + PositionEvent -> PositionEvent message
+close_verdict     an open Position -> the approved close RiskVerdict (kill switch, a live expiry)
 """
 
 from __future__ import annotations
@@ -268,7 +269,9 @@ def order_message(
         leverage=plan.leverage if plan is not None else 0,
         margin_mode=plan.margin_mode if plan is not None else "ISOLATED",
         exchange=exchange,
-        exchange_order_id=placed.exchange_order_id if placed is not None else None,
+        # None, not "", when the exchange gave none (a live order refused before it got one): the
+        # message must stay decodable downstream
+        exchange_order_id=(placed.exchange_order_id or None) if placed is not None else None,
         fill=fill,
     )
 
@@ -323,4 +326,39 @@ def position_message(position: Position, event: DomainEvent, *, cause: str, equi
         closed_at=position.closed_at if closing else None,
         auto_close_at=position.auto_close_at,
         equity=equity,
+    )
+
+
+def close_verdict(
+    position: Position, *, verdict_id: str, producer: str, detail: str, trading_state: str, at: datetime
+) -> RiskVerdict:
+    """The approved verdict that closes `position` at market (reduce-only): what `p95 halt --flatten`
+    and a live position's expiry send to the execution stage, which lets exactly these through a halt."""
+    return RiskVerdict.model_validate(
+        {
+            **RiskVerdict.envelope(
+                event_id=verdict_id,
+                correlation_id=position.signal_id,
+                causation_id=None,
+                ts_event=at,
+                producer=producer,
+            ),
+            "verdict_id": verdict_id,
+            "signal_id": position.signal_id,
+            "analysis_id": verdict_id,
+            "symbol": position.symbol,
+            "side": opposite(position.side),  # the side that closes it
+            "decision": "APPROVED",
+            "intent": "close",
+            "close_position_id": position.position_id,
+            "reasons": (),
+            "details": (detail[:500],),
+            "trading_state": trading_state,
+            "signal_time": at,
+            "price": position.last_price,
+            "confidence": Decimal(1),
+            "phoenix95_score": Decimal(1),
+            "final_confidence": Decimal(1),
+            "plan": None,
+        }
     )

@@ -5,10 +5,11 @@ of exchange-side protection and the funding payments for the positions stage (`E
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
-from phoenix95.agents.ports import ExchangeCloseFill, ExchangeFunding, LedgerEntries
+from phoenix95.agents.ports import ClosedHolder, ExchangeCloseFill, ExchangeFunding, LedgerEntries
 from phoenix95.domain.config import SymbolRules
 from phoenix95.storage.postgres import Database, is_transient
 from phoenix95.storage.retry import retry_transient
@@ -42,7 +43,7 @@ class PgExchangeLedger:
         if entry_client_order_ids:
             rows = await self._fetch(
                 """SELECT i.parent_client_order_id, i.kind, f.trade_id, f.price, f.quantity,
-                          CASE WHEN f.commission_asset = 'USDT' THEN f.commission ELSE 0 END, f.traded_at
+                          COALESCE(f.commission_usdt, 0), f.traded_at
                      FROM exchange_intents i
                      JOIN exchange_fills f ON f.exchange = i.exchange AND f.client_order_id = i.client_order_id
                     WHERE i.exchange = %s AND i.parent_client_order_id = ANY(%s)
@@ -55,19 +56,57 @@ class PgExchangeLedger:
                     ExchangeCloseFill(int(trade_id), kind, price, quantity, commission, traded_at)
                 )
         funding: list[ExchangeFunding] = []
-        if symbols:
+        if symbols is None or symbols:
             rows = await self._fetch(
                 """SELECT i.tran_id, i.symbol, i.amount, i.at FROM exchange_income i
-                    WHERE i.exchange = %s AND i.income_type = 'FUNDING_FEE' AND i.symbol = ANY(%s) AND i.at >= %s
+                    WHERE i.exchange = %s AND i.income_type = 'FUNDING_FEE' AND i.at >= %s
+                      AND i.symbol IS NOT NULL AND (%s::text[] IS NULL OR i.symbol = ANY(%s::text[]))
                       AND NOT EXISTS (SELECT 1 FROM position_exchange_funding p
                                        WHERE p.exchange = i.exchange AND p.tran_id = i.tran_id)
                     ORDER BY i.at, i.tran_id""",
-                (self.name, list(symbols), since),
+                (
+                    self.name,
+                    since,
+                    None if symbols is None else list(symbols),
+                    None if symbols is None else list(symbols),
+                ),
             )
             funding = [ExchangeFunding(int(tran_id), symbol, amount, at) for tran_id, symbol, amount, at in rows]
+        if funding:
+            funding = await self._with_closed_holders(funding)
         return LedgerEntries(close_fills=close_fills, funding=funding)
+
+    async def _with_closed_holders(self, funding: list[ExchangeFunding]) -> list[ExchangeFunding]:
+        """Each payment with the positions of its symbol that were open at its funding time (the minute
+        it was made: Binance reports it a moment after) and have closed since."""
+        rows = await self._fetch(
+            """SELECT position_id::text, symbol, quantity, opened_at, closed_at FROM positions
+                WHERE status <> 'open' AND symbol = ANY(%s) AND closed_at >= %s AND opened_at <= %s
+                ORDER BY opened_at, position_id""",
+            (
+                sorted({f.symbol for f in funding}),
+                funding_time(min(f.time for f in funding)),
+                max(f.time for f in funding),
+            ),
+        )
+        out = []
+        for payment in funding:
+            at = funding_time(payment.time)
+            holders = tuple(
+                ClosedHolder(position_id, quantity)
+                for position_id, symbol, quantity, opened_at, closed_at in rows
+                if symbol == payment.symbol and opened_at <= payment.time and closed_at >= at
+            )
+            out.append(replace(payment, closed_holders=holders) if holders else payment)
+        return out
 
     async def _fetch(self, query: str, params: Sequence[object]) -> list[tuple]:  # type: ignore[type-arg]
         return await retry_transient(
             lambda: self.database.fetch(query, params), what="exchange ledger", is_transient=is_transient
         )
+
+
+def funding_time(reported: datetime) -> datetime:
+    """The funding time of a payment reported at `reported`: its minute (funding is settled on the
+    hour and reported within seconds), so a position closed just after it still held it."""
+    return reported.replace(second=0, microsecond=0)

@@ -146,6 +146,13 @@ class PgExecutionState:
         )
         return {row[0]: row[1] for row in rows}
 
+    async def entry_orders(self, position_ids: Sequence[str]) -> dict[str, str]:
+        rows = await self.database.fetch(
+            "SELECT position_id::text, trade_id::text FROM positions WHERE position_id = ANY(%s::uuid[])",
+            (list(position_ids),),
+        )
+        return {row[0]: row[1] for row in rows}
+
 
 class PgPositionStore:
     def __init__(self, database: Database, brackets: BracketTable, funding_interval: timedelta):

@@ -219,6 +219,16 @@ class BinanceSimulator:
         for symbol, spec in SYMBOLS.items():
             self.state.marks[symbol] = Decimal(spec["mark"])
         self.weight_limit = weight_limit
+        #: Commissions paid in this asset ("BNB": converted at ``asset_prices``, with Binance's 10 %
+        #: BNB fee discount), else in USDT.
+        self.commission_asset = "USDT"
+        #: USDT prices of assets that are not traded here but have a ticker (``/fapi/v1/ticker/price``).
+        self.asset_prices: dict[str, Decimal] = {"BNBUSDT": Decimal("612.34")}
+        #: The user-data stream refuses connections (a websocket outage: only REST works).
+        self.user_stream_down = False
+        #: The user-data sockets are dropped right after a conditional order's TRIGGERING event, before
+        #: the order it became and its fills are reported (a stream that misses them).
+        self.drop_user_stream_on_trigger = False
         self.faults: list[Fault] = []
         #: Server clock minus the real clock, in ms (a client that does not sync gets -1021).
         self.clock_skew_ms = 0
@@ -337,7 +347,8 @@ class BinanceSimulator:
                 symbol, side, abs(position.amount), f"web_{next(self._ids)}", reduce_only=True
             )
 
-    async def pay_funding(self, symbol: str, amount: Decimal | str) -> None:
+    async def pay_funding(self, symbol: str, amount: Decimal | str, *, at_ms: int | None = None) -> None:
+        """A funding payment (`at_ms`: its time, when it is reported later than it was made)."""
         async with self.lock:
             amount = Decimal(str(amount))
             self.state.balance += amount
@@ -348,7 +359,7 @@ class BinanceSimulator:
                     "income": str(amount),
                     "asset": "USDT",
                     "info": "FUNDING_FEE",
-                    "time": self.server_ms(),
+                    "time": at_ms if at_ms is not None else self.server_ms(),
                     "tranId": next(self._ids),
                     "tradeId": "",
                 }
@@ -424,8 +435,18 @@ class BinanceSimulator:
 
     async def _fire(self, algo: AlgoOrder) -> None:
         now = self.server_ms()
-        algo.status = "TRIGGERED"
+        algo.status = "TRIGGERING"
         algo.trigger_time = now
+        # As Binance reports it: TRIGGERING (no order yet), then FINISHED with the order it became.
+        await self._algo_event(algo, now)
+        if self.drop_user_stream_on_trigger:
+            # Nothing more reaches them; they close in the background (a close handshake awaited here,
+            # under the lock, would wait for a client busy asking this server about the event).
+            sockets = [ws for wss in self._user_sockets.values() for ws in wss]
+            self._user_sockets.clear()
+            for ws in sockets:
+                asyncio.get_running_loop().create_task(ws.close(code=1006))
+        algo.status = "TRIGGERED"
         position = self.state.positions.get(algo.symbol, Position())
         quantity = min(algo.quantity, abs(position.amount)) if algo.reduce_only else algo.quantity
         if quantity > 0:
@@ -442,6 +463,9 @@ class BinanceSimulator:
             algo.executed = order.executed
         algo.status = "FINISHED"
         algo.update_time = self.server_ms()
+        await self._algo_event(algo, now)
+
+    async def _algo_event(self, algo: AlgoOrder, now: int) -> None:
         await self._user_event(
             {
                 "e": "ALGO_UPDATE",
@@ -504,6 +528,10 @@ class BinanceSimulator:
         )
         self.state.orders[order.order_id] = order
         commission = (mark * quantity * TAKER_FEE).quantize(Decimal("0.00000001"))
+        commission_asset = self.commission_asset
+        if commission_asset != "USDT":  # paid in BNB: 10 % off, at BNB's price
+            bnb_price = self.asset_prices[f"{commission_asset}USDT"]
+            commission = (commission * Decimal("0.9") / bnb_price).quantize(Decimal("0.00000001"))
         realized = Decimal(0)
         if position.amount != 0 and (position.amount > 0) != (signed > 0):
             closed = min(abs(signed), abs(position.amount))
@@ -520,7 +548,7 @@ class BinanceSimulator:
         position.update_time = now
         lev = self.state.leverage.get(symbol, 20)
         position.margin = abs(position.amount) * position.entry / lev if position.amount else Decimal(0)
-        self.state.balance += realized - commission
+        self.state.balance += realized - (commission if commission_asset == "USDT" else 0)
         trade = {
             "symbol": symbol,
             "id": next(self._trade_ids),
@@ -531,7 +559,7 @@ class BinanceSimulator:
             "realizedPnl": str(realized),
             "quoteQty": str(mark * quantity),
             "commission": str(commission),
-            "commissionAsset": "USDT",
+            "commissionAsset": commission_asset,
             "time": now,
             "positionSide": "BOTH",
             "buyer": side == "BUY",
@@ -561,7 +589,7 @@ class BinanceSimulator:
                     "l": str(quantity),
                     "z": str(quantity),
                     "L": str(mark),
-                    "N": "USDT",
+                    "N": commission_asset,
                     "n": str(commission),
                     "T": now,
                     "t": trade["id"],
@@ -771,6 +799,7 @@ class BinanceSimulator:
             ("GET", "/fapi/v1/time"): self._time,
             ("GET", "/fapi/v1/exchangeInfo"): self._exchange_info,
             ("GET", "/fapi/v1/premiumIndex"): self._premium_index,
+            ("GET", "/fapi/v1/ticker/price"): self._ticker_price,
             ("GET", "/fapi/v1/klines"): self._klines,
             ("POST", "/fapi/v1/order"): self._new_order,
             ("GET", "/fapi/v1/order"): self._get_order,
@@ -903,6 +932,13 @@ class BinanceSimulator:
         if "symbol" in params:
             return one(self._symbol(params))
         return [one(s) for s in SYMBOLS]
+
+    async def _ticker_price(self, params: dict[str, str]) -> Any:
+        symbol = params.get("symbol", "")
+        price = self.state.marks.get(symbol) or self.asset_prices.get(symbol)
+        if price is None:
+            raise BinanceError(400, -1121, "Invalid symbol.")
+        return {"symbol": symbol, "price": str(price), "time": self.server_ms()}
 
     async def _klines(self, params: dict[str, str]) -> Any:
         symbol = self._symbol(params)
@@ -1170,6 +1206,8 @@ class BinanceSimulator:
 
     async def _ws_user_or_stream(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
+        if key in self._listen_keys and self.user_stream_down:
+            return web.Response(status=503, text="user-data stream unavailable")
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
         if key in self._listen_keys:

@@ -77,3 +77,52 @@ def test_exchange_funding_and_closing_fill_make_the_realized_pnl():
     )
     assert closed.position.realized_pnl == expected
     assert closed.position.close_reason == "stop_loss" and closed.position.exit_price == Decimal("58790.5")
+
+
+def test_past_its_expiry_a_live_position_only_marks_the_exchange_closes_it_by_an_order():
+    from phoenix95.domain.positions import expiry_due, on_clock
+
+    position = factories.position()
+    past = position.auto_close_at + timedelta(seconds=1)
+    tick = MarketTick(symbol=position.symbol, time=past, price=Decimal("60100"), event_id="tick")
+    paper = on_price(position, tick, config=CONFIG, tick_size=Decimal("0.1"), funding_rate=default_funding(CONFIG))
+    assert paper.position.status == "expired"
+    for update in (
+        on_price(
+            position,
+            tick,
+            config=CONFIG,
+            tick_size=Decimal("0.1"),
+            funding_rate=default_funding(CONFIG),
+            exchange_settles=True,
+        ),
+        on_clock(
+            position,
+            past,
+            config=CONFIG,
+            tick_size=Decimal("0.1"),
+            funding_rate=default_funding(CONFIG),
+            exchange_settles=True,
+        ),
+    ):
+        assert update.position.is_open and [e.kind for e in update.events] == ["tick"]
+        assert expiry_due(update.position, past)
+    assert not expiry_due(position, position.auto_close_at - timedelta(seconds=1))
+
+
+def test_an_expiry_close_is_a_derived_verdict_that_passes_a_halt_like_the_kill_switch():
+    from phoenix95.agents.execution import is_kill_switch_close
+    from phoenix95.domain import ids
+    from phoenix95.schemas.convert import close_verdict
+
+    position = factories.position()
+    first, second = (ids.expiry_verdict_id(position.position_id, n) for n in (0, 1))
+    assert first == ids.expiry_verdict_id(position.position_id) != second
+    assert ids.expiry_attempt(second, position.position_id) == 1
+    assert ids.expiry_attempt(first, "another position") is None
+    verdict = close_verdict(
+        position, verdict_id=first, producer="positions", detail="EXPIRY", trading_state="ACTIVE", at=position.opened_at
+    )
+    assert verdict.intent == "close" and verdict.side == "short" and verdict.close_position_id == position.position_id
+    assert is_kill_switch_close(verdict)
+    assert not is_kill_switch_close(verdict.model_copy(update={"verdict_id": ids.derive("x", position.position_id)}))

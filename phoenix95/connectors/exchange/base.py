@@ -40,6 +40,9 @@ class OrderRequest:
     take_profit: Decimal | None = None
     #: The entry price the stop-loss and take-profit were planned from: they are re-anchored on the fill.
     planned_entry: Decimal | None = None
+    #: A close: the client order id of the entry that opened the position, whose exchange-side
+    #: protection is cancelled once the close fills (whether or not other positions remain).
+    closes_entry: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from phoenix95.connectors.exchange.binance_rest import (
 )
 from phoenix95.connectors.exchange.intents import UNSETTLED, Intent, IntentStore
 from phoenix95.domain import ids
+from phoenix95.domain.values import money
 from phoenix95.settings import ExchangeSettings
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,31 @@ ORDERS = Counter("p95_exchange_orders_total", "Exchange order outcomes", ["kind"
 
 EventSink = Callable[[str, str, str, str, dict[str, Any]], Awaitable[None]]
 """(kind, severity, subject, message, details) -> publish a ControlEvent."""
+
+
+#: Assets a commission is already counted in (USDⓈ-M settles in USDT).
+QUOTE_ASSETS = frozenset({"USDT"})
+#: How long a commission asset's price read from the exchange is used.
+PRICE_TTL_S = 10.0
+#: How long the fills of a protection order that fired are asked for, when the exchange has none yet.
+FILLS_WANTED_FOR = timedelta(days=2)
+
+
+def fills_missing(intent: Intent) -> bool:
+    """A protection order that fired whose fills are not recorded yet (settled: `executed_qty` set)."""
+    return intent.kind in ("stop_loss", "take_profit") and intent.status == "TRIGGERED" and intent.executed_qty is None
+
+
+def commission_total(trades: Sequence[dict[str, Any]]) -> Decimal | None:
+    """The fills' commission in USDT (`commissionUsdt`, see `BinanceExchange.record_fills`); None when
+    one of them is not known."""
+    total = Decimal(0)
+    for trade in trades:
+        value = trade.get("commissionUsdt")
+        if value is None:
+            return None
+        total += value
+    return total
 
 
 def protection_id(kind: str, entry_client_order_id: str) -> str:
@@ -77,6 +104,7 @@ class BinanceExchange:
         self._filters: dict[str, SymbolFilters] = {}
         self._setup: dict[str, tuple[int, str]] = {}
         self._setup_lock = asyncio.Lock()
+        self._asset_prices: dict[str, tuple[Decimal, float]] = {}
 
     async def close(self) -> None:
         await self.rest.close()
@@ -241,7 +269,7 @@ class BinanceExchange:
                     )
             break
         if settled.status == "FILLED" and kind == "exit":
-            await self._after_exit(settled)
+            await self._after_exit(settled, request.closes_entry)
         return self._order(settled)
 
     def _refused(self, request: OrderRequest, reason: str, detail: str) -> ExchangeOrder:
@@ -336,8 +364,8 @@ class BinanceExchange:
         )
 
     async def _fee(self, symbol: str, order_id: str) -> tuple[Decimal | None, tuple[str, ...]]:
-        """The commission (USDT) and trade ids of the order's fills, from the exchange (recorded in
-        exchange_fills). A commission in another asset (BNB) is not USDT: left unknown (None)."""
+        """The commission (in USDT: one paid in BNB is converted, see `record_fills`) and trade ids of
+        the order's fills, from the exchange (recorded in exchange_fills). None when not known."""
         try:
             trades = await self.rest.call("fapiPrivateGetUserTrades", {"symbol": symbol, "orderId": order_id}, weight=5)
         except (ExchangeError, AmbiguousResponse, ExchangeHalted) as error:
@@ -345,19 +373,60 @@ class BinanceExchange:
             return None, ()
         if not isinstance(trades, list):
             return None, ()
-        await self.store.record_fills(self.name, trades, adopted=False)
-        total: Decimal | None = Decimal(0)
+        trades, _ = await self.record_fills(trades, adopted=False)
         trade_ids: list[str] = []
         for trade in trades:
             try:
                 trade_ids.append(str(trade["id"]))
-                if str(trade.get("commissionAsset", "USDT")) != "USDT":
-                    total = None
-                elif total is not None:
-                    total += parse.dec(trade.get("commission", "0"))
-            except (parse.Malformed, AttributeError, KeyError, TypeError):
+            except (KeyError, TypeError):
                 return None, tuple(trade_ids)
-        return total, tuple(trade_ids)
+        return commission_total(trades), tuple(trade_ids)
+
+    async def record_fills(self, trades: Sequence[Any], *, adopted: bool) -> tuple[list[dict[str, Any]], int]:
+        """Record the exchange's fills (`exchange_fills`, a trade id once), each with its commission in
+        USDT: a commission paid in another asset (BNB, with the fee discount) is converted at that
+        asset's USDT price read from the exchange (``/fapi/v1/ticker/price``), as Decimal. A price that
+        cannot be read leaves the USDT figure unknown (NULL), filled in when the fill is recorded again.
+        Returns the trades with ``commissionUsdt`` set where it is known, and how many were new."""
+        priced = [dict(t) for t in trades if isinstance(t, dict)]
+        for trade in priced:
+            trade["commissionUsdt"] = await self.commission_usdt(trade)
+        new = await self.store.record_fills(self.name, priced, adopted=adopted)
+        return priced, new
+
+    async def commission_usdt(self, trade: dict[str, Any]) -> Decimal | None:
+        try:
+            commission = parse.dec(trade.get("commission", "0"), "commission")
+            asset = str(trade.get("commissionAsset") or "USDT").upper()
+        except parse.Malformed:
+            return None
+        if asset in QUOTE_ASSETS or commission == 0:
+            return commission
+        price = await self.asset_price(asset)
+        return money(commission * price) if price is not None else None
+
+    async def asset_price(self, asset: str) -> Decimal | None:
+        """The USDT price of `asset` (its ``<asset>USDT`` ticker), cached for `PRICE_TTL_S`."""
+        cached = self._asset_prices.get(asset)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < PRICE_TTL_S:
+            return cached[0]
+        for attempt in range(self.settings.resolve_attempts):
+            try:
+                answer = await self.rest.call("fapiPublicGetTickerPrice", {"symbol": f"{asset}USDT"}, weight=1)
+                price = parse.dec(answer["price"], "price") if isinstance(answer, dict) else None
+            except (AmbiguousResponse, parse.Malformed, KeyError, TypeError) as error:
+                logger.warning("exchange: the price of %s (a commission asset) not read: %s", asset, error)
+                price = None
+            except (ExchangeError, ExchangeHalted) as error:
+                logger.warning("exchange: the price of %s (a commission asset) not read: %s", asset, error)
+                return None
+            if price is not None and price > 0:
+                self._asset_prices[asset] = (price, now)
+                return price
+            if attempt + 1 < self.settings.resolve_attempts:
+                await self._sleep(self.settings.resolve_interval_s)
+        return None
 
     def _order(self, intent: Intent) -> ExchangeOrder | None:
         if intent.status == "FILLED":
@@ -571,24 +640,35 @@ class BinanceExchange:
     async def on_protection_update(self, client_algo_id: str, algo_status: str, actual_order_id: str = "") -> list[str]:
         """A protection order changed at the exchange (ALGO_UPDATE, or found by polling): when one fired,
         record the fills of the market order it became (under its own client id: the positions stage
-        closes the position with them) and cancel the other. Returns what was done."""
+        closes the position with them) and cancel the other. A fired order whose fills are not recorded
+        yet (its TRIGGERING event carries no order id, or the stream dropped before the fills) stays
+        `fills_missing` and is asked for again by `check_protection`. Returns what was done."""
         done: list[str] = []
         intents = await self.store.get([client_algo_id])
         intent = intents.get(client_algo_id)
         if intent is None or intent.kind not in ("stop_loss", "take_profit"):
             return done
-        if algo_status in ("TRIGGERING", "TRIGGERED", "FINISHED") and intent.status != "TRIGGERED":
-            if actual_order_id and actual_order_id != "0":
-                await self._protection_fills(intent, actual_order_id)
-            intent = await self.store.save(intent.with_(status="TRIGGERED"))
-            done.append(f"{intent.kind} {client_algo_id} fired")
-            await self._event(
-                "protection",
-                "warning",
-                intent.symbol,
-                f"{intent.kind.replace('_', '-')} of {intent.symbol} fired at the exchange",
-                client_order_id=client_algo_id,
-            )
+        if algo_status in ("TRIGGERING", "TRIGGERED", "FINISHED"):
+            fired_now = intent.status != "TRIGGERED"
+            fired = intent.with_(status="TRIGGERED")
+            if fills_missing(fired):
+                if actual_order_id and actual_order_id != "0":
+                    fired = await self._protection_fills(fired, actual_order_id)
+                elif algo_status == "FINISHED":
+                    fired = fired.with_(executed_qty=Decimal(0))  # finished without an order: nothing filled
+            if fired_now or fired != intent.with_(status="TRIGGERED"):
+                intent = await self.store.save(fired)
+            if fired_now:
+                done.append(f"{intent.kind} {client_algo_id} fired")
+                await self._event(
+                    "protection",
+                    "warning",
+                    intent.symbol,
+                    f"{intent.kind.replace('_', '-')} of {intent.symbol} fired at the exchange",
+                    client_order_id=client_algo_id,
+                )
+            elif intent.executed_qty:
+                done.append(f"{intent.kind} {client_algo_id} fills recorded")
         if intent.status == "TRIGGERED" and intent.parent_client_order_id:
             for sibling in await self.store.children(intent.parent_client_order_id):
                 if sibling.client_order_id != client_algo_id and sibling.status == "NEW":
@@ -599,17 +679,27 @@ class BinanceExchange:
         return done
 
     async def check_protection(self) -> list[str]:
-        """Poll the resting protection orders: any no longer open at the exchange is asked for, and the
-        other of a pair that fired is cancelled."""
+        """Poll the protection orders (the REST fallback of the user-data stream): any resting one no
+        longer open at the exchange, and any that fired without its fills recorded, is asked for; the
+        fills of one that fired are recorded and the other of the pair is cancelled."""
         resting = await self.store.with_status(["NEW"], ["stop_loss", "take_profit"])
-        if not resting:
+        unfilled = [
+            intent
+            for intent in await self.store.with_status(
+                ["TRIGGERED"], ["stop_loss", "take_profit"], created_after=datetime.now(UTC) - FILLS_WANTED_FOR
+            )
+            if fills_missing(intent)
+        ]
+        if not resting and not unfilled:
             return []
-        answer = await self.rest.call("fapiPrivateGetOpenAlgoOrders", {})
-        open_ids = {str(a.get("clientAlgoId")) for a in answer} if isinstance(answer, list) else None
+        open_ids: set[str] | None = set()
+        if resting:
+            answer = await self.rest.call("fapiPrivateGetOpenAlgoOrders", {})
+            open_ids = {str(a.get("clientAlgoId")) for a in answer} if isinstance(answer, list) else None
         if open_ids is None:
             return []
         done: list[str] = []
-        for intent in resting:
+        for intent in [*resting, *unfilled]:
             if intent.client_order_id in open_ids:
                 continue
             found = await self._ask_algo(intent)
@@ -618,8 +708,10 @@ class BinanceExchange:
             done += await self.on_protection_update(intent.client_order_id, found.status, found.actual_order_id)
         return done
 
-    async def _protection_fills(self, intent: Intent, actual_order_id: str) -> None:
-        """The fills (price, quantity, commission, trade ids) of the order a protection order became."""
+    async def _protection_fills(self, intent: Intent, actual_order_id: str) -> Intent:
+        """The fills (price, quantity, commission, trade ids) of the order a protection order became,
+        recorded under the protection's client id; returns the intent with their totals (unchanged
+        when they cannot be read yet: asked for again)."""
         try:
             trades = await self.rest.call(
                 "fapiPrivateGetUserTrades", {"symbol": intent.symbol, "orderId": actual_order_id}, weight=5
@@ -628,11 +720,28 @@ class BinanceExchange:
             logger.warning(
                 "exchange: fills of %s (order %s) not read: %s", intent.client_order_id, actual_order_id, error
             )
-            return
-        if isinstance(trades, list):
-            tagged = [{**t, "clientOrderId": intent.client_order_id} for t in trades if isinstance(t, dict)]
-            await self.store.record_fills(self.name, tagged, adopted=False)
+            return intent
+        if not isinstance(trades, list) or not trades:
+            return intent
+        tagged, _ = await self.record_fills(
+            [{**t, "clientOrderId": intent.client_order_id} for t in trades if isinstance(t, dict)], adopted=False
+        )
         await self.store.tag_fills(self.name, intent.symbol, actual_order_id, intent.client_order_id)
+        try:
+            quantity = sum((parse.dec(t["qty"], "qty") for t in tagged), Decimal(0))
+            notional = sum((parse.dec(t["price"], "price") * parse.dec(t["qty"], "qty") for t in tagged), Decimal(0))
+            last = max(parse.ms_time(t["time"]) for t in tagged)
+        except (parse.Malformed, KeyError, ValueError):
+            return intent
+        if quantity <= 0:
+            return intent
+        return intent.with_(
+            executed_qty=quantity,
+            fill_price=(notional / quantity).quantize(Decimal("0.00000001")),
+            fee=commission_total(tagged),
+            filled_at=last,
+            trade_ids=tuple(str(t.get("id")) for t in tagged),
+        )
 
     async def sync_funding(self, hours: float = 24) -> int:
         """Funding payments of the last `hours` from the income history (idempotent by tran id)."""
@@ -644,8 +753,16 @@ class BinanceExchange:
             raise parse.Malformed("income answer is not a list")
         return await self.store.record_income(self.name, parse.income_rows(answer))
 
-    async def _after_exit(self, exit_intent: Intent) -> None:
-        """Phoenix95 closed (part of) a position: once the exchange is flat, cancel its protection."""
+    async def _after_exit(self, exit_intent: Intent, entry_client_order_id: str | None = None) -> None:
+        """Phoenix95 closed a position: cancel the protection of the entry that opened it, and once the
+        exchange is flat every resting protection of the symbol."""
+        if entry_client_order_id:
+            for child in await self.store.children(entry_client_order_id):
+                if child.kind in ("stop_loss", "take_profit") and child.status == "NEW":
+                    try:
+                        await self._cancel_algo(child)
+                    except (ExchangeError, AmbiguousResponse, ExchangeHalted, parse.Malformed) as error:
+                        logger.warning("exchange: %s not cancelled after its close: %s", child.client_order_id, error)
         try:
             rows = parse.positions(
                 await self.rest.call("fapiPrivateV2GetPositionRisk", {"symbol": exit_intent.symbol}, weight=5)

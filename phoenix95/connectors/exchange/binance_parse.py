@@ -91,7 +91,8 @@ def algo_answer(answer: Any) -> AlgoAnswer:
 
 
 def trade_row(exchange: str, trade: dict[str, Any], adopted: bool) -> tuple[Any, ...] | None:
-    """A /fapi/v1/userTrades entry as an exchange_fills row (None when not of the documented shape)."""
+    """A /fapi/v1/userTrades entry as an exchange_fills row (None when not of the documented shape);
+    its last column is the commission in USDT (None when paid in another asset not converted)."""
     try:
         return (
             exchange,
@@ -107,9 +108,19 @@ def trade_row(exchange: str, trade: dict[str, Any], adopted: bool) -> tuple[Any,
             dec(trade.get("realizedPnl", "0")),
             ms_time(trade["time"]),
             adopted,
+            _commission_usdt(trade),
         )
     except (KeyError, Malformed, TypeError, ValueError):
         return None
+
+
+def _commission_usdt(trade: dict[str, Any]) -> Decimal | None:
+    """The commission in USDT: the commission itself when paid in USDT, else the connector's
+    conversion (``commissionUsdt``), None when unknown."""
+    if str(trade.get("commissionAsset", "USDT")).upper() == "USDT":
+        return dec(trade.get("commission", "0"))
+    value = trade.get("commissionUsdt")
+    return dec(value) if value is not None else None
 
 
 def income_rows(answer: list[Any]) -> list[tuple[Any, ...]]:

@@ -225,12 +225,17 @@ class IntentStore:
             ],
         )
 
-    async def with_status(self, statuses: Sequence[str], kinds: Sequence[str] | None = None) -> list[Intent]:
+    async def with_status(
+        self, statuses: Sequence[str], kinds: Sequence[str] | None = None, *, created_after: datetime | None = None
+    ) -> list[Intent]:
         query = f"SELECT {_COLUMNS} FROM exchange_intents WHERE status = ANY(%s)"
         params: list[Any] = [list(statuses)]
         if kinds is not None:
             query += " AND kind = ANY(%s)"
             params.append(list(kinds))
+        if created_after is not None:
+            query += " AND created_at >= %s"
+            params.append(created_after)
         return [_intent(row) for row in await self._fetch(query + " ORDER BY created_at", params)]
 
     async def children(self, parent_client_order_id: str) -> list[Intent]:
@@ -249,8 +254,9 @@ class IntentStore:
         return [_intent(row) for row in rows]
 
     async def record_fills(self, exchange: str, trades: Sequence[dict[str, Any]], *, adopted: bool) -> int:
-        """Fills as the exchange reported them (fees included); a trade id already recorded is skipped.
-        Returns how many were new."""
+        """Fills as the exchange reported them (fees included, and the fee in USDT where known: see
+        `BinanceExchange.record_fills`); a trade id already recorded is kept (only a USDT fee it lacked
+        is filled in). Returns how many were new."""
         from phoenix95.connectors.exchange.binance_parse import trade_row
 
         rows: list[tuple[Any, ...]] = []
@@ -260,15 +266,18 @@ class IntentStore:
                 rows.append(row)
         if not rows:
             return 0
-        inserted = await self._fetch(
-            "INSERT INTO exchange_fills (exchange, symbol, trade_id, exchange_order_id, client_order_id, side,"
-            " price, quantity, commission, commission_asset, realized_pnl, traded_at, adopted)"
+        written = await self._fetch(
+            "INSERT INTO exchange_fills AS f (exchange, symbol, trade_id, exchange_order_id, client_order_id, side,"
+            " price, quantity, commission, commission_asset, realized_pnl, traded_at, adopted, commission_usdt)"
             " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
             " %s::numeric[], %s::numeric[], %s::numeric[], %s::text[], %s::numeric[], %s::timestamptz[],"
-            " %s::boolean[]) ON CONFLICT DO NOTHING RETURNING trade_id",
+            " %s::boolean[], %s::numeric[])"
+            " ON CONFLICT (exchange, symbol, trade_id) DO UPDATE SET commission_usdt = EXCLUDED.commission_usdt"
+            " WHERE f.commission_usdt IS NULL AND EXCLUDED.commission_usdt IS NOT NULL"
+            " RETURNING (xmax = 0)",
             [list(column) for column in zip(*rows, strict=True)],
         )
-        return len(inserted)
+        return sum(1 for (inserted,) in written if inserted)
 
     async def record_income(self, exchange: str, rows: Sequence[tuple[Any, ...]]) -> int:
         new = 0

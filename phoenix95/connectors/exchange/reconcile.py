@@ -175,7 +175,7 @@ class Reconciler:
                 continue
             if not isinstance(trades, list):
                 raise parse.Malformed(f"userTrades of {symbol} is not a list")
-            new = await self.store.record_fills(self.exchange.name, trades, adopted=True)
+            _, new = await self.exchange.record_fills(trades, adopted=True)
             if new:
                 report.adopted_fills += new
                 report.differences.append(

@@ -147,7 +147,7 @@ class UserStream:
                     "realizedPnl": order.get("rp", "0"),
                     "time": order.get("T"),
                 }
-                await self.exchange.store.record_fills(self.exchange.name, [trade], adopted=False)
+                await self.exchange.record_fills([trade], adopted=False)
         elif kind == "ACCOUNT_UPDATE" and (event.get("a") or {}).get("m") == "FUNDING_FEE":
             await self.exchange.sync_funding()  # the event has no income id: read it from the history
         elif kind == "listenKeyExpired":
