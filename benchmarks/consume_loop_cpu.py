@@ -101,7 +101,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     topic = Topics(settings.namespace).name(topics.MARKET_PRICES)
     clock = datetime.now(UTC) - timedelta(hours=1)
     every = timedelta(milliseconds=args.step_ms)
-    report: dict[str, Any] = {"stage": "execution", "prices": args.prices, "step_ms": args.step_ms, "batches": {}}
+    report: dict[str, Any] = {
+        "stage": "execution",
+        "prices": args.prices,
+        "step_ms": args.step_ms,
+        "heap_frozen": hasattr(stage_app, "freeze_startup_heap") and not args.no_freeze,
+        "batches": {},
+    }
     try:
         for size in [int(s) for s in args.batches.split(",")]:
             runs = []
@@ -112,7 +118,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 sink = TimedSink(StoreSink(database, redis, None, audit=settings.compliance.audit_enabled), metrics)
                 runner = StageRunner(stage, sink, Capture(codec), metrics=metrics)
                 freeze = getattr(stage_app, "freeze_startup_heap", None)
-                if freeze is not None:
+                if freeze is not None and not args.no_freeze:
                     freeze()
                 steps = args.prices // 10
                 prices = [e for step in range(steps) for e in feed.tick(clock + every * (step + 1))]
@@ -141,6 +147,9 @@ def main() -> None:
     parser.add_argument("--batches", default="10,2000", help="batch sizes, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="runs per batch size (the best is reported)")
     parser.add_argument("--step-ms", type=float, default=1.0, help="event time between a symbol's prices")
+    parser.add_argument(
+        "--no-freeze", action="store_true", help="leave the heap unfrozen (to see what freezing it gives)"
+    )
     args = parser.parse_args()
     name = "loop" + uuid.uuid4().hex[:8]
     os.environ.update(
