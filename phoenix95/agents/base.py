@@ -128,25 +128,48 @@ class StageRunner:
     async def run_batch(self, events: Sequence[Any], ack: Any) -> None:
         """Process Faust events (they carry `.message`); `ack(event)` acks one."""
         records = [to_record(event.message) for event in events]
-        for record in records:
-            partition = (record.topic, record.partition)
-            if record.offset > self.read_offsets.get(partition, -1):
-                self.read_offsets[partition] = record.offset
-        by_key = {record_key(r): e for r, e in zip(records, events, strict=True)}
+        # the batch per partition: (record, event) in the order read
+        by_partition: dict[tuple[str, int], list[tuple[InputRecord, Any]]] = {}
+        for record, event in zip(records, events, strict=True):
+            read = by_partition.get((record.topic, record.partition))
+            if read is None:
+                by_partition[(record.topic, record.partition)] = [(record, event)]
+            else:
+                read.append((record, event))
+        for partition, read in by_partition.items():
+            highest = max(record.offset for record, _ in read)
+            if highest > self.read_offsets.get(partition, -1):
+                self.read_offsets[partition] = highest
         async with self._lock:
             started = time.perf_counter()
             outcomes = await self._process_guarded(records)
             self.stats.seconds["process"] += time.perf_counter() - started
             await self.commit(outcomes)
-            for (topic, partition_number, offset), event in by_key.items():
-                pending = self._unacked.setdefault((topic, partition_number), {})
-                if pending and offset < next(reversed(pending)):
-                    pending[offset] = [event, False]  # re-read below a record still pending: keep offset order
-                    self._unacked[(topic, partition_number)] = dict(sorted(pending.items()))
-                else:
-                    pending[offset] = [event, False]
-            await self._ack_in_order([record_key(o.record) for o in outcomes], ack)
+            await self._ack_batch(by_partition, outcomes, ack)
             self._observe(len(records), time.perf_counter() - started)
+
+    async def _ack_batch(
+        self, by_partition: dict[tuple[str, int], list[tuple[InputRecord, Any]]], outcomes: list[Outcome], ack: Any
+    ) -> None:
+        """Ack what the batch finished, in offset order per partition. A partition that held nothing
+        before and whose records of the batch were all finished, in increasing offsets, is acked
+        straight away (`finished_at_once`); the others go through `_unacked` (see `_ack_in_order`)."""
+        finished = {id(outcome.record) for outcome in outcomes}
+        acked: set[int] = set()
+        for partition, read in by_partition.items():
+            if partition not in self._unacked and finished_at_once(read, finished):
+                for record, event in read:
+                    acked.add(id(record))
+                    await ack(event)
+                continue
+            pending = self._unacked.setdefault(partition, {})
+            for record, event in read:
+                if pending and record.offset < next(reversed(pending)):
+                    pending[record.offset] = [event, False]  # re-read below a record still pending: keep offset order
+                    pending = self._unacked[partition] = dict(sorted(pending.items()))
+                else:
+                    pending[record.offset] = [event, False]
+        await self._ack_in_order([record_key(o.record) for o in outcomes if id(o.record) not in acked], ack)
 
     async def tick(self, ack: Any) -> None:
         async with self._lock:
@@ -347,11 +370,25 @@ class StageRunner:
             self.metrics.observe_batch(self.stage.name, size, seconds)
 
 
+def finished_at_once(read: Sequence[tuple[InputRecord, Any]], finished: set[int]) -> bool:
+    """Whether a partition's records of a batch can be acked as read: offsets strictly increasing
+    (no record read twice) and every record finished (`finished`: the ids of the records that have an
+    outcome)."""
+    previous = -1
+    for record, _ in read:
+        if record.offset <= previous or id(record) not in finished:
+            return False
+        previous = record.offset
+    return True
+
+
 def to_record(message: Any) -> InputRecord:
     timestamp = getattr(message, "timestamp", None)
     when = datetime.fromtimestamp(timestamp, tz=UTC) if timestamp else None
-    headers = getattr(message, "headers", None) or ()
-    if isinstance(headers, dict):
+    headers = getattr(message, "headers", None)
+    if not headers:
+        header_items: tuple[tuple[str, bytes | None], ...] = ()
+    elif isinstance(headers, dict):
         header_items = tuple((str(k), v) for k, v in headers.items())
     else:
         header_items = tuple((str(k), v) for k, v in headers)

@@ -6,6 +6,11 @@ first price event at or after the decision time. If that price has not arrived y
 held (un-acked, its offset not committed) until it does, or until the feed has been quiet for
 `quiet_fill_after` seconds, when the last known price is used. The trading state is checked again
 here: a verdict approved before a halt does not become an order after it.
+
+The stage reads every price but fills with few of them: of each price it reads only the symbol and
+event time (`Codec.peek`) and keeps the rest undecoded (`domain/lazy_prices.py`); a price is decoded
+when an order is filled at it, or when it is the one that releases a held verdict. The fills are those
+of decoding every price on arrival.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from decimal import Decimal
 from phoenix95.agents.base import Stage, record_key
 from phoenix95.agents.ports import ExchangeConnector, ExecutionState, InputRecord, OrderPlaced, OrderRequest, Outcome
 from phoenix95.domain import ids
-from phoenix95.domain.execution import MarketTick, OrderRejectReason, PriceHistory, next_price_at_or_after
+from phoenix95.domain.execution import MarketTick, OrderRejectReason
+from phoenix95.domain.lazy_prices import LazyPriceHistory, micros
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.values import entry_order_side
 from phoenix95.schemas import topics
@@ -31,6 +37,8 @@ from phoenix95.schemas.messages import MarketPrice, RiskVerdict
 from phoenix95.streams.stages import EXECUTION
 
 logger = logging.getLogger(__name__)
+#: What the stage reads of every price (the rest is decoded only for a price it fills at).
+_PRICE_HEAD = ("symbol", "ts_event")
 
 
 @dataclass
@@ -61,7 +69,7 @@ class ExecutionStage(Stage):
         self.quiet_fill_after = quiet_fill_after
         self.price_history = price_history
         self.prices_topic = prices_topic
-        self.prices: dict[str, PriceHistory] = {}
+        self.prices: dict[str, LazyPriceHistory[bytes]] = {}
         self.pending: dict[tuple[str, int, int], _Pending] = {}
         self._monotonic = monotonic
 
@@ -84,19 +92,30 @@ class ExecutionStage(Stage):
         """Nothing of this stage's memory is in the stores, and it is kept consistent: keep it."""
 
     def observe(self, tick: MarketTick) -> None:
-        history = self.prices.get(tick.symbol)
+        self._history(tick.symbol).append(micros(tick.time), tick)
+
+    def _history(self, symbol: str) -> LazyPriceHistory[bytes]:
+        history = self.prices.get(symbol)
         if history is None:
-            history = self.prices[tick.symbol] = PriceHistory(self.price_history)
-        history.append(tick)
+            history = self.prices[symbol] = LazyPriceHistory(self._decode_price, self.price_history)
+        return history
+
+    def _decode_price(self, value: bytes) -> MarketTick | None:
+        """The tick of a price message; None for one that does not decode (the positions stage
+        dead-letters it; here it is as if it had not been read)."""
+        try:
+            return tick_of(self.codec.decode(value, MarketPrice))
+        except DecodeError:
+            return None
 
     def fill_tick(self, verdict: RiskVerdict) -> MarketTick | None:
         history = self.prices.get(verdict.symbol)
-        if not history:
+        if history is None:
             return None
-        tick = next_price_at_or_after(history, verdict.ts_event)
+        tick = history.at_or_after(micros(verdict.ts_event))
         if tick is None:
             return None
-        if tick is history[0] and history.trimmed and tick.time > verdict.ts_event:
+        if history.trimmed and tick.time > verdict.ts_event and tick is history.first():
             logger.warning(
                 "execution: price history of %s too short to find the price after %s", verdict.symbol, verdict.ts_event
             )
@@ -105,25 +124,35 @@ class ExecutionStage(Stage):
     async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         ready: list[tuple[InputRecord, RiskVerdict, MarketTick | None]] = []
-        released: list[tuple[str, int, int]] = []
+        released: set[tuple[str, int, int]] = set()
         verdicts: list[tuple[InputRecord, RiskVerdict]] = []
+        # the held verdicts by symbol, in the order they were held, with their decision time
+        held: dict[str, list[tuple[tuple[str, int, int], _Pending, int]]] = {}
+        for key, pending in self.pending.items():
+            held.setdefault(pending.verdict.symbol, []).append((key, pending, micros(pending.verdict.ts_event)))
         for record in records:
             if record.topic.endswith(self.prices_topic):
+                outcomes.append(Outcome(record))
                 try:
-                    tick = tick_of(self.codec.decode(record.value, MarketPrice))
+                    head = self.codec.peek(record.value, MarketPrice, _PRICE_HEAD)
                 except DecodeError:
-                    outcomes.append(Outcome(record))  # dead-lettered by the positions stage
+                    continue  # dead-lettered by the positions stage
+                symbol, time = head["symbol"], head["ts_event"]
+                due = [
+                    (key, pending)
+                    for key, pending, decided in held.get(symbol, ())
+                    if key not in released and time >= decided
+                ]
+                if not due:
+                    self._history(symbol).append(time, record.value)
+                    continue
+                tick = self._decode_price(record.value)  # it releases held verdicts: only a valid price does
+                if tick is None:
                     continue
                 self.observe(tick)
-                outcomes.append(Outcome(record))
-                for key, pending in self.pending.items():
-                    if (
-                        key not in released
-                        and pending.verdict.symbol == tick.symbol
-                        and tick.time >= pending.verdict.ts_event
-                    ):
-                        released.append(key)
-                        ready.append((pending.record, pending.verdict, self.fill_tick(pending.verdict)))
+                for key, pending in due:
+                    released.add(key)
+                    ready.append((pending.record, pending.verdict, self.fill_tick(pending.verdict)))
                 continue
             try:
                 verdict = self.codec.decode(record.value, RiskVerdict)
@@ -164,7 +193,7 @@ class ExecutionStage(Stage):
         for key in due:
             pending = self.pending[key]
             history = self.prices.get(pending.verdict.symbol)
-            ready.append((pending.record, pending.verdict, history[-1] if history else None))
+            ready.append((pending.record, pending.verdict, history.last() if history is not None else None))
         outcomes = await self.execute(ready)
         for key in due:
             self.pending.pop(key, None)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from phoenix95.agents.ports import DeadLettered, Fact, Outcome, PositionChanged
 from phoenix95.storage.audit_facts import audit_writes_for
-from phoenix95.storage.postgres import Database
+from phoenix95.storage.postgres import Database, PgWrite
 from phoenix95.storage.redis_state import RedisState
 from phoenix95.storage.tables import writes_for
 from phoenix95.storage.timeseries import TimeseriesSink
@@ -33,8 +33,11 @@ class StoreSink:
         self.audit = audit
 
     async def persist(self, stage: str, outcomes: Sequence[Outcome]) -> list[tuple[int, Exception]]:
-        groups = []
+        groups: list[list[PgWrite]] = []
         for outcome in outcomes:
+            if not outcome.persist and outcome.dead_letter is None:
+                groups.append([])  # most inputs of a price-reading stage: nothing to write
+                continue
             facts: list[Fact] = list(outcome.persist)
             if outcome.dead_letter is not None:
                 facts.append(DeadLettered(outcome.dead_letter))
