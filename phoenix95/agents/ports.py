@@ -222,7 +222,7 @@ class ExchangeCloseFill:
     kind: str  # stop_loss | take_profit
     price: Decimal
     quantity: Decimal
-    commission: Decimal  # USDT
+    commission: Decimal | None  # USDT; None while not known in USDT (see reconciliation)
     time: datetime
 
 

@@ -108,6 +108,8 @@ class PositionStage(Stage):
         #: charges funding; its protection fills close positions and its funding payments are applied
         #: (read from the ledger on every clock tick) instead of the paper model's.
         self.ledger = ledger
+        #: Positions closed at the exchange whose close waits for a commission's USDT figure (warned once).
+        self._fee_waits: set[str] = set()
         self.exchange_settles = ledger is not None
         #: Funding payments applied but perhaps not written yet (the ledger's query excludes written ones).
         self._funding_seen: set[int] = set()
@@ -437,6 +439,19 @@ class PositionStage(Stage):
                     position.quantity,
                 )
                 continue
+            unknown = [f.trade_id for f in fills if f.commission is None]
+            if unknown:
+                # Its fee is not known in USDT yet (BNB's price could not be read): closing now would count
+                # it as 0. Reconciliation retries the conversion (and lists it meanwhile); closed then.
+                if position.position_id in self._fee_waits:
+                    continue
+                self._fee_waits.add(position.position_id)
+                logger.warning(
+                    "positions: %s closed at the exchange, waiting for the USDT commission of trade(s) %s",
+                    position.position_id,
+                    ", ".join(map(str, unknown)),
+                )
+                continue
             update = close_by_order(
                 position,
                 fill=_exchange_fill(position, fills),
@@ -495,7 +510,7 @@ def _exchange_fill(position: Position, items: Sequence[ExchangeCloseFill]) -> Fi
         price=price,
         quantity=quantity,
         notional=notional,
-        fee=sum((f.commission for f in items), ZERO),
+        fee=sum((f.commission or ZERO for f in items), ZERO),
         slippage_rate=ZERO,
         reference_price=price,
         time=max(f.time for f in items),

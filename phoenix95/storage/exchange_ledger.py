@@ -43,7 +43,7 @@ class PgExchangeLedger:
         if entry_client_order_ids:
             rows = await self._fetch(
                 """SELECT i.parent_client_order_id, i.kind, f.trade_id, f.price, f.quantity,
-                          COALESCE(f.commission_usdt, 0), f.traded_at
+                          f.commission_usdt, f.traded_at
                      FROM exchange_intents i
                      JOIN exchange_fills f ON f.exchange = i.exchange AND f.client_order_id = i.client_order_id
                     WHERE i.exchange = %s AND i.parent_client_order_id = ANY(%s)

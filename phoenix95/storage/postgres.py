@@ -212,7 +212,9 @@ class Database:
 
         return await retry_transient(run, what="postgres query", is_transient=is_transient, max_delay=2.0)
 
-    async def execute(self, query: str | sql.SQL | sql.Composed, params: Sequence[Any] | None = None) -> None:
+    async def execute(
+        self, query: str | sql.SQL | sql.Composed, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> None:
         async def run() -> None:
             async with self._pool.connection() as connection:
                 await connection.execute(query, params)

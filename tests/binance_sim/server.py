@@ -224,6 +224,8 @@ class BinanceSimulator:
         self.commission_asset = "USDT"
         #: USDT prices of assets that are not traded here but have a ticker (``/fapi/v1/ticker/price``).
         self.asset_prices: dict[str, Decimal] = {"BNBUSDT": Decimal("612.34")}
+        #: Symbols whose price cannot be read (``ticker/price`` and ``klines`` answer 503 / -1008).
+        self.prices_down: set[str] = set()
         #: The user-data stream refuses connections (a websocket outage: only REST works).
         self.user_stream_down = False
         #: The user-data sockets are dropped right after a conditional order's TRIGGERING event, before
@@ -392,6 +394,18 @@ class BinanceSimulator:
             [open_time_ms, o, h, low, c, v, open_time_ms + 59_999, str(Decimal(c) * Decimal(v)), 10, "0", "0", "0"]
         )
 
+    def trade_kline(self, symbol: str, at_ms: int, price: Decimal) -> None:
+        """Record `price` in `symbol`'s 1-minute kline containing `at_ms` (served by /fapi/v1/klines)."""
+        minute = at_ms - at_ms % 60_000
+        for row in self.state.klines.setdefault(symbol, []):
+            if row[0] == minute:
+                row[2] = str(max(Decimal(row[2]), price))
+                row[3] = str(min(Decimal(row[3]), price))
+                row[4] = str(price)
+                return
+        self.add_kline(symbol, minute, str(price), str(price), str(price), str(price), "1")
+        self.state.klines[symbol].sort(key=lambda row: row[0])
+
     async def publish_kline(
         self, symbol: str, open_time_ms: int, o: str, h: str, low: str, c: str, v: str, closed: bool = True
     ) -> None:
@@ -532,6 +546,7 @@ class BinanceSimulator:
         if commission_asset != "USDT":  # paid in BNB: 10 % off, at BNB's price
             bnb_price = self.asset_prices[f"{commission_asset}USDT"]
             commission = (commission * Decimal("0.9") / bnb_price).quantize(Decimal("0.00000001"))
+            self.trade_kline(f"{commission_asset}USDT", now, bnb_price)
         realized = Decimal(0)
         if position.amount != 0 and (position.amount > 0) != (signed > 0):
             closed = min(abs(signed), abs(position.amount))
@@ -933,15 +948,23 @@ class BinanceSimulator:
             return one(self._symbol(params))
         return [one(s) for s in SYMBOLS]
 
+    def _price_down(self, symbol: str) -> None:
+        if symbol in self.prices_down:
+            raise BinanceError(503, -1008, "Server is currently overloaded with other requests. Please try again.")
+
     async def _ticker_price(self, params: dict[str, str]) -> Any:
         symbol = params.get("symbol", "")
+        self._price_down(symbol)
         price = self.state.marks.get(symbol) or self.asset_prices.get(symbol)
         if price is None:
             raise BinanceError(400, -1121, "Invalid symbol.")
         return {"symbol": symbol, "price": str(price), "time": self.server_ms()}
 
     async def _klines(self, params: dict[str, str]) -> Any:
-        symbol = self._symbol(params)
+        symbol = params.get("symbol", "")
+        if symbol not in SYMBOLS and symbol not in self.asset_prices and symbol not in self.state.klines:
+            raise BinanceError(400, -1121, "Invalid symbol.")
+        self._price_down(symbol)
         start = int(params.get("startTime", "0"))
         end = int(params.get("endTime", str(2**62)))
         limit = int(params.get("limit", "500"))

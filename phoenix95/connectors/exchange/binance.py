@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from phoenix95.connectors.exchange import binance_parse as parse
 from phoenix95.connectors.exchange.base import ExchangeOrder, OrderRequest
@@ -50,6 +50,11 @@ logger = logging.getLogger(__name__)
 
 ORDERS = Counter("p95_exchange_orders_total", "Exchange order outcomes", ["kind", "outcome"])
 
+UNCONVERTED = Gauge(
+    "p95_exchange_fees_unconverted",
+    "Recorded exchange fills whose commission (paid in BNB) is not known in USDT yet (retried by reconciliation)",
+)
+
 EventSink = Callable[[str, str, str, str, dict[str, Any]], Awaitable[None]]
 """(kind, severity, subject, message, details) -> publish a ControlEvent."""
 
@@ -58,6 +63,8 @@ EventSink = Callable[[str, str, str, str, dict[str, Any]], Awaitable[None]]
 QUOTE_ASSETS = frozenset({"USDT"})
 #: How long a commission asset's price read from the exchange is used.
 PRICE_TTL_S = 10.0
+#: A trade older than this is converted at its asset's price at the trade's time (its 1-minute kline).
+RECENT_TRADE_S = 60.0
 #: How long the fills of a protection order that fired are asked for, when the exchange has none yet.
 FILLS_WANTED_FOR = timedelta(days=2)
 
@@ -77,6 +84,13 @@ def commission_total(trades: Sequence[dict[str, Any]]) -> Decimal | None:
             return None
         total += value
     return total
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def protection_id(kind: str, entry_client_order_id: str) -> str:
@@ -105,6 +119,7 @@ class BinanceExchange:
         self._setup: dict[str, tuple[int, str]] = {}
         self._setup_lock = asyncio.Lock()
         self._asset_prices: dict[str, tuple[Decimal, float]] = {}
+        self._kline_prices: dict[tuple[str, int], Decimal] = {}
 
     async def close(self) -> None:
         await self.rest.close()
@@ -138,11 +153,16 @@ class BinanceExchange:
                     self.rest.weight_limit = int(limit.get("limit", self.rest.weight_limit))
         return self._filters
 
-    async def ensure_symbol(self, symbol: str, leverage: int | None, margin_mode: str | None) -> SymbolFilters:
-        """On first use of a symbol (or a new leverage): ISOLATED margin, the verdict's leverage."""
+    async def symbol_filters(self, symbol: str) -> SymbolFilters:
         filters = (await self.filters(symbol)).get(symbol)
         if filters is None:
             raise ExchangeError(f"{symbol} is not traded on Binance USDⓈ-M", code=-1121)
+        return filters
+
+    async def ensure_symbol(self, symbol: str, leverage: int | None, margin_mode: str | None) -> SymbolFilters:
+        """On first use of a symbol (or a new leverage): ISOLATED margin, the verdict's leverage. Not
+        for a reduce-only close (see `_submit`): its position was set up when it opened."""
+        filters = await self.symbol_filters(symbol)
         wanted = (leverage or 0, (margin_mode or "ISOLATED").upper())
         async with self._setup_lock:
             if self._setup.get(symbol) == wanted:
@@ -199,7 +219,11 @@ class BinanceExchange:
     async def _submit(self, request: OrderRequest) -> ExchangeOrder | None:
         kind = "exit" if request.reduce_only else "entry"
         try:
-            filters = await self.ensure_symbol(request.symbol, request.leverage, request.margin_mode)
+            if request.reduce_only:
+                # A close: the position exists, with its margin type and leverage; only the filters.
+                filters = await self.symbol_filters(request.symbol)
+            else:
+                filters = await self.ensure_symbol(request.symbol, request.leverage, request.margin_mode)
         except ExchangeHalted as error:
             return self._refused(request, "EXCHANGE_HALTED", str(error))
         except (ExchangeError, AmbiguousResponse) as error:
@@ -385,16 +409,33 @@ class BinanceExchange:
     async def record_fills(self, trades: Sequence[Any], *, adopted: bool) -> tuple[list[dict[str, Any]], int]:
         """Record the exchange's fills (`exchange_fills`, a trade id once), each with its commission in
         USDT: a commission paid in another asset (BNB, with the fee discount) is converted at that
-        asset's USDT price read from the exchange (``/fapi/v1/ticker/price``), as Decimal. A price that
-        cannot be read leaves the USDT figure unknown (NULL), filled in when the fill is recorded again.
+        asset's USDT price at the trade's time (`commission_usdt`), as Decimal. A price that cannot be
+        read leaves the USDT figure unknown (NULL): reconciliation retries it (`convert_pending`) and
+        lists it until it is known. A fill already recorded with its USDT figure is not converted again.
         Returns the trades with ``commissionUsdt`` set where it is known, and how many were new."""
         priced = [dict(t) for t in trades if isinstance(t, dict)]
+        keys = []
         for trade in priced:
-            trade["commissionUsdt"] = await self.commission_usdt(trade)
+            try:
+                keys.append((str(trade["symbol"]), int(trade["id"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        known = await self.store.converted_fees(self.name, keys) if keys else {}
+        for trade in priced:
+            trade_id = _int_or_none(trade.get("id"))
+            stored = known.get((str(trade.get("symbol")), trade_id)) if trade_id is not None else None
+            if stored is not None:  # recorded already with its USDT figure: kept
+                trade["commissionUsdt"] = stored
+                continue
+            trade["commissionUsdt"] = await self.commission_usdt(trade, historical=adopted)
         new = await self.store.record_fills(self.name, priced, adopted=adopted)
         return priced, new
 
-    async def commission_usdt(self, trade: dict[str, Any]) -> Decimal | None:
+    async def commission_usdt(self, trade: dict[str, Any], *, historical: bool = False) -> Decimal | None:
+        """A trade's commission in USDT. One paid in another asset is converted at that asset's price at
+        the trade's time when the trade is not recent (`historical`: adopted after downtime, or older
+        than `RECENT_TRADE_S`): the close of the asset's 1-minute kline containing the trade; else, or
+        when that kline cannot be read (logged), at its current price."""
         try:
             commission = parse.dec(trade.get("commission", "0"), "commission")
             asset = str(trade.get("commissionAsset") or "USDT").upper()
@@ -402,11 +443,71 @@ class BinanceExchange:
             return None
         if asset in QUOTE_ASSETS or commission == 0:
             return commission
-        price = await self.asset_price(asset)
-        return money(commission * price) if price is not None else None
+        try:
+            traded_ms: int | None = int(trade["time"])
+        except (KeyError, TypeError, ValueError):
+            traded_ms = None
+        return await self.convert(commission, asset, traded_ms, historical=historical)
+
+    async def convert(self, amount: Decimal, asset: str, traded_ms: int | None, *, historical: bool) -> Decimal | None:
+        price: Decimal | None = None
+        recent = traded_ms is None or time.time() * 1000 - traded_ms <= RECENT_TRADE_S * 1000
+        if traded_ms is not None and (historical or not recent):
+            price = await self.asset_price_at(asset, traded_ms)
+            if price is None:
+                logger.warning(
+                    "exchange: %s's price at %s (a commission asset) not read: converted at its current price",
+                    asset,
+                    datetime.fromtimestamp(traded_ms / 1000, UTC).isoformat(),
+                )
+        if price is None:
+            price = await self.asset_price(asset)
+        if price is None:
+            logger.warning("exchange: a commission of %s %s is not known in USDT yet: retried", amount, asset)
+            return None
+        return money(amount * price)
+
+    async def asset_price_at(self, asset: str, at_ms: int) -> Decimal | None:
+        """The USDT price of `asset` at `at_ms`: the close of its 1-minute kline (``/fapi/v1/klines``)
+        that contains that time (cached); None when the exchange has none or cannot be asked."""
+        minute = at_ms - at_ms % 60_000
+        cached = self._kline_prices.get((asset, minute))
+        if cached is not None:
+            return cached
+        try:
+            answer = await self.rest.call(
+                "fapiPublicGetKlines",
+                {"symbol": f"{asset}USDT", "interval": "1m", "startTime": minute, "limit": 1},
+                weight=1,
+            )
+            row = answer[0] if isinstance(answer, list) and answer else None
+            if not isinstance(row, list) or int(row[0]) != minute:
+                return None
+            price = parse.dec(row[4], "close")
+        except (AmbiguousResponse, ExchangeError, ExchangeHalted, parse.Malformed, IndexError, TypeError, ValueError):
+            return None
+        if price <= 0:
+            return None
+        if int(row[6]) < time.time() * 1000:  # a closed minute: its close does not change any more
+            self._kline_prices[(asset, minute)] = price
+        return price
+
+    async def convert_pending(self) -> list[tuple[str, int, str]]:
+        """Retry the USDT figure of every recorded fill whose commission is not known in USDT (its asset's
+        price could not be read when it was recorded). Returns those still unknown:
+        (symbol, trade id, "<commission> <asset>")."""
+        left: list[tuple[str, int, str]] = []
+        for symbol, trade_id, commission, asset, traded_at in await self.store.unconverted_fills(self.name):
+            value = await self.convert(commission, asset.upper(), int(traded_at.timestamp() * 1000), historical=True)
+            if value is None:
+                left.append((symbol, trade_id, f"{commission} {asset}"))
+            else:
+                await self.store.set_commission_usdt(self.name, symbol, trade_id, value)
+        UNCONVERTED.set(len(left))
+        return left
 
     async def asset_price(self, asset: str) -> Decimal | None:
-        """The USDT price of `asset` (its ``<asset>USDT`` ticker), cached for `PRICE_TTL_S`."""
+        """The current USDT price of `asset` (its ``<asset>USDT`` ticker), cached for `PRICE_TTL_S`."""
         cached = self._asset_prices.get(asset)
         now = time.monotonic()
         if cached is not None and now - cached[1] < PRICE_TTL_S:

@@ -323,6 +323,38 @@ class IntentStore:
         )
         return {int(row[0]) for row in rows}
 
+    async def converted_fees(self, exchange: str, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Decimal]:
+        """Of these (symbol, trade id), those recorded with their commission in USDT already, with it."""
+        if not keys:
+            return {}
+        rows = await self._fetch(
+            "SELECT f.symbol, f.trade_id, f.commission_usdt FROM exchange_fills f"
+            " JOIN unnest(%s::text[], %s::bigint[]) AS k(symbol, trade_id)"
+            " ON f.symbol = k.symbol AND f.trade_id = k.trade_id"
+            " WHERE f.exchange = %s AND f.commission_usdt IS NOT NULL",
+            ([k[0] for k in keys], [k[1] for k in keys], exchange),
+        )
+        return {(str(symbol), int(trade_id)): Decimal(value) for symbol, trade_id, value in rows}
+
+    async def unconverted_fills(self, exchange: str) -> list[tuple[str, int, Decimal, str, datetime]]:
+        """Fills whose commission (paid in another asset) is not known in USDT yet:
+        (symbol, trade id, commission, asset, traded at), oldest first."""
+        rows = await self._fetch(
+            "SELECT symbol, trade_id, commission, commission_asset, traded_at FROM exchange_fills"
+            " WHERE exchange = %s AND commission_usdt IS NULL ORDER BY traded_at, trade_id",
+            (exchange,),
+        )
+        return [(str(r[0]), int(r[1]), Decimal(r[2]), str(r[3]), r[4]) for r in rows]
+
+    async def set_commission_usdt(self, exchange: str, symbol: str, trade_id: int, value: Decimal) -> bool:
+        """Fill in a fill's commission in USDT (once: only while unknown)."""
+        rows = await self._fetch(
+            "UPDATE exchange_fills SET commission_usdt = %s WHERE exchange = %s AND symbol = %s AND trade_id = %s"
+            " AND commission_usdt IS NULL RETURNING trade_id",
+            (value, exchange, symbol, trade_id),
+        )
+        return bool(rows)
+
     async def client_ids_of_orders(self, exchange_order_ids: Sequence[str]) -> dict[str, str]:
         if not exchange_order_ids:
             return {}

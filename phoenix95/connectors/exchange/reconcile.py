@@ -8,8 +8,11 @@ running (report). What it does, per difference:
 - fills the exchange made that PostgreSQL has not recorded (while Phoenix95 was down): adopted into
   ``exchange_fills`` with their fees; funding likewise into ``exchange_income`` - resolved;
 - a protection order that fired: the other one is cancelled - resolved;
+- a fill whose commission (paid in BNB) is not known in USDT: converted again (BNB's price at the
+  trade's time), else listed (``fee_unconverted``) - resolved, a warning;
 - a position open in PostgreSQL that the exchange has closed (a stop fired, closed by hand,
-  liquidated): closed in PostgreSQL at the exchange's closing price (``act``) - resolved;
+  liquidated): closed in PostgreSQL with the exchange's closing fills - price, commission in USDT -
+  once (``act``) - resolved; its fills not found or their fee not known in USDT - **unresolved**;
 - a position at the exchange that Phoenix95 did not open, or one whose size differs: **unresolved**.
 
 Unresolved differences leave trading HALTED with the differences listed (fail closed); every run is
@@ -31,6 +34,7 @@ from phoenix95.connectors.exchange.binance import BinanceExchange
 from phoenix95.connectors.exchange.binance_rest import AmbiguousResponse, ExchangeError, ExchangeHalted
 from phoenix95.connectors.exchange.intents import UNSETTLED
 from phoenix95.domain.trading_state import TradingState
+from phoenix95.domain.values import money
 from phoenix95.storage import queries
 from phoenix95.storage.postgres import Database
 
@@ -97,6 +101,7 @@ class Reconciler:
             since = await self._since()
             symbols = sorted(set(self.symbols) | set(exchange_positions) | set(await self._pg_symbols(since)))
             await self._fills(report, symbols, since)
+            await self._fees(report)
             await self._income(report, since)
             for done in await self.exchange.check_protection():
                 if done.endswith(" fired"):
@@ -188,6 +193,22 @@ class Reconciler:
                     )
                 )
 
+    async def _fees(self, report: Report) -> None:
+        """Fills whose commission (paid in BNB) is not known in USDT: converted now if BNB's price (at
+        the trade's time) can be read; else listed, so an unknown fee never counts as 0 unseen (the
+        positions stage and `_positions` wait for it before closing a position with that fill)."""
+        for symbol, trade_id, commission in await self.exchange.convert_pending():
+            report.differences.append(
+                Difference(
+                    "fee_unconverted",
+                    f"{symbol}#{trade_id}",
+                    f"commission {commission} of trade {trade_id} not known in USDT (the asset's price could not"
+                    " be read); a close with this fill waits for it",
+                    True,
+                    "retried at every reconciliation",
+                )
+            )
+
     async def _income(self, report: Report, since: datetime) -> None:
         answer = await self.exchange.rest.call(
             "fapiPrivateGetIncome", {"startTime": int(since.timestamp() * 1000), "limit": 1000}, weight=30
@@ -215,22 +236,7 @@ class Reconciler:
             if amount == net:
                 continue
             if theirs is None:
-                exit_price, closed_at = await self._closing_fill(symbol)
-                action = ""
-                if act:
-                    for position_id, _, _, _ in mine:
-                        await self._close_position(position_id, exit_price, closed_at)
-                    await self.exchange.cancel_all(symbol)
-                    action = f"closed {len(mine)} position(s) in PostgreSQL at {exit_price}"
-                report.differences.append(
-                    Difference(
-                        "position_closed_at_exchange",
-                        symbol,
-                        f"PostgreSQL has {net} open, the exchange has none (closing fill {exit_price})",
-                        act,
-                        action,
-                    )
-                )
+                await self._closed_at_exchange(report, symbol, mine, net, act=act)
             elif not mine and not in_flight.get(symbol):
                 report.differences.append(
                     Difference(
@@ -288,28 +294,114 @@ class Reconciler:
                 )
         return pending
 
-    async def _closing_fill(self, symbol: str) -> tuple[Decimal | None, datetime]:
-        rows = await self.database.fetch(
-            "SELECT price, traded_at FROM exchange_fills WHERE exchange = %s AND symbol = %s ORDER BY traded_at DESC,"
-            " trade_id DESC LIMIT 1",
-            (self.exchange.name, symbol),
+    async def _closed_at_exchange(
+        self, report: Report, symbol: str, mine: list[tuple[str, str, Decimal, datetime]], net: Decimal, *, act: bool
+    ) -> None:
+        """Open in PostgreSQL, flat at the exchange: close the positions (`act`) with the exchange's fills
+        of that close - price, commission in USDT - so their realized PnL is the exchange's."""
+        closing: list[tuple[int, Decimal, Decimal, Decimal | None, datetime]] = []
+        problem = ""
+        for side in ("long", "short"):
+            group = [m for m in mine if m[1] == side]
+            if not group:
+                continue
+            wanted = sum((q for _, _, q, _ in group), Decimal(0))
+            fills = await self._closing_fills(symbol, "sell" if side == "long" else "buy", wanted, group)
+            if sum((f[2] for f in fills), Decimal(0)) < wanted:
+                problem = f"the exchange's fills closing {wanted} {side} were not found"
+                break
+            if any(f[3] is None for f in fills):
+                unknown = [str(f[0]) for f in fills if f[3] is None]
+                problem = f"the commission of closing trade(s) {', '.join(unknown)} is not known in USDT yet"
+                break
+            closing += fills
+            if act:
+                await self._close_group(group, fills, wanted)
+        price = _vwap(closing) if closing else None
+        if problem:
+            report.differences.append(
+                Difference(
+                    "position_closed_at_exchange",
+                    symbol,
+                    f"PostgreSQL has {net} open, the exchange has none: {problem}; left open",
+                    False,
+                )
+            )
+            return
+        action = ""
+        if act:
+            await self.exchange.cancel_all(symbol)
+            fee = sum((f[3] or Decimal(0) for f in closing), Decimal(0))
+            action = f"closed {len(mine)} position(s) in PostgreSQL at {price}, exit commission {fee} USDT"
+        report.differences.append(
+            Difference(
+                "position_closed_at_exchange",
+                symbol,
+                f"PostgreSQL has {net} open, the exchange has none (closing fill {price})",
+                act,
+                action,
+            )
         )
-        if rows:
-            return Decimal(rows[0][0]), rows[0][1]
-        return None, datetime.now(UTC)
 
-    async def _close_position(self, position_id: str, exit_price: Decimal | None, closed_at: datetime) -> None:
-        await self.database.execute(
-            """UPDATE positions SET status = 'closed', close_reason = 'EXCHANGE_CLOSED',
-                   forced_close_reason = 'closed at the exchange while Phoenix95 did not see it (reconciliation)',
-                   exit_price = COALESCE(%s, exit_price, current_price, entry_price),
-                   realized_pnl = CASE WHEN %s::numeric IS NULL THEN realized_pnl
-                       WHEN side = 'long' THEN (%s::numeric - entry_price) * quantity
-                       ELSE (entry_price - %s::numeric) * quantity END,
-                   closed_at = %s
-               WHERE position_id = %s::uuid AND status = 'open'""",
-            (exit_price, exit_price, exit_price, exit_price, closed_at, position_id),
+    async def _closing_fills(
+        self, symbol: str, side: str, wanted: Decimal, group: list[tuple[str, str, Decimal, datetime]]
+    ) -> list[tuple[int, Decimal, Decimal, Decimal | None, datetime]]:
+        """The latest fills of `side` since the positions opened that add up to `wanted` (the last of them
+        counted in part when it is larger): the exchange's close. (trade id, price, quantity counted,
+        commission in USDT of that part or None, time)."""
+        rows = await self.database.fetch(
+            "SELECT trade_id, price, quantity, commission_usdt, traded_at FROM exchange_fills"
+            " WHERE exchange = %s AND symbol = %s AND side = %s AND traded_at >= %s"
+            " ORDER BY traded_at DESC, trade_id DESC",
+            (self.exchange.name, symbol, side, min(opened for _, _, _, opened in group)),
         )
+        out: list[tuple[int, Decimal, Decimal, Decimal | None, datetime]] = []
+        left = wanted
+        for trade_id, price, quantity, commission, traded_at in rows:
+            if left <= 0:
+                break
+            quantity = Decimal(quantity)
+            part = min(quantity, left)
+            fee = None if commission is None else Decimal(commission) * part / quantity
+            out.append((int(trade_id), Decimal(price), part, fee, traded_at))
+            left -= part
+        return out[::-1]
+
+    async def _close_group(
+        self,
+        group: list[tuple[str, str, Decimal, datetime]],
+        fills: list[tuple[int, Decimal, Decimal, Decimal | None, datetime]],
+        wanted: Decimal,
+    ) -> None:
+        """Close each position at the fills' volume-weighted price, with its share (by quantity) of their
+        commission: realized PnL = side x quantity x (exit - entry) - entry fee - exit fee - funding paid.
+        One statement per position, only while it is open (its trade likewise, only while not closed):
+        a rerun or a restart changes nothing."""
+        price = _vwap(fills)
+        fee = sum((f[3] or Decimal(0) for f in fills), Decimal(0))
+        closed_at = max(f[4] for f in fills)
+        for position_id, _, quantity, _ in group:
+            exit_fee = money(fee * quantity / wanted)
+            await self.database.execute(
+                """WITH closed AS (
+                       UPDATE positions SET status = 'closed', close_reason = 'EXCHANGE_CLOSED',
+                           forced_close_reason = 'closed at the exchange while Phoenix95 did not see it (reconciliation)',
+                           exit_price = %(price)s, current_price = %(price)s, unrealized_pnl = 0,
+                           total_fees_paid = total_fees_paid + %(fee)s,
+                           realized_pnl = ROUND((CASE WHEN side = 'long' THEN 1 ELSE -1 END) * quantity
+                               * (%(price)s - entry_price) - total_fees_paid - %(fee)s - funding_paid, 8),
+                           closed_at = %(at)s, last_price_update = GREATEST(last_price_update, %(at)s)
+                        WHERE position_id = %(id)s::uuid AND status = 'open'
+                       RETURNING trade_id, exit_price, realized_pnl, total_fees_paid, funding_paid, initial_margin,
+                                 closed_at)
+                   UPDATE trades t SET exit_price = c.exit_price, realized_pnl = c.realized_pnl,
+                          total_pnl = c.realized_pnl, unrealized_pnl = 0, position_closed_at = c.closed_at,
+                          close_reason = 'EXCHANGE_CLOSED', trading_fee_amount = c.total_fees_paid,
+                          funding_fee_amount = c.funding_paid,
+                          roe_percent = CASE WHEN c.initial_margin > 0 THEN c.realized_pnl / c.initial_margin * 100 END
+                     FROM closed c WHERE t.trade_id = c.trade_id AND t.position_closed_at IS NULL""",
+                {"price": price, "fee": exit_fee, "at": closed_at, "id": position_id},
+            )
 
     async def _open_orders(self, report: Report) -> None:
         answer = await self.exchange.rest.call("fapiPrivateGetOpenOrders", {}, weight=40)
@@ -343,3 +435,8 @@ class Reconciler:
                 report.error is None,
             ),
         )
+
+
+def _vwap(fills: list[tuple[int, Decimal, Decimal, Decimal | None, datetime]]) -> Decimal:
+    quantity = sum((f[2] for f in fills), Decimal(0))
+    return (sum((f[1] * f[2] for f in fills), Decimal(0)) / quantity).quantize(Decimal("0.00000001"))
