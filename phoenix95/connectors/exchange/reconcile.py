@@ -203,7 +203,7 @@ class Reconciler:
                     "fee_unconverted",
                     f"{symbol}#{trade_id}",
                     f"commission {commission} of trade {trade_id} not known in USDT (the asset's price could not"
-                    " be read); a close with this fill waits for it",
+                    " be read); a position closed by this fill stays open until it is",
                     True,
                     "retried at every reconciliation",
                 )
