@@ -217,7 +217,8 @@ def e2e_with_notifications(base: Settings, *, quick: bool) -> dict[str, Any]:
 
     Wall-clock throughput is noisy on a shared machine, so the run also reports CPU seconds, which
     are not: the notifications worker's CPU µs per message it consumed (its inputs' growth over the
-    measured window, warm-up excluded), and its share of the CPU of all five workers."""
+    measured window, warm-up excluded), per notification (outbox rows made in the same window), and
+    its share of the CPU of all five workers."""
     from phoenix95.bench import pipeline as bench_pipeline
     from phoenix95.streams.stages import STAGES
     from phoenix95.streams.supervisor import WorkerSet
@@ -271,20 +272,40 @@ async def _e2e_with_cpu(running: Any, signals: int) -> tuple[dict[str, Any], dic
     await _caught_up(bootstrap, group, inputs, timeout=120.0)
     processes = {stage: psutil.Process(running.workers.pid(stage)) for stage in running.workers.stages}
     cpu_before = {stage: sum(p.cpu_times()[:2]) for stage, p in processes.items()}
-    before = await message_counts(bootstrap, inputs)
+    counted = sorted({*inputs, running.topics.position_ticks})
+    before = await message_counts(bootstrap, counted)
+    rows_before = await _notifications_by_type(running.settings)
     on = await bench_pipeline._e2e_throughput(running, signals, 900.0)
     await _caught_up(bootstrap, group, inputs, timeout=300.0)
     cpu = {stage: sum(p.cpu_times()[:2]) - cpu_before[stage] for stage, p in processes.items()}
-    after = await message_counts(bootstrap, inputs)
+    after = await message_counts(bootstrap, counted)
     consumed = sum(after[t] - before.get(t, 0) for t in inputs)
     notify_cpu = cpu["notifications"]
+    rows_after = await _notifications_by_type(running.settings)
+    by_type = {kind: count - rows_before.get(kind, 0) for kind, count in rows_after.items()}
+    notified = sum(by_type.values())
     return on, {
         "notifications_consumed": consumed,
+        "notifications_consumed_by_topic": {running.topics.base(t): after[t] - before.get(t, 0) for t in inputs},
+        # what the hub read before p95.positions.lifecycle: every tick
+        "position_ticks_produced": after[running.topics.position_ticks] - before.get(running.topics.position_ticks, 0),
+        "notifications": notified,
+        "notifications_by_type": by_type,
         "notifications_cpu_s": round(notify_cpu, 2),
         "notifications_cpu_us_per_consumed": round(notify_cpu / consumed * 1e6, 1) if consumed else None,
+        "notifications_cpu_ms_per_notification": round(notify_cpu / notified * 1e3, 2) if notified else None,
         "notifications_cpu_share": round(notify_cpu / sum(cpu.values()), 3) if sum(cpu.values()) else None,
         "cpu_s_by_worker": {stage: round(seconds, 2) for stage, seconds in cpu.items()},
     }
+
+
+async def _notifications_by_type(settings: Settings) -> dict[str, int]:
+    """The outbox rows the run made (one per event and channel; the bench has one channel), by type."""
+    from phoenix95.storage.postgres import Database
+
+    async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
+        rows = await db.fetch("SELECT event_type, COUNT(*) FROM notifications GROUP BY event_type ORDER BY event_type")
+    return {event_type: count for event_type, count in rows}
 
 
 async def _caught_up(bootstrap: str, group: str, topic_names: list[str], *, timeout: float) -> None:

@@ -9,13 +9,27 @@ ANALYSIS = "p95.analysis"
 RISK_VERDICTS = "p95.risk.verdicts"
 ORDERS = "p95.orders"
 POSITION_TICKS = "p95.positions.ticks"
+#: The position events the notification hub acts on, copied from the ticks by the producer
+#: (`streams/lifecycle.py`): every open and close, and every change of a position's risk level.
+#: A few per position instead of one per mark to market, so the hub stays off the per-tick path.
+POSITION_LIFECYCLE = "p95.positions.lifecycle"
 MARKET_PRICES = "p95.market.prices"
 DLQ = "p95.dlq"
 #: Trading-state changes (with their actor), protection trips, locks, reconciliation differences,
 #: worker and health events: what the notification hub tells people about besides trades.
 CONTROL_EVENTS = "p95.control.events"
 
-ALL = (SIGNALS, ANALYSIS, RISK_VERDICTS, ORDERS, POSITION_TICKS, MARKET_PRICES, DLQ, CONTROL_EVENTS)
+ALL = (
+    SIGNALS,
+    ANALYSIS,
+    RISK_VERDICTS,
+    ORDERS,
+    POSITION_TICKS,
+    POSITION_LIFECYCLE,
+    MARKET_PRICES,
+    DLQ,
+    CONTROL_EVENTS,
+)
 
 #: On the event clock (replays, the demo) the risk stage decides each signal at its own time on a
 #: paper book; it must see the analyses in event-time order across *all* symbols, not only per
@@ -58,6 +72,10 @@ class Topics:
     @property
     def position_ticks(self) -> str:
         return self.name(POSITION_TICKS)
+
+    @property
+    def position_lifecycle(self) -> str:
+        return self.name(POSITION_LIFECYCLE)
 
     @property
     def market_prices(self) -> str:

@@ -176,6 +176,8 @@ def create_app(
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         if revoked:
             ownership.revoke()
+            if runtime.producer is not None:
+                runtime.producer.forget_positions()  # they may change level on another instance now
         runner = state.get("runner")
         if runner is not None and revoked:
             runner.forget_held()

@@ -1,5 +1,7 @@
 """Producing events: encode, route to the topic of their type, key by symbol, and wait for the
-broker's acknowledgement before returning (so an input is acked only after its outputs are written)."""
+broker's acknowledgement before returning (so an input is acked only after its outputs are written).
+A position event that opens or closes the position or changes its risk level goes to
+p95.positions.lifecycle as well, in the same send (`streams/lifecycle.py`)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from phoenix95.schemas.messages import (
 )
 from phoenix95.schemas.topics import Topics
 from phoenix95.storage.retry import retry_transient
+from phoenix95.streams.lifecycle import LifecycleFilter
 from phoenix95.streams.ownership import BOOK_KEY
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ TOPIC_OF: dict[type[Event], str] = {
     DeadLetter: topic_names.DLQ,
     ControlEvent: topic_names.CONTROL_EVENTS,
 }
+#: Topics that hold copies of another topic's events, chosen by the producer: topic -> the event type.
+DERIVED_TOPICS: dict[str, type[Event]] = {topic_names.POSITION_LIFECYCLE: PositionEvent}
 
 
 def key_of(event: Event) -> bytes | None:
@@ -87,6 +92,9 @@ class EventProducer:
             enable_idempotence=enable_idempotence,
         )
         self._started = False
+        #: Which position events also go to the lifecycle topic (the risk level last sent per position;
+        #: `forget_positions` after a rebalance).
+        self.lifecycle = LifecycleFilter()
 
     async def start(self) -> None:
         if not self._started:
@@ -97,6 +105,11 @@ class EventProducer:
         if self._started:
             await self._producer.stop()
             self._started = False
+
+    def forget_positions(self) -> None:
+        """The positions this producer published may have moved to another instance (a rebalance) and
+        changed risk level there: send the next event of each to the lifecycle topic too."""
+        self.lifecycle.forget()
 
     def topic_for(self, event: Event) -> str:
         return self.topics.name(TOPIC_OF[type(event)])
@@ -113,7 +126,18 @@ class EventProducer:
             )
             for e in events
         ]
+        lifecycle, changes = self.lifecycle.select(events)
+        if lifecycle:  # the same bytes, to the lifecycle topic as well
+            chosen = {id(e) for e in lifecycle}
+            topic = self.topics.name(topic_names.POSITION_LIFECYCLE)
+            copies = [
+                (topic, key, value, headers)
+                for event, (_, key, value, headers) in zip(events, encoded, strict=True)
+                if id(event) in chosen
+            ]
+            encoded.extend(copies)
         await retry_transient(lambda: self._send_all(encoded), what="kafka produce", is_transient=is_transient)
+        self.lifecycle.remember(changes)
 
     async def publish_raw(self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
         await retry_transient(lambda: self._send_all(list(records)), what="kafka produce", is_transient=is_transient)

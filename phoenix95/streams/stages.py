@@ -71,10 +71,12 @@ EXECUTION = StageSpec("execution", (topics.RISK_VERDICTS, topics.MARKET_PRICES),
 POSITIONS = StageSpec("positions", (topics.ORDERS, topics.MARKET_PRICES), timer=_positions_timer)
 
 # the notification hub: outbox rows for position, verdict, order, control and dead-letter events; its
-# clock closes dead-letter summary windows and checks the pipeline's health (heartbeats, lag status)
+# clock closes dead-letter summary windows and checks the pipeline's health (heartbeats, lag status).
+# It reads the positions' lifecycle (opens, closes, risk-level changes), not every tick: off the
+# per-tick path, so it does not compete with the trading stages for the CPU (streams/lifecycle.py)
 NOTIFICATIONS = StageSpec(
     "notifications",
-    (topics.POSITION_TICKS, topics.RISK_VERDICTS, topics.ORDERS, topics.CONTROL_EVENTS, topics.DLQ),
+    (topics.POSITION_LIFECYCLE, topics.RISK_VERDICTS, topics.ORDERS, topics.CONTROL_EVENTS, topics.DLQ),
     timer=lambda settings: 1.0,
     fetch_wait_ms=lambda settings: settings.notify.fetch_max_wait_ms,
     batch_within_s=lambda settings: settings.notify.batch_within_s,

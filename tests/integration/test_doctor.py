@@ -36,7 +36,7 @@ def test_a_ready_stack_passes_every_required_check(namespace):
     assert all(check["ok"] for check in found.values() if check["required"]), found
     assert found["postgresql"]["detail"].startswith("PostgreSQL ")
     assert found["redis"]["detail"].startswith("Redis ")
-    assert "8 present" in found["topics"]["detail"]
+    assert "9 present" in found["topics"]["detail"]
     pretty = doctor()
     assert pretty.exit_code == 0 and "✓ broker" in pretty.stderr and pretty.stderr.strip().endswith("ready")
 

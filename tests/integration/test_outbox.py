@@ -1,6 +1,7 @@
 """The positions stage's outbox against the real PostgreSQL and broker: a worker killed between
 writing a fill's position and producing its "opened" event leaves the event to the next worker,
-which produces it before it reads anything; the re-delivered fill then opens nothing twice.
+which produces it before it reads anything (to p95.positions.ticks and p95.positions.lifecycle); the
+re-delivered fill then opens nothing twice.
 
 Without the outbox the event is lost for good: the re-delivered fill finds its position written and
 produces nothing (the crash test caught that: 979 positions in PostgreSQL, 955 opened on the topic)."""
@@ -67,12 +68,10 @@ def test_a_positions_worker_killed_after_its_writes_leaves_the_opened_event_to_t
         async with pipeline.database() as db:
             return await pipeline.count(db, sql)
 
-    async def opened_on_topic() -> list[PositionEvent]:
+    async def opened_on_topic(topic: str = pipeline.topics.position_ticks) -> list[PositionEvent]:
         events = [
             pipeline.codec.decode(record.value, PositionEvent)
-            async for record in read_records(
-                pipeline.settings.kafka.bootstrap_servers, [pipeline.topics.position_ticks]
-            )
+            async for record in read_records(pipeline.settings.kafka.bootstrap_servers, [topic])
         ]
         return [e for e in events if e.kind == "opened" and e.position_id == position_id]
 
@@ -106,6 +105,8 @@ def test_a_positions_worker_killed_after_its_writes_leaves_the_opened_event_to_t
             await second.stop()
         opened = await opened_on_topic()
         assert len(opened) == 1 and opened[0].order_id == order.order_id
+        # the notification hub's topic got it too, from the outbox, in the same send
+        assert await opened_on_topic(pipeline.topics.position_lifecycle) == opened
         assert await count("SELECT COUNT(*) FROM positions") == 1
 
     asyncio.run(run())

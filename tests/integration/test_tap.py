@@ -322,8 +322,14 @@ def test_signal_filter_follows_one_signal_through_every_topic(data):
         "phoenix95.Analysis.v1",
         "phoenix95.Order.v2",
         "phoenix95.PositionEvent.v1",
+        "phoenix95.PositionEvent.v1",
         "phoenix95.RiskVerdict.v1",
         "phoenix95.Signal.v1",
+    ]
+    # the position event is on the ticks and (the first of its position) on the lifecycle topic too
+    assert sorted(data.topics.base(r["topic"]) for r in records if r["schema"].startswith("phoenix95.Position")) == [
+        "p95.positions.lifecycle",
+        "p95.positions.ticks",
     ]
     assert all(r["value"]["correlation_id"] == signal.signal_id for r in records)
 
@@ -378,7 +384,7 @@ def test_aiokafka_fallback_reads_the_same_as_confluent_kafka(data):
     confluent = tap_json(data.ns, "all", "-e", "--client", "confluent")
     fallback = tap_json(data.ns, "all", "-e", "--client", "aiokafka")
     assert sorted(map(json.dumps, confluent)) == sorted(map(json.dumps, fallback))
-    assert len(confluent) == 11  # 9 events and 2 raw messages
+    assert len(confluent) == 12  # 9 events, the position event's lifecycle copy and 2 raw messages
 
 
 def test_without_confluent_kafka_and_orjson_the_tap_falls_back_to_aiokafka_and_json(data, tmp_path):
