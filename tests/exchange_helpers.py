@@ -18,10 +18,9 @@ from phoenix95.domain import ids
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import Fill, MarketTick
 from phoenix95.domain.positions import open_position
-from phoenix95.domain.risk import MarketView, PortfolioView, RiskRequest, evaluate
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.schemas.codec import Codec
-from phoenix95.schemas.convert import analyze, order_message, position_message, verdict_message
+from phoenix95.schemas.convert import order_message, position_message
 from phoenix95.schemas.messages import Order, RiskVerdict
 from phoenix95.settings import ExchangeSettings, Settings
 from phoenix95.storage.postgres import Database
@@ -33,31 +32,7 @@ def approved_verdict(symbol: str = "BTCUSDT", price: str = "60000", action: str 
     signal = factories.signal(
         symbol=symbol, price=price, confidence="0.9", rsi="40", macd="12", volume="3", action=action
     )
-    analysis = analyze(signal)
-    request = RiskRequest(
-        analysis.signal_id,
-        analysis.symbol,
-        analysis.side,
-        analysis.price,
-        analysis.confidence,
-        analysis.phoenix95_score,
-        analysis.final_confidence,
-        analysis.strategy,
-        analysis.timeframe,
-        analysis.ts_event,
-    )
-    verdict = verdict_message(
-        analysis,
-        evaluate(
-            request,
-            portfolio=PortfolioView(equity=Decimal(10000)),
-            market=MarketView(),
-            config=TradingConfig(),
-            brackets=bundled_brackets(),
-            now=analysis.ts_event,
-        ),
-        decided_at=analysis.ts_event,
-    )
+    _, verdict = factories.decided(signal)
     assert verdict.approved and verdict.plan is not None, verdict
     return verdict
 

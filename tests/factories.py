@@ -312,3 +312,33 @@ def position_event(
         closed_at=now if closing else None,
         auto_close_at=now + timedelta(hours=48),
     )
+
+
+def decided(signal: Signal, *, config: TradingConfig | None = None) -> tuple[Any, Any]:
+    """The signal's analysis and the risk verdict the stages would make on it against an empty 10,000 USDT
+    book (no market data), built by the same functions the stages use."""
+    from phoenix95.domain.risk import MarketView, PortfolioView, evaluate
+    from phoenix95.schemas.convert import analyze, verdict_message
+
+    analysis = analyze(signal)
+    request = RiskRequest(
+        analysis.signal_id,
+        analysis.symbol,
+        analysis.side,
+        analysis.price,
+        analysis.confidence,
+        analysis.phoenix95_score,
+        analysis.final_confidence,
+        analysis.strategy,
+        analysis.timeframe,
+        analysis.ts_event,
+    )
+    decision = evaluate(
+        request,
+        portfolio=PortfolioView(equity=Decimal(10000)),
+        market=MarketView(),
+        config=config or TradingConfig(),
+        brackets=bundled_brackets(),
+        now=analysis.ts_event,
+    )
+    return analysis, verdict_message(analysis, decision, decided_at=analysis.ts_event)

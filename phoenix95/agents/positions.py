@@ -18,6 +18,7 @@ from typing import Literal
 
 from phoenix95.agents.base import Stage
 from phoenix95.agents.ports import (
+    CLOCK_RECORD,
     ExchangeCloseFill,
     ExchangeFundingApplied,
     ExchangeLedger,
@@ -218,7 +219,7 @@ class PositionStage(Stage):
         self._flush()
         if not produce and not facts:
             return []
-        return [Outcome(_CLOCK_RECORD, produce=produce, persist=facts)]
+        return [Outcome(CLOCK_RECORD, produce=produce, persist=facts)]
 
     def _on_price(
         self, record: InputRecord, price: MarketPrice, tick: MarketTick, batch: BatchPrices, index: int
@@ -524,4 +525,3 @@ LATE_FUNDING_WINDOW = timedelta(days=3)
 #: it), or the position is not open any more.
 _NOT_RETRIED = frozenset({"EXCHANGE_STATUS_UNKNOWN", "POSITION_NOT_OPEN"})
 
-_CLOCK_RECORD = InputRecord(topic="(clock)", partition=-1, offset=-1, timestamp=None, key=None, value=b"")

@@ -1,7 +1,7 @@
-"""docs/benchmarks.md, written from one `p95 bench --json` run file: every figure in it comes from
-that file, none is typed by hand.
+"""docs/benchmarks.md, written from `p95 bench --json` run files: every figure in it comes from a
+named run file, none is typed by hand.
 
-    python -m phoenix95.bench.report docs/runs/NAME.json > docs/benchmarks.md
+    python -m phoenix95.bench.report docs/runs/OLDER.json docs/runs/NEWER.json > docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ are shared and noisy, so only the ratios compare from run to run, not the absolu
 p95 bench --quick --json > docs/runs/NAME.json      # every scenario, small sizes
 p95 bench --json > docs/runs/NAME.json              # the full run
 p95 bench --only sink_postgres,sink_redis --json    # some scenarios
-python -m phoenix95.bench.report docs/runs/NAME.json > docs/benchmarks.md
+python -m phoenix95.bench.report docs/runs/A.json docs/runs/B.json > docs/benchmarks.md   # oldest first
 ```
 
 | scenario | what it measures | baseline |
@@ -40,6 +40,10 @@ python -m phoenix95.bench.report docs/runs/NAME.json > docs/benchmarks.md
 | `replay_kafka` | the bundled sample through the real workers; its digest must equal in-process | the in-process replay |
 | `tap` | `p95 tap` reading mixed messages as JSON lines | `kcat -J` |
 | `audit_chain_cost` | the `e2e_throughput` workload with the audit chain on: its cost in % of the throughput (and of the workers' CPU per signal) | the same workload with `compliance.audit_enabled=false` |
+| `e2e_sse_clients` | the `e2e_throughput` workload with 100 dashboard SSE clients connected | the same workload without them |
+| `notify_latency` | position event acknowledged to notification received by an HTTP receiver, 50 events/s | the raw Apprise send |
+| `e2e_notifications` | the `e2e_throughput` workload with the notification hub on (an HTTP receiver), its CPU per notification | the same workload with it off |
+| `exchange_order_ack` | verdict to order acknowledged by the Binance simulator at 20 orders/s, duplicates at the exchange | the simulator's own round trip |
 """
 
 
@@ -99,23 +103,36 @@ def targets(scenarios: dict[str, Any]) -> list[str]:
         ("`replay_kafka`", f"{_number(_get(replay, 'value'))} {_get(replay, 'unit') or ''}".strip(),
          "≥ 2,000 events/s, same digest", _meets(_get(replay, "value"), 2000)),
     ]  # fmt: skip
-    lines = ["## Targets (#23)", "", "| scenario | this run | target | |", "|---|---|---|---|"]
+    lines = ["## Targets (#23)", "", "| scenario | latest run | target | |", "|---|---|---|---|"]
     lines += [f"| {a} | {b if d != 'not measured' else '–'} | {c} | {d} |" for a, b, c, d in rows]
     return lines
 
 
-def render(run: dict[str, Any], name: str) -> str:
+def other_targets(scenarios: dict[str, Any]) -> list[str]:
+    """The other issues' speed targets that `p95 bench` measures, filled from the runs' figures."""
+    audit, notify = scenarios.get("audit_chain_cost"), scenarios.get("notify_latency")
+    on_off, ack = scenarios.get("e2e_notifications"), scenarios.get("exchange_order_ack")
+    rows = [
+        ("`audit_chain_cost` (#18)", f"{_number(_get(audit, 'value'))} % of `e2e_throughput`", "≤ 10 %",
+         _meets(_get(audit, "value"), 10, at_most=True)),
+        ("`notify_latency` p99 at 50 events/s (#22)", f"{_number(_get(notify, 'p99_ms'))} ms", "≤ 1,000 ms",
+         _meets(_get(notify, "p99_ms"), 1000, at_most=True)),
+        ("`e2e_notifications`, on / off (#22)", f"{_number(_get(on_off, 'value'))}×", "≥ 0.95×",
+         _meets(_get(on_off, "value"), 0.95)),
+        ("`exchange_order_ack` p99 at 20 orders/s (#20)", f"{_number(_get(ack, 'p99_ms'))} ms", "≤ 50 ms",
+         _meets(_get(ack, "p99_ms"), 50, at_most=True)),
+    ]  # fmt: skip
+    lines = ["## Other targets (#18, #20, #22)", "", "| scenario | latest run | target | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b if d != 'not measured' else '–'} | {c} | {d} |" for a, b, c, d in rows]
+    return lines
+
+
+def _figures(run: dict[str, Any], name: str) -> list[str]:
     machine = run.get("machine", {})
     lines = [
-        "# Benchmarks",
+        f"### `{name}`",
         "",
-        f"Written by `python -m phoenix95.bench.report {name}` from that run file; do not edit by hand.",
-        "",
-        *METHOD.splitlines(),
-        "",
-        "## Figures",
-        "",
-        f"Run `{name}`: {machine.get('date', '?')}, {'quick sizes' if run.get('quick') else 'full sizes'}, "
+        f"{machine.get('date', '?')}, {'quick sizes' if run.get('quick') else 'full sizes'}, "
         f"{machine.get('cores', '?')} cores, Python {machine.get('python', '?')}, {machine.get('platform', '?')}; "
         f"load average {_brief(machine.get('load_average'))} before and "
         f"{_brief(machine.get('load_average_after'))} after. The machine was shared with other work while "
@@ -135,22 +152,53 @@ def render(run: dict[str, Any], name: str) -> str:
         ratio = f"{_number(figure['ratio'])}×" if figure.get("ratio") is not None else "–"
         took = f"{_number(figure.get('took_s'))} s" if figure.get("took_s") is not None else "–"
         lines.append(f"| `{scenario}` | {shown} | {baseline} | {ratio} | {took} |")
-    lines += ["", "Every field of each scenario is in the run file.", "", *targets(run.get("scenarios", {}))]
+    return lines
+
+
+def render_runs(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """The page for several run files, oldest first: each run's figures, and the targets tables filled
+    with each scenario from the last run that measured it."""
+    names = " ".join(name for name, _ in runs)
+    latest: dict[str, Any] = {}
+    for _, run in runs:
+        latest.update({n: f for n, f in run.get("scenarios", {}).items() if not f.get("error") and not f.get("skipped")})
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python -m phoenix95.bench.report {names}` from those run files; do not edit by hand.",
+        "",
+        *METHOD.splitlines(),
+        "",
+        "## Figures",
+        "",
+        "Each run file's figures, oldest first. Every field of each scenario is in its run file.",
+    ]
+    for name, run in runs:
+        lines += ["", *_figures(run, name)]
+    lines += ["", *targets(latest), "", *other_targets(latest)]
     return "\n".join(lines) + "\n"
+
+
+def render(run: dict[str, Any], name: str) -> str:
+    """The page for one run file."""
+    return render_runs([(name, run)])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m phoenix95.bench.report RUN_FILE.json > docs/benchmarks.md", file=sys.stderr)
+    if not args:
+        print("usage: python -m phoenix95.bench.report RUN_FILE.json [RUN_FILE.json ...] > docs/benchmarks.md",
+              file=sys.stderr)  # fmt: skip
         return 2
-    path = Path(args[0])
-    try:
-        run = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        print(f"error: cannot read {path}: {error}", file=sys.stderr)
-        return 2
-    sys.stdout.write(render(run, args[0]))
+    runs = []
+    for arg in args:
+        path = Path(arg)
+        try:
+            runs.append((arg, json.loads(path.read_text())))
+        except (OSError, ValueError) as error:
+            print(f"error: cannot read {path}: {error}", file=sys.stderr)
+            return 2
+    sys.stdout.write(render_runs(runs))
     return 0
 
 

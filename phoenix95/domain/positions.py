@@ -459,10 +459,23 @@ def _close(
     return _settle(position, fill=fill, time=time, reason=reason, cause_id=cause_id)
 
 
+def realized_pnl(
+    side: Side, quantity: Decimal, entry_price: Decimal, exit_price: Decimal, fees: Decimal, funding_paid: Decimal
+) -> Decimal:
+    """A closed position's realized PnL: side x quantity x (exit - entry) - every fee paid (entry and exit)
+    - the funding paid, at money precision (half-even)."""
+    return money(direction(side) * quantity * (exit_price - entry_price) - fees - funding_paid)
+
+
 def _settle(position: Position, *, fill: Fill, time: datetime, reason: CloseReason, cause_id: str) -> Update:
-    s = direction(position.side)
-    gross = s * position.quantity * (fill.price - position.entry_price)
-    realized = money(gross - position.entry_fee - fill.fee - position.funding_paid)
+    realized = realized_pnl(
+        position.side,
+        position.quantity,
+        position.entry_price,
+        fill.price,
+        position.entry_fee + fill.fee,
+        position.funding_paid,
+    )
     status: Status = "expired" if reason == "expiry" else "closed"
     closed = evolve(
         position,

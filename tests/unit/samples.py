@@ -11,9 +11,8 @@ from phoenix95.domain import ids
 from phoenix95.domain.config import TradingConfig
 from phoenix95.domain.execution import fill_market_order
 from phoenix95.domain.positions import open_position
-from phoenix95.domain.risk import MarketView, PortfolioView, RiskRequest, evaluate
 from phoenix95.schemas.codec import Reason
-from phoenix95.schemas.convert import analyze, dead_letter, order_message, position_message, verdict_message
+from phoenix95.schemas.convert import dead_letter, order_message, position_message
 from phoenix95.schemas.envelope import Event
 from tests import factories
 
@@ -22,31 +21,7 @@ def samples() -> list[Event]:
     config = TradingConfig()
     brackets = bundled_brackets()
     signal = factories.signal(symbol="BTCUSDT", price="60000", confidence="0.9", rsi="40", macd="12", volume="3")
-    analysis = analyze(signal)
-    request = RiskRequest(
-        analysis.signal_id,
-        analysis.symbol,
-        analysis.side,
-        analysis.price,
-        analysis.confidence,
-        analysis.phoenix95_score,
-        analysis.final_confidence,
-        analysis.strategy,
-        analysis.timeframe,
-        analysis.ts_event,
-    )
-    verdict = verdict_message(
-        analysis,
-        evaluate(
-            request,
-            portfolio=PortfolioView(equity=Decimal(10000)),
-            market=MarketView(),
-            config=config,
-            brackets=brackets,
-            now=analysis.ts_event,
-        ),
-        decided_at=analysis.ts_event,
-    )
+    analysis, verdict = factories.decided(signal, config=config)
     assert verdict.plan is not None
     fill = fill_market_order(
         side="buy",

@@ -33,6 +33,7 @@ from phoenix95.connectors.exchange import binance_parse as parse
 from phoenix95.connectors.exchange.binance import BinanceExchange
 from phoenix95.connectors.exchange.binance_rest import AmbiguousResponse, ExchangeError, ExchangeHalted
 from phoenix95.connectors.exchange.intents import UNSETTLED
+from phoenix95.domain.positions import realized_pnl
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.values import money
 from phoenix95.storage import queries
@@ -374,24 +375,34 @@ class Reconciler:
         wanted: Decimal,
     ) -> None:
         """Close each position at the fills' volume-weighted price, with its share (by quantity) of their
-        commission: realized PnL = side x quantity x (exit - entry) - entry fee - exit fee - funding paid.
-        One statement per position, only while it is open (its trade likewise, only while not closed):
-        a rerun or a restart changes nothing."""
+        commission: realized PnL by the domain's rule (`domain.positions.realized_pnl`, half-even like every
+        close). One guarded statement per position, only while it is open (its trade likewise, only while
+        not closed): a rerun or a restart changes nothing."""
         price = _vwap(fills)
         fee = sum((f[3] or Decimal(0) for f in fills), Decimal(0))
         closed_at = max(f[4] for f in fills)
         for position_id, _, quantity, _ in group:
             exit_fee = money(fee * quantity / wanted)
+            rows = await self.database.fetch(
+                "SELECT side, quantity, entry_price, total_fees_paid, funding_paid FROM positions"
+                " WHERE position_id = %s::uuid AND status = 'open'",
+                (position_id,),
+            )
+            if not rows:
+                continue
+            side, held, entry, fees_before, funding = rows[0]
+            realized = realized_pnl(side, held, entry, price, fees_before + exit_fee, funding)
+            # Guarded by the fees and funding read above: a funding or fee recorded in between leaves the
+            # position open, and the next reconciliation closes it with them.
             await self.database.execute(
                 """WITH closed AS (
                        UPDATE positions SET status = 'closed', close_reason = 'EXCHANGE_CLOSED',
                            forced_close_reason = 'closed at the exchange while Phoenix95 did not see it (reconciliation)',
                            exit_price = %(price)s, current_price = %(price)s, unrealized_pnl = 0,
-                           total_fees_paid = total_fees_paid + %(fee)s,
-                           realized_pnl = ROUND((CASE WHEN side = 'long' THEN 1 ELSE -1 END) * quantity
-                               * (%(price)s - entry_price) - total_fees_paid - %(fee)s - funding_paid, 8),
+                           total_fees_paid = total_fees_paid + %(fee)s, realized_pnl = %(realized)s,
                            closed_at = %(at)s, last_price_update = GREATEST(last_price_update, %(at)s)
                         WHERE position_id = %(id)s::uuid AND status = 'open'
+                          AND total_fees_paid = %(fees_before)s AND funding_paid = %(funding)s
                        RETURNING trade_id, exit_price, realized_pnl, total_fees_paid, funding_paid, initial_margin,
                                  closed_at)
                    UPDATE trades t SET exit_price = c.exit_price, realized_pnl = c.realized_pnl,
@@ -400,7 +411,15 @@ class Reconciler:
                           funding_fee_amount = c.funding_paid,
                           roe_percent = CASE WHEN c.initial_margin > 0 THEN c.realized_pnl / c.initial_margin * 100 END
                      FROM closed c WHERE t.trade_id = c.trade_id AND t.position_closed_at IS NULL""",
-                {"price": price, "fee": exit_fee, "at": closed_at, "id": position_id},
+                {
+                    "price": price,
+                    "fee": exit_fee,
+                    "realized": realized,
+                    "at": closed_at,
+                    "id": position_id,
+                    "fees_before": fees_before,
+                    "funding": funding,
+                },
             )
 
     async def _open_orders(self, report: Report) -> None:
