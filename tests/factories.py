@@ -318,21 +318,10 @@ def decided(signal: Signal, *, config: TradingConfig | None = None) -> tuple[Any
     """The signal's analysis and the risk verdict the stages would make on it against an empty 10,000 USDT
     book (no market data), built by the same functions the stages use."""
     from phoenix95.domain.risk import MarketView, PortfolioView, evaluate
-    from phoenix95.schemas.convert import analyze, verdict_message
+    from phoenix95.schemas.convert import analyze, risk_request, verdict_message
 
     analysis = analyze(signal)
-    request = RiskRequest(
-        analysis.signal_id,
-        analysis.symbol,
-        analysis.side,
-        analysis.price,
-        analysis.confidence,
-        analysis.phoenix95_score,
-        analysis.final_confidence,
-        analysis.strategy,
-        analysis.timeframe,
-        analysis.ts_event,
-    )
+    request = risk_request(analysis)
     decision = evaluate(
         request,
         portfolio=PortfolioView(equity=Decimal(10000)),

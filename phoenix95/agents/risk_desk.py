@@ -27,13 +27,12 @@ from phoenix95.domain.risk import (
     MarketView,
     PortfolioView,
     RecentSignal,
-    RiskRequest,
     SymbolLock,
     evaluate,
 )
 from phoenix95.domain.trading_state import TradingState
 from phoenix95.domain.volatility import ReturnWindow
-from phoenix95.schemas.convert import pending_order, tick_of, verdict_message
+from phoenix95.schemas.convert import pending_order, risk_request, tick_of, verdict_message
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import Analysis, MarketPrice, RiskVerdict
 
@@ -212,18 +211,7 @@ class RiskDesk:
     ) -> RiskVerdict:
         now = self.now(analysis.ts_event)
         self._trim(now)
-        request = RiskRequest(
-            signal_id=analysis.signal_id,
-            symbol=analysis.symbol,
-            side=analysis.side,
-            price=analysis.price,
-            confidence=analysis.confidence,
-            phoenix95_score=analysis.phoenix95_score,
-            final_confidence=analysis.final_confidence,
-            strategy=analysis.strategy,
-            timeframe=analysis.timeframe,
-            signal_time=analysis.ts_event,
-        )
+        request = risk_request(analysis)
         portfolio = PortfolioView(
             equity=equity,
             trading_state=state,

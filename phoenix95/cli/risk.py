@@ -104,8 +104,8 @@ def _run(
 
 
 async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
-    from phoenix95.domain.risk import PortfolioView, RiskRequest, evaluate
-    from phoenix95.schemas.convert import analyze, verdict_message
+    from phoenix95.domain.risk import PortfolioView, evaluate
+    from phoenix95.schemas.convert import analyze, risk_request, verdict_message
     from phoenix95.settings import get_settings
     from phoenix95.streams.wiring import brackets_for, trading_config
 
@@ -137,18 +137,7 @@ async def _quote(signal: Any, *, offline: bool) -> dict[str, Any]:
             recent_signals=tuple(recent),
         )
         source = f"live state (schema {settings.postgres.db_schema})"
-    request = RiskRequest(
-        analysis.signal_id,
-        analysis.symbol,
-        analysis.side,
-        analysis.price,
-        analysis.confidence,
-        analysis.phoenix95_score,
-        analysis.final_confidence,
-        analysis.strategy,
-        analysis.timeframe,
-        analysis.ts_event,
-    )
+    request = risk_request(analysis)
     market, market_info = await _market_view(settings, signal.symbol, offline=offline)
     verdict = evaluate(request, portfolio=portfolio, market=market, config=config, brackets=brackets, now=now)
     message = verdict_message(analysis, verdict, decided_at=now, producer="quote")

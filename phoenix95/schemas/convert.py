@@ -27,7 +27,7 @@ from phoenix95.domain.execution import Fill as DomainFill
 from phoenix95.domain.execution import MarketTick, OrderRejectReason
 from phoenix95.domain.positions import Position
 from phoenix95.domain.positions import PositionEvent as DomainEvent
-from phoenix95.domain.risk import Verdict
+from phoenix95.domain.risk import RiskRequest, Verdict
 from phoenix95.domain.scoring import ScoringInput, score
 from phoenix95.domain.values import entry_order_side, opposite, side_of
 from phoenix95.schemas.codec import Reason
@@ -135,6 +135,22 @@ def analyze(signal: Signal, *, producer: str = "analysis") -> Analysis:
         adjustments=tuple(
             ScoreAdjustment.model_construct(code=a.code, delta=a.delta, detail=a.detail) for a in result.adjustments
         ),
+    )
+
+
+def risk_request(analysis: Analysis) -> RiskRequest:
+    """What the risk decision reads of an analysis (the risk stage, replays and `p95 risk quote`)."""
+    return RiskRequest(
+        signal_id=analysis.signal_id,
+        symbol=analysis.symbol,
+        side=analysis.side,
+        price=analysis.price,
+        confidence=analysis.confidence,
+        phoenix95_score=analysis.phoenix95_score,
+        final_confidence=analysis.final_confidence,
+        strategy=analysis.strategy,
+        timeframe=analysis.timeframe,
+        signal_time=analysis.ts_event,
     )
 
 
