@@ -609,20 +609,7 @@ class BinanceExchange:
         )
         assert filters is not None
         intents = [
-            (
-                Intent(
-                    client_order_id=protection_id(kind, entry.client_order_id),
-                    kind=kind,
-                    parent_client_order_id=entry.client_order_id,
-                    exchange=self.name,
-                    symbol=entry.symbol,
-                    side=side,
-                    quantity=quantity,
-                    reduce_only=True,
-                    trigger_price=filters.price(planned * scale),
-                ),
-                order_type,
-            )
+            (self._protection_intent(entry, kind, side, quantity, filters.price(planned * scale)), order_type)
             for kind, planned, order_type in plans
         ]
         existing = await self.store.claim_many([intent for intent, _ in intents])
@@ -637,7 +624,13 @@ class BinanceExchange:
     async def place_protection(
         self, entry: Intent, kind: str, order_type: str, side: str, quantity: Decimal, trigger: Decimal
     ) -> Intent:
-        intent = Intent(
+        intent = self._protection_intent(entry, kind, side, quantity, trigger)
+        placed, saved = await self._place_claimed(intent, order_type, await self.store.claim(intent))
+        return placed if saved else await self.store.save(placed)
+
+    def _protection_intent(self, entry: Intent, kind: str, side: str, quantity: Decimal, trigger: Decimal) -> Intent:
+        """The reduce-only stop-loss or take-profit of an entry, its id derived from the entry's."""
+        return Intent(
             client_order_id=protection_id(kind, entry.client_order_id),
             kind=kind,
             parent_client_order_id=entry.client_order_id,
@@ -648,8 +641,6 @@ class BinanceExchange:
             reduce_only=True,
             trigger_price=trigger,
         )
-        placed, saved = await self._place_claimed(intent, order_type, await self.store.claim(intent))
-        return placed if saved else await self.store.save(placed)
 
     async def _place_claimed(self, intent: Intent, order_type: str, existing: Intent | None) -> tuple[Intent, bool]:
         """Send a claimed protection order (`existing` None) or settle the one claimed before; returns
