@@ -17,7 +17,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from phoenix95.bench.pg_backends import BackendClock
+from phoenix95.bench.pg_backends import BackendClock, listener_pid, process_cpu
 from phoenix95.domain import ids
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import PositionEvent
@@ -275,6 +275,8 @@ async def _e2e_with_cpu(running: Any, signals: int) -> tuple[dict[str, Any], dic
     spy = _profile(processes["notifications"].pid)
     backends = BackendClock({stage: p.pid for stage, p in processes.items()}, _pg_port(running.settings))
     backends.start()
+    broker_pid = listener_pid(_port(bootstrap.split(",")[0], 9092))
+    broker_before = process_cpu(broker_pid)
     tables_before = await _outbox_table_stats(running.settings)
     cpu_before = {stage: sum(p.cpu_times()[:2]) for stage, p in processes.items()}
     counted = sorted({*inputs, running.topics.position_ticks})
@@ -284,6 +286,7 @@ async def _e2e_with_cpu(running: Any, signals: int) -> tuple[dict[str, Any], dic
     await _caught_up(bootstrap, group, inputs, timeout=300.0)
     cpu = {stage: sum(p.cpu_times()[:2]) - cpu_before[stage] for stage, p in processes.items()}
     pg_cpu = backends.stop()
+    broker_after = process_cpu(broker_pid)
     tables_after = await _outbox_table_stats(running.settings)
     if spy is not None:
         _stop_profile(spy)
@@ -307,6 +310,10 @@ async def _e2e_with_cpu(running: Any, signals: int) -> tuple[dict[str, Any], dic
         "cpu_s_by_worker": {stage: round(seconds, 2) for stage, seconds in cpu.items()},
         # the PostgreSQL backends serving each worker (PostgreSQL shares the cores with the workers)
         "pg_backend_cpu_s_by_worker": pg_cpu,
+        # the broker's CPU over the same window (all its clients: the hub's fetches are a part)
+        "broker_cpu_s": (
+            round(broker_after - broker_before, 2) if broker_before is not None and broker_after is not None else None
+        ),
         "notifications_pg_cpu_ms_per_notification": (
             round(pg_cpu.get("notifications", 0.0) / notified * 1e3, 3) if notified else None
         ),
@@ -322,6 +329,11 @@ def _pg_port(settings: Settings) -> int:
     from urllib.parse import urlsplit
 
     return urlsplit(settings.postgres_url()).port or 5432
+
+
+def _port(address: str, default: int) -> int:
+    host, _, port = address.rpartition(":")
+    return int(port) if host and port.isdigit() else default
 
 
 async def _outbox_table_stats(settings: Settings) -> dict[str, dict[str, int]]:

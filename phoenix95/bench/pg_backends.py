@@ -46,6 +46,31 @@ def backend_cpu(ports: Iterable[int]) -> dict[int, float]:
     return found
 
 
+def listener_pid(port: int) -> int | None:
+    """The local process listening on TCP `port` (the broker, PostgreSQL), if this user may see it."""
+    import psutil
+
+    try:
+        for connection in psutil.net_connections(kind="tcp"):
+            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+                return int(connection.pid)
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) of `pid` and its threads, None when it cannot be read."""
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        return float(sum(psutil.Process(pid).cpu_times()[:2]))
+    except (psutil.Error, OSError):
+        return None
+
+
 class BackendClock:
     """The PostgreSQL CPU a set of worker processes caused between `start()` and `stop()`."""
 
