@@ -417,6 +417,9 @@ class NotifySettings(BaseModel):
     lease_s: float = Field(15.0, gt=0)
     #: How often the sender looks for pending rows (it is also woken by each write).
     poll_s: float = Field(0.25, gt=0)
+    #: While a channel's rows come faster than its rate limit (they go out as digests), its digests are
+    #: at least this far apart: one digest takes what came in meanwhile, instead of one per token.
+    digest_interval_s: float = Field(0.25, ge=0)
     #: Dead letters are summarised per stage and reason over this window.
     dlq_window_s: float = Field(30.0, gt=0)
     #: Pipeline health (lag status, worker heartbeats) is checked this often.

@@ -17,6 +17,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from phoenix95.bench.pg_backends import BackendClock, listener_pid, process_cpu
 from phoenix95.domain import ids
 from phoenix95.schemas.envelope import utc_now
 from phoenix95.schemas.messages import PositionEvent
@@ -271,6 +272,12 @@ async def _e2e_with_cpu(running: Any, signals: int) -> tuple[dict[str, Any], dic
     await running.warm_up()
     await _caught_up(bootstrap, group, inputs, timeout=120.0)
     processes = {stage: psutil.Process(running.workers.pid(stage)) for stage in running.workers.stages}
+    spy = _profile(processes["notifications"].pid)
+    backends = BackendClock({stage: p.pid for stage, p in processes.items()}, _pg_port(running.settings))
+    backends.start()
+    broker_pid = listener_pid(_port(bootstrap.split(",")[0], 9092))
+    broker_before = process_cpu(broker_pid)
+    tables_before = await _outbox_table_stats(running.settings)
     cpu_before = {stage: sum(p.cpu_times()[:2]) for stage, p in processes.items()}
     counted = sorted({*inputs, running.topics.position_ticks})
     before = await message_counts(bootstrap, counted)
@@ -278,6 +285,11 @@ async def _e2e_with_cpu(running: Any, signals: int) -> tuple[dict[str, Any], dic
     on = await bench_pipeline._e2e_throughput(running, signals, 900.0)
     await _caught_up(bootstrap, group, inputs, timeout=300.0)
     cpu = {stage: sum(p.cpu_times()[:2]) - cpu_before[stage] for stage, p in processes.items()}
+    pg_cpu = backends.stop()
+    broker_after = process_cpu(broker_pid)
+    tables_after = await _outbox_table_stats(running.settings)
+    if spy is not None:
+        _stop_profile(spy)
     after = await message_counts(bootstrap, counted)
     consumed = sum(after[t] - before.get(t, 0) for t in inputs)
     notify_cpu = cpu["notifications"]
@@ -296,7 +308,75 @@ async def _e2e_with_cpu(running: Any, signals: int) -> tuple[dict[str, Any], dic
         "notifications_cpu_ms_per_notification": round(notify_cpu / notified * 1e3, 2) if notified else None,
         "notifications_cpu_share": round(notify_cpu / sum(cpu.values()), 3) if sum(cpu.values()) else None,
         "cpu_s_by_worker": {stage: round(seconds, 2) for stage, seconds in cpu.items()},
+        # the PostgreSQL backends serving each worker (PostgreSQL shares the cores with the workers)
+        "pg_backend_cpu_s_by_worker": pg_cpu,
+        # the broker's CPU over the same window (all its clients: the hub's fetches are a part)
+        "broker_cpu_s": (
+            round(broker_after - broker_before, 2) if broker_before is not None and broker_after is not None else None
+        ),
+        "notifications_pg_cpu_ms_per_notification": (
+            round(pg_cpu.get("notifications", 0.0) / notified * 1e3, 3) if notified else None
+        ),
+        # row operations on the hub's tables in the window (pg_stat_user_tables, the run's schema)
+        "outbox_table_ops": {
+            table: {key: value - tables_before.get(table, {}).get(key, 0) for key, value in stats.items()}
+            for table, stats in tables_after.items()
+        },
     }
+
+
+def _pg_port(settings: Settings) -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(settings.postgres_url()).port or 5432
+
+
+def _port(address: str, default: int) -> int:
+    host, _, port = address.rpartition(":")
+    return int(port) if host and port.isdigit() else default
+
+
+async def _outbox_table_stats(settings: Settings) -> dict[str, dict[str, int]]:
+    """Cumulative row operations and scans on the hub's tables (statistics lag by up to a second)."""
+    from phoenix95.storage.postgres import Database
+
+    async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
+        await db.execute("SELECT pg_stat_clear_snapshot()")
+        rows = await db.fetch(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, seq_scan, idx_scan "
+            "FROM pg_stat_user_tables WHERE schemaname = %s AND relname IN ('notifications', 'notification_state')",
+            (settings.postgres.db_schema,),
+        )
+    keys = ("inserted", "updated", "hot_updated", "deleted", "seq_scans", "index_scans")
+    return {name: dict(zip(keys, (int(v or 0) for v in values), strict=True)) for name, *values in rows}
+
+
+def _profile(pid: int) -> Any:
+    """py-spy on the hub when P95_BENCH_PROFILE_DIR is set (its folded stacks: notifications.folded)."""
+    out = os.environ.get("P95_BENCH_PROFILE_DIR")
+    if not out:
+        return None
+    from pathlib import Path
+
+    from phoenix95.bench import profile
+
+    spy = profile.py_spy()
+    if spy is None:
+        raise RuntimeError("py-spy is not installed (pip install 'phoenix95[bench]')")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return profile.record(spy, pid, Path(out) / "notifications.folded")
+
+
+def _stop_profile(spy: Any) -> None:
+    import signal
+    import subprocess
+
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.communicate()
 
 
 async def _notifications_by_type(settings: Settings) -> dict[str, int]:

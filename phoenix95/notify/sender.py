@@ -3,7 +3,9 @@
 Per channel, in a loop: take the due pending rows (a lease, so a second sender skips them and a killed
 sender's rows come back); if the bucket lets them all out now, send each alone; otherwise wait for a
 token and send them all as one digest (split on line boundaries into as many messages as the channel's
-length limit needs), so a flood is bounded by the rate limit and nothing is dropped. A failed send is
+length limit needs), so a flood is bounded by the rate limit and nothing is dropped. While a flood
+lasts (the last round sent a digest), rounds are at least `digest_interval_s` apart: each digest takes
+what came in meanwhile, so a flood costs a claim, a send and a mark per interval, not per token. A failed send is
 counted on its rows and retried with capped exponential backoff (or after the channel's Retry-After);
 after `max_attempts` the rows are failed (`p95 notify retry`). The channel backs off as a whole while
 it fails, and only it: the consume loop and the other channels go on.
@@ -16,6 +18,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -61,8 +64,8 @@ class NotifyMetrics:
         )
 
     def count(self, channel: str, rows: Sequence[Row], outcome: str) -> None:
-        for row in rows:
-            self.total.labels(channel, row.event_type, outcome).inc()
+        for event_type, count in Counter(row.event_type for row in rows).items():
+            self.total.labels(channel, event_type, outcome).inc(count)
 
 
 class ChannelSender:
@@ -78,6 +81,7 @@ class ChannelSender:
         lease_s: float,
         poll_s: float,
         timeout_s: float,
+        digest_interval_s: float = 0.0,
     ):
         self.channel = channel
         self.store = store
@@ -88,6 +92,9 @@ class ChannelSender:
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.timeout_s = timeout_s
+        self.digest_interval_s = digest_interval_s
+        #: When the last digest went out (None: the last round sent its rows alone, or found none).
+        self.flooded_at: float | None = None
         self.bucket = TokenBucket(channel.per_second, channel.per_minute)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p95-notify-{channel.name}")
         self.wake = asyncio.Event()
@@ -120,10 +127,13 @@ class ChannelSender:
 
     async def round(self) -> bool:
         wait = self.bucket.wait_time()
+        if self.flooded_at is not None:
+            wait = max(wait, self.flooded_at + self.digest_interval_s - time.monotonic())
         if wait > 0:
             await asyncio.sleep(wait)
         rows = await self.store.claim(self.channel.name, limit=CLAIM_LIMIT, lease_s=self.lease_s)
         if not rows:
+            self.flooded_at = None
             return False
         window = max(1.0, time.monotonic() - self.last_batch_at)
         self.last_batch_at = time.monotonic()
@@ -133,8 +143,10 @@ class ChannelSender:
                 if not await self.send_alone(row):
                     await self.store.release([r.notification_id for r in rows[index + 1 :]])
                     break
+            self.flooded_at = None
         else:
             await self.send_digest(rows, window)
+            self.flooded_at = time.monotonic()
         return True
 
     # -- one message ---------------------------------------------------------------------------
@@ -289,6 +301,7 @@ class Sender:
                 lease_s=settings.lease_s,
                 poll_s=settings.poll_s,
                 timeout_s=settings.timeout_s,
+                digest_interval_s=settings.digest_interval_s,
             )
             for channel in channels
         ]

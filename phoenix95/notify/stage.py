@@ -42,8 +42,8 @@ _ORDER_FIELDS = ("status",)
 #: Position event kinds always decoded (opens and closes are notified; the rest only on a risk change).
 _POSITION_KINDS_ALWAYS = frozenset({"opened", *ev.CLOSING_KINDS})
 #: Where position events come from: the stage reads the lifecycle topic (the ticks that open, close or
-#: change a position's risk level); the same decisions hold for the whole tick stream.
-_POSITION_TOPICS = frozenset({topics.POSITION_LIFECYCLE, topics.POSITION_TICKS})
+#: change a position's risk level), decoding each; the same decisions hold for the whole tick stream,
+#: where most ticks are told apart by a peek and skipped.
 
 #: Sent rows deleted per clock tick at most (a short statement: the tick holds the consume loop).
 PURGE_BATCH = 5000
@@ -340,7 +340,11 @@ class NotificationStage(Stage):
         of a type that is off): those are told apart from a few fields read off the front of the
         message (`Codec.peek`) and finished without a full decode; the others are decoded and drafted."""
         writes: list[PgWrite] = []
-        if base in _POSITION_TOPICS:
+        if base == topics.POSITION_LIFECYCLE:
+            # opens, closes and risk-level changes only: nearly all notify, so a peek first would be
+            # read twice (`_position` leaves an event at the known level without a row, as below)
+            self._position(self.codec.decode(record.value, PositionEvent), writes)
+        elif base == topics.POSITION_TICKS:
             head = self.codec.peek(record.value, PositionEvent, _POSITION_FIELDS)
             if head["kind"] not in _POSITION_KINDS_ALWAYS:
                 key = f"risk:{head['position_id']}"
