@@ -70,6 +70,10 @@ class KafkaSettings(BaseModel):
     #: duplicate or reordered batch on a producer retry) needs a broker that answers InitProducerId:
     #: Apache Kafka does (the cluster compose file turns it on), Tansu does not (keep it off there).
     idempotent_producer: bool = False
+    #: What runs a stage worker's consume loop: `direct`, aiokafka's consumer under our own loop
+    #: (`streams/direct.py`: a fraction of Faust's per-message CPU, the same guarantees), or `faust`,
+    #: a Faust worker and its stream (`streams/app.py`).
+    consumer_loop: Literal["direct", "faust"] = "direct"
     schema_registry_url: str | None = None
 
 

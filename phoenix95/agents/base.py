@@ -125,9 +125,11 @@ class StageRunner:
         """Records read but not yet acknowledged (waiting for a price, say)."""
         return sum(1 for pending in self._unacked.values() for _, finished in pending.values() if not finished)
 
-    async def run_batch(self, events: Sequence[Any], ack: Any) -> None:
-        """Process Faust events (they carry `.message`); `ack(event)` acks one."""
-        records = [to_record(event.message) for event in events]
+    async def run_batch(self, events: Sequence[Any], ack: Any, *, read: Any = None) -> None:
+        """Process a batch of events read from the broker; `ack(event)` acks one. `read(event)` makes
+        the stage's `InputRecord` of one: by default of a Faust event (it carries `.message`); the
+        direct loop passes aiokafka's records with `from_consumer_record`."""
+        records = [read(event) for event in events] if read is not None else [to_record(e.message) for e in events]
         # the batch per partition: (record, event) in the order read
         by_partition: dict[tuple[str, int], list[tuple[InputRecord, Any]]] = {}
         for record, event in zip(records, events, strict=True):
@@ -400,4 +402,19 @@ def to_record(message: Any) -> InputRecord:
         key=message.key,
         value=message.value if message.value is not None else b"",
         headers=header_items,
+    )
+
+
+def from_consumer_record(message: Any) -> InputRecord:
+    """An aiokafka `ConsumerRecord` (its timestamp in milliseconds) as an `InputRecord`."""
+    timestamp = message.timestamp
+    headers = message.headers
+    return InputRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp=datetime.fromtimestamp(timestamp / 1000, tz=UTC) if timestamp else None,
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        headers=tuple((str(k), v) for k, v in headers) if headers else (),
     )

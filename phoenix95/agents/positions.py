@@ -524,4 +524,3 @@ LATE_FUNDING_WINDOW = timedelta(days=3)
 #: Refusals after which an expiry close is not sent again: the order may exist (reconciliation settles
 #: it), or the position is not open any more.
 _NOT_RETRIED = frozenset({"EXCHANGE_STATUS_UNKNOWN", "POSITION_NOT_OPEN"})
-

@@ -161,7 +161,9 @@ def render_runs(runs: list[tuple[str, dict[str, Any]]]) -> str:
     names = " ".join(name for name, _ in runs)
     latest: dict[str, Any] = {}
     for _, run in runs:
-        latest.update({n: f for n, f in run.get("scenarios", {}).items() if not f.get("error") and not f.get("skipped")})
+        latest.update(
+            {n: f for n, f in run.get("scenarios", {}).items() if not f.get("error") and not f.get("skipped")}
+        )
     lines = [
         "# Benchmarks",
         "",

@@ -190,6 +190,8 @@ def run_stage(stage: str, *, web_port: int | None, log_level: str) -> None:
 
 
 def _run_faust_stage(settings: Any, stage: str, *, web_port: int | None, log_level: str) -> None:
+    import asyncio
+
     import faust
 
     from phoenix95.monitoring.probe import SIGNAL_PATH_STAGES, PipelineLagProbe
@@ -205,11 +207,28 @@ def _run_faust_stage(settings: Any, stage: str, *, web_port: int | None, log_lev
         lag = PipelineLagProbe.from_settings(settings, (stage,))  # this stage's own lag, for /metrics
     if metrics is not None and lag is not None:
         metrics.attach_lag(lag.monitor)
+    if settings.kafka.consumer_loop == "direct":
+        from phoenix95.streams.direct import DirectStageWorker
+
+        direct = DirectStageWorker(settings, stage, web_port=web_port, metrics=metrics, lag=lag)
+        if metrics is not None and stage == "positions" and settings.risk.clock == "wall":
+            metrics.resolve_signal_times_with(signal_ingest_times(direct.runtime))
+        _log_like_faust(log_level)
+        asyncio.run(direct.run())
+        return
     app = create_app(settings, stage, web_port=web_port, metrics=metrics, lag=lag)
     if metrics is not None and stage == "positions" and settings.risk.clock == "wall":
         metrics.resolve_signal_times_with(signal_ingest_times(app.p95_runtime))  # type: ignore[attr-defined]
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def _log_like_faust(level: str) -> None:
+    """The direct loop's log lines in a Faust worker's format (`[time] [pid] [LEVEL] message`)."""
+    logging.basicConfig(
+        level=level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", force=True
+    )
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def signal_ingest_times(runtime: Any) -> SignalTimes:

@@ -3,32 +3,27 @@ processes, scale and lag independently, and a crash of one does not rebalance th
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import TopicPartition
 
-from phoenix95.connectors.kafka_admin import ensure_topics, lost_partitions
 from phoenix95.schemas.topics import Topics
 from phoenix95.settings import Settings
 from phoenix95.streams import stages
+from phoenix95.streams.chores import (
+    BROKER_CHECK_INTERVAL_S,
+    STATS_LOG_INTERVAL_S,
+    WorkerChores,
+    freeze_startup_heap,
+    run_until_done,
+)
 from phoenix95.streams.ownership import SymbolOwnership
-from phoenix95.streams.system_metrics import SystemMetricsReporter
 from phoenix95.streams.transport import TunedApp, fresh_highwater
 from phoenix95.streams.wiring import StageRuntime
 
 logger = logging.getLogger(__name__)
-#: Exit code of a stage process that stopped on an unexpected failure (restarted by `p95 worker`).
-CRASH_EXIT_CODE = 70
-#: Exit code of a stage process that found its broker had lost its data (restarted by `p95 worker`).
-BROKER_RESET_EXIT_CODE = 75
-STATS_LOG_INTERVAL_S = float(os.environ.get("P95_STATS_LOG_INTERVAL_S", "30"))
-BROKER_CHECK_INTERVAL_S = 3.0
 
 
 def create_app(
@@ -89,7 +84,7 @@ def create_app(
         logger.info("stage %s: consuming %s", stage, ", ".join(source.topics))
         try:
             async for events in stream.noack_take(kafka.batch_max_records, within=batch_within_s):
-                await _run_until_done(runner, events, stream)
+                await run_until_done(runner, events, stream.ack)
         finally:
             await runtime.stop()
 
@@ -102,75 +97,21 @@ def create_app(
             if runner is not None and stream is not None:
                 await runner.tick(stream.ack)
 
+    chores = WorkerChores(
+        settings, stage, runtime, lambda: state.get("runner"), lambda tp, age: fresh_highwater(app, tp, max_age_s=age)
+    )
+
     @app.timer(STATS_LOG_INTERVAL_S, name=f"p95-{stage}-stats")
     async def stats_log() -> None:
-        runner = state.get("runner")
-        if runner is not None and runner.stats.batches != state.get("logged_batches"):
-            state["logged_batches"] = runner.stats.batches
-            logger.info("stage %s: %s", stage, runner.stats.summary(runner.held))
+        chores.stats_log()
 
     @app.timer(settings.metrics.system_interval_s, name=f"p95-{stage}-system-metrics")
     async def system_metrics() -> None:
-        runner = state.get("runner")
-        if runner is None:
-            return
-        reporter = state.get("reporter")
-        if reporter is None:
-            reporter = state["reporter"] = SystemMetricsReporter(
-                stage,
-                lambda: (runner.stats, runner.held),
-                runtime.redis,
-                runtime.timeseries,
-                namespace=settings.namespace,
-                environment=settings.environment,
-            )
-        await reporter.report(timeout=settings.metrics.system_interval_s)
+        await chores.system_metrics()
 
     @app.timer(BROKER_CHECK_INTERVAL_S, name=f"p95-{stage}-broker-check")
     async def broker_check() -> None:
-        """After a broker lost its data (Tansu keeps topics in memory: a restart empties it), put
-        the topics back, and restart this worker if its inputs went below what it had read: Faust
-        silently drops messages below the offsets it has seen, so only a fresh consumer reads the
-        new log from its start. `p95 worker` (or any supervisor) starts it again."""
-        runner = state.get("runner")
-        try:
-            created = await ensure_topics(
-                kafka.bootstrap_servers,
-                topics.all(),
-                partitions=kafka.partitions,
-                replication_factor=kafka.replication_factor,
-                counts=topics.partition_counts(kafka.partitions, settings.risk.clock),
-            )
-            if runner is None or not runner.read_offsets:
-                return
-            # The consumer's own fetch responses say where each partition ends: a log still past
-            # what was read needs no request (a lookup costs the broker CPU in proportion to the
-            # partition's batches). Only a partition whose high watermark is not past it, or is not
-            # fresh, is looked up.
-            read = {
-                TopicPartition(topic, partition): offset
-                for (topic, partition), offset in runner.read_offsets.items()
-                if (fresh_highwater(app, (topic, partition), max_age_s=30.0) or 0) <= offset
-            }
-            if not read:
-                state["behind"] = False
-                return
-            lost = await lost_partitions(kafka.bootstrap_servers, read)
-        except Exception as error:  # the broker is down: Faust's own reconnects handle that
-            logger.debug("stage %s: broker check failed: %s", stage, error)
-            return
-        behind = [f"{tp.topic}[{tp.partition}] no longer holds offset {read[tp]}" for tp in lost]
-        # Twice in a row (3 s apart) before acting: one reading could race a write.
-        suspicious, state["behind"] = state.get("behind", False), bool(behind)
-        if behind and suspicious:
-            logger.critical(
-                "stage %s: the broker lost data (%s%s); restarting this worker to read the new log from its start",
-                stage,
-                "; ".join(behind[:4]),
-                f"; recreated {len(created)} topics" if created else "",
-            )
-            logging.shutdown()
-            os._exit(BROKER_RESET_EXIT_CODE)
+        await chores.broker_check()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
@@ -200,15 +141,6 @@ def create_app(
     return app
 
 
-def freeze_startup_heap() -> None:
-    """Take what the worker built while starting (Faust, the clients, the stage's state) out of the
-    cyclic garbage collector's sight: its collections then go through what the stream creates, not
-    the whole heap again and again (per record, measured by benchmarks/consume_loop_cpu.py). A cycle
-    among the frozen objects is never collected; they live as long as the process anyway."""
-    gc.collect()
-    gc.freeze()
-
-
 def _own_assignment(app: Any, ownership: SymbolOwnership, stage: str) -> None:
     """Record the instance's whole assignment (before the state is rebuilt for it)."""
     assignment = app.consumer.assignment()
@@ -220,21 +152,3 @@ def _own_assignment(app: Any, ownership: SymbolOwnership, stage: str) -> None:
         sorted(ownership.assigned or ()),
         ownership.topic,
     )
-
-
-async def _run_until_done(runner: Any, events: Any, stream: Any) -> None:
-    """Run a batch. Bad input never gets here (it is dead-lettered) and the stores' transient
-    failures are retried inside; an exception here is a bug or a broken invariant. Crash-only: the
-    process exits without acking, so nothing is committed past the batch, and the supervisor
-    restarts the stage, which re-reads its state from the stores (Faust would otherwise ack the
-    batch and move on)."""
-    try:
-        await runner.run_batch(events, stream.ack)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.critical(
-            "stage %s: unexpected failure; exiting so the batch is re-delivered", runner.stage.name, exc_info=True
-        )
-        logging.shutdown()
-        os._exit(CRASH_EXIT_CODE)
