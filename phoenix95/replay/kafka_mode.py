@@ -44,6 +44,8 @@ class KafkaRun:
     elapsed_s: float
     #: Seconds from the first event sent to the last one acknowledged (the pacing, at --speed > 0).
     publish_s: float = 0.0
+    #: Seconds from starting the workers until each had joined its group (not in `elapsed_s`).
+    startup_s: float = 0.0
 
 
 def new_run_id() -> str:
@@ -92,6 +94,8 @@ async def run_kafka(
         workers = WorkerSet(STAGES, env=env, log_dir=run_settings.home / "logs" / run_id)
         workers.start()
         try:
+            # the clock starts once every worker reads its partitions (startup_s: starting and joining)
+            startup_s = await asyncio.to_thread(workers.wait_assigned, min(timeout, 180.0))
             started = time.perf_counter()
             publish_s = await _publish(run_settings, signals, ticks, speed=speed, on_progress=on_progress)
             await _wait(run_settings, len(signals), timeout=timeout, workers=workers)
@@ -105,7 +109,7 @@ async def run_kafka(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return KafkaRun(run_id, lines, closed, open_, verdicts, orders, elapsed, publish_s)
+    return KafkaRun(run_id, lines, closed, open_, verdicts, orders, elapsed, publish_s, startup_s)
 
 
 async def _publish(
@@ -189,7 +193,7 @@ async def _wait(settings: Settings, signal_count: int, *, timeout: float, worker
                         break
                 if caught_up:
                     return
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
     raise TimeoutError(f"the kafka-mode replay did not finish within {timeout:.0f}s (logs in {settings.home / 'logs'})")
 
 

@@ -214,7 +214,12 @@ def run(
         lines = kafka.lines
         first = min([s.ts_event for s in signals] + ([ticks[0].time] if ticks else []), default=None)
         curve = equity_curve(closed, config.starting_equity, first)
-        extra = {"run_id": kafka.run_id, "speed": request.speed, "publish_s": round(kafka.publish_s, 3)}
+        extra = {
+            "run_id": kafka.run_id,
+            "speed": request.speed,
+            "publish_s": round(kafka.publish_s, 3),
+            "startup_s": round(kafka.startup_s, 3),
+        }
     # the trips the run's closes cause, from the closes in canonical order: the same in both modes
     trips = trips_of((closed_fact(p) for p in closed), protections, config.starting_equity)
     lines = [*lines, *(trip_line(trip) for trip in trips)]

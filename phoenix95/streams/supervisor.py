@@ -6,8 +6,10 @@ them with SIGKILL on purpose).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,8 @@ logger = logging.getLogger(__name__)
 #: Set in the environment of the stage processes a WorkerSet starts: they wait for the stores
 #: instead of failing fast (the set restarts them anyway).
 SUPERVISED_ENV = "P95_SUPERVISED"
+#: The line a stage worker logs once it has partitions (both consume loops log it on each assignment).
+ASSIGNED = re.compile(r"stage \w+: assigned (?!nothing)")
 
 
 @dataclass
@@ -29,6 +33,8 @@ class StageProcess:
     log: Path
     started_at: float = field(default_factory=time.monotonic)
     restarts: int = 0
+    #: Where this process's lines start in its log (the log is appended to across starts).
+    log_start: int = 0
 
 
 def instance_names(stages: Sequence[str], instances: int = 1) -> list[str]:
@@ -79,6 +85,7 @@ class WorkerSet:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = self.log_dir / f"worker-{name}.log"
             handle = open(log, "ab")  # noqa: SIM115 - the child owns it
+            log_start = handle.tell()
             process = subprocess.Popen(
                 self.command(name),
                 stdout=handle,
@@ -89,8 +96,28 @@ class WorkerSet:
             )
             handle.close()
             previous = self.processes.get(name)
-            self.processes[name] = StageProcess(name, process, log, restarts=(previous.restarts + 1) if previous else 0)
+            self.processes[name] = StageProcess(
+                name, process, log, restarts=(previous.restarts + 1) if previous else 0, log_start=log_start
+            )
             logger.info("started %s worker (pid %d, log %s)", name, process.pid, log)
+
+    def wait_assigned(self, timeout: float = 120.0) -> float:
+        """Wait until every process logged its first assignment (it joined its group and reads its
+        partitions); returns the seconds waited. TimeoutError naming the ones that did not."""
+        started = time.monotonic()
+        waiting = set(self.processes)
+        while waiting:
+            for name in sorted(waiting):
+                entry = self.processes[name]
+                with contextlib.suppress(OSError), open(entry.log, "rb") as log:
+                    log.seek(entry.log_start)
+                    if ASSIGNED.search(log.read().decode(errors="replace")):
+                        waiting.discard(name)
+            if waiting and time.monotonic() - started > timeout:
+                raise TimeoutError(f"{', '.join(sorted(waiting))} did not join their groups within {timeout:.0f}s")
+            if waiting:
+                time.sleep(0.05)
+        return time.monotonic() - started
 
     def pid(self, stage: str) -> int:
         return self.processes[stage].process.pid

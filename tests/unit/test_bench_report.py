@@ -44,11 +44,14 @@ def test_the_targets_of_issue_23_are_filled_from_the_run_and_say_met_or_not():
 
 
 def test_several_run_files_each_show_their_figures_and_the_targets_take_the_latest_measure():
-    older = {"machine": {"date": "2026-12-04T20:00:00+00:00"}, "scenarios": {
-        "audit_chain_cost": {"value": 4.0, "unit": "% of e2e_throughput"},
-        "e2e_notifications": {"value": 0.61, "unit": "x"},
-        "exchange_order_ack": {"value": 7.87, "p99_ms": 7.87, "unit": "ms"},
-    }}
+    older = {
+        "machine": {"date": "2026-12-04T20:00:00+00:00"},
+        "scenarios": {
+            "audit_chain_cost": {"value": 4.0, "unit": "% of e2e_throughput"},
+            "e2e_notifications": {"value": 0.61, "unit": "x"},
+            "exchange_order_ack": {"value": 7.87, "p99_ms": 7.87, "unit": "ms"},
+        },
+    }
     newer = {"machine": {"date": "2026-12-05T09:00:00+00:00"}, "scenarios": {
         "e2e_notifications": {"value": 0.96, "unit": "x"},
         "notify_latency": {"value": None, "error": "receiver down"},
