@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -138,3 +139,22 @@ def freeze_startup_heap() -> None:
     among the frozen objects is never collected; they live as long as the process anyway."""
     gc.collect()
     gc.freeze()
+
+
+def consumer_highwater(consumer: Any, tp: tuple[str, int], max_age_s: float = 5.0) -> int | None:
+    """The high watermark of a partition from the aiokafka consumer's last fetch response, if that
+    response is at most `max_age_s` old; None otherwise (not assigned, not fetched yet, or the
+    consumer is paused or cannot reach the broker). Free: no request to the broker."""
+    if consumer is None:
+        return None
+    partition = TopicPartition(tp[0], tp[1])
+    try:
+        if not consumer._subscription.is_assigned(partition):
+            return None
+        stamp = consumer.last_poll_timestamp(partition)
+        highwater = consumer.highwater(partition)
+    except Exception:
+        return None
+    if stamp is None or highwater is None or time.time() * 1000 - stamp > max_age_s * 1000:
+        return None
+    return int(highwater)

@@ -46,6 +46,7 @@ from phoenix95.streams.chores import (
     BROKER_CHECK_INTERVAL_S,
     STATS_LOG_INTERVAL_S,
     WorkerChores,
+    consumer_highwater,
     freeze_startup_heap,
     run_until_done,
 )
@@ -109,20 +110,7 @@ class DirectStageWorker:
 
     def highwater(self, tp: tuple[str, int], max_age_s: float = 5.0) -> int | None:
         """The partition's high watermark from this consumer's last fetch, if at most `max_age_s` old."""
-        consumer = self.consumer
-        if consumer is None:
-            return None
-        partition = TopicPartition(tp[0], tp[1])
-        try:
-            if partition not in consumer.assignment():
-                return None
-            stamp = consumer.last_poll_timestamp(partition)
-            highwater = consumer.highwater(partition)
-        except Exception:
-            return None
-        if stamp is None or highwater is None or time.time() * 1000 - stamp > max_age_s * 1000:
-            return None
-        return int(highwater)
+        return consumer_highwater(self.consumer, tp, max_age_s)
 
     def _assigned(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()

@@ -44,26 +44,9 @@ class TunedApp(faust.App):
 
 
 def fresh_highwater(app: Any, tp: Any, max_age_s: float = 5.0) -> int | None:
-    """The high watermark of a partition from the last fetch response of the app's own consumer, if
-    that response is at most `max_age_s` old; None otherwise (not assigned, not fetched yet, or the
-    consumer is paused or cannot reach the broker). Free: no request to the broker. Read from
-    another thread than the consumer's: two attribute reads of plain values."""
-    import time
-
-    from aiokafka import TopicPartition
+    """The high watermark of a partition from the last fetch response of the Faust app's own consumer
+    (`consumer_highwater`). Read from another thread than the consumer's: plain attribute reads."""
+    from phoenix95.streams.chores import consumer_highwater
 
     thread = getattr(getattr(app, "_consumer", None), "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
-    if consumer is None:
-        return None
-    partition = TopicPartition(tp[0], tp[1])
-    try:
-        if not consumer._subscription.is_assigned(partition):
-            return None
-        stamp = consumer.last_poll_timestamp(partition)
-        highwater = consumer.highwater(partition)
-    except Exception:
-        return None
-    if stamp is None or highwater is None or time.time() * 1000 - stamp > max_age_s * 1000:
-        return None
-    return int(highwater)
+    return consumer_highwater(getattr(thread, "_consumer", None), tp, max_age_s)
