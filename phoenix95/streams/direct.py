@@ -17,6 +17,10 @@ or what arrived within the stage's `batch_within_s` of the first record), handed
 - on revocation the batch in flight finishes first (the runner's lock), its acks are committed, and
   held records are forgotten (re-delivered to the new owner); on assignment the stage rebuilds its
   state from the stores (`StageRunner.reload`);
+- a batch holding several partitions is handed over in the order the broker took its records (their
+  timestamps; each partition's own order kept), so a worker that joins late, or catches up after a
+  pause, sees a price before the signal published after it, as a worker keeping up would
+  (`in_arrival_order`);
 - crash-only: an unexpected failure in a batch exits the process without committing it
   (`chores.run_until_done`); `p95 worker` restarts it.
 
@@ -28,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -54,6 +59,20 @@ from phoenix95.streams.ownership import SymbolOwnership
 from phoenix95.streams.wiring import StageRuntime
 
 logger = logging.getLogger(__name__)
+
+
+def _timestamp(record: Any) -> int:
+    return record.timestamp or 0
+
+
+def in_arrival_order(batches: Iterable[Sequence[Any]]) -> list[Any]:
+    """The records of several partitions' batches as one list ordered by their timestamps (when the
+    broker took them), each partition's records still in offset order: a merge of the partitions,
+    never a sort within one. One partition's batch is returned as it is."""
+    parts = [batch for batch in batches if batch]
+    if len(parts) <= 1:
+        return list(parts[0]) if parts else []
+    return list(heapq.merge(*parts, key=_timestamp))
 
 
 class Offsets:
@@ -236,15 +255,19 @@ class DirectStageWorker:
                     with contextlib.suppress(BaseException):
                         await fetch
                     break
-                records = [record for batch in fetch.result().values() for record in batch]
-                if records and len(records) < limit and within > 0:
+                batches = {tp: list(batch) for tp, batch in fetch.result().items()}
+                read = sum(map(len, batches.values()))
+                if read and read < limit and within > 0:
                     deadline = time.monotonic() + within
-                    while len(records) < limit and (left := deadline - time.monotonic()) > 0:
+                    while read < limit and (left := deadline - time.monotonic()) > 0:
                         more = await self.consumer.getmany(
-                            timeout_ms=max(1, int(left * 1000)), max_records=limit - len(records)
+                            timeout_ms=max(1, int(left * 1000)), max_records=limit - read
                         )
-                        records.extend(record for batch in more.values() for record in batch)
-                if records:
+                        for tp, batch in more.items():
+                            batches.setdefault(tp, []).extend(batch)
+                            read += len(batch)
+                if read:
+                    records = in_arrival_order(batches.values())
                     await run_until_done(self.runner, records, self.offsets.ack, read=from_consumer_record)
                 if time.monotonic() - self._last_commit >= kafka.commit_interval_s:
                     await self.commit()

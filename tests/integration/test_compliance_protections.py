@@ -281,6 +281,25 @@ async def _cooldown(pipeline: Pipeline) -> None:
 # -- PRICE_COLLAR: the risk stage, at decision time -------------------------------------------------------
 
 
+async def _late_risk_worker_sees_the_price_before_the_signal(pipeline: Pipeline) -> None:
+    """The risk worker is down while a price moves the market to 1.30 and a signal at 1.19 (846 bps
+    away) passes analysis; restarted, it reads both in one batch and judges the signal against the
+    price published before it, as a worker keeping up would (streams/direct.in_arrival_order)."""
+    pipeline.workers.kill("risk", signal.SIGKILL)
+    await pipeline.publish([factories.price(value="1.30", at=now(), namespace=pipeline.ns.name)])
+    behind = factories.signal(action="buy", confidence="0.9", price="1.19", at=now())
+    await pipeline.publish([behind])
+    await wait_row(
+        pipeline,
+        "SELECT signal_id FROM signals WHERE signal_id = %s AND analysis_status = 'completed'",
+        (behind.signal_id,),
+        what="the signal analysed while the risk worker is down",
+    )
+    await asyncio.to_thread(pipeline.workers.restart_dead)
+    decision, reasons, *_ = await verdict_of(pipeline, behind)
+    assert (decision, reasons) == ("REJECTED", ["PRICE_COLLAR"])
+
+
 def test_a_signal_priced_far_from_the_market_is_rejected_by_the_price_collar(namespace, services):
     run(namespace, _price_collar, P95_COMPLIANCE__PRICE_COLLAR_BPS="100")
 
@@ -300,6 +319,8 @@ async def _price_collar(pipeline: Pipeline) -> None:
     await pipeline.publish([within])
     decision, reasons, *_ = await verdict_of(pipeline, within)
     assert (decision, reasons) == ("APPROVED", [])
+
+    await _late_risk_worker_sees_the_price_before_the_signal(pipeline)
 
     async with pipeline.database() as db:  # a signal's check, not a trip: no state, lock or trip rows
         assert await pipeline.count(db, "SELECT COUNT(*) FROM protection_trips") == 0

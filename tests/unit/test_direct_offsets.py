@@ -7,9 +7,11 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phoenix95.agents.base import from_consumer_record
-from phoenix95.streams.direct import Offsets
+from phoenix95.streams.direct import Offsets, in_arrival_order
 
 PRICES_0 = TopicPartition("p95.market.prices", 0)
 PRICES_1 = TopicPartition("p95.market.prices", 1)
@@ -76,3 +78,36 @@ def test_an_aiokafka_record_becomes_an_input_record_with_its_millisecond_timesta
     )
     assert record.timestamp is not None and record.timestamp.timestamp() == 1_764_000_000.123
     assert record.headers == (("trace", b"x"),)
+
+
+partitions_of_records = st.lists(
+    st.lists(st.integers(min_value=0, max_value=50), max_size=8),  # each record's timestamp, in offset order
+    max_size=4,
+)
+
+
+@given(partitions_of_records)
+def test_a_batch_of_several_partitions_keeps_each_partitions_offset_order(stamps):
+    batches = [
+        [Record("p95.topic", p, offset, timestamp=t) for offset, t in enumerate(ts)] for p, ts in enumerate(stamps)
+    ]
+    merged = in_arrival_order(batches)
+    assert sorted((r.partition, r.offset) for r in merged) == [(r.partition, r.offset) for b in batches for r in b]
+    for p in range(len(batches)):
+        assert [r.offset for r in merged if r.partition == p] == list(range(len(batches[p])))
+
+
+@given(partitions_of_records)
+def test_partitions_each_in_time_order_come_out_in_time_order(stamps):
+    batches = [
+        [Record("p95.topic", p, offset, timestamp=t) for offset, t in enumerate(sorted(ts))]
+        for p, ts in enumerate(stamps)
+    ]
+    merged = in_arrival_order(batches)
+    assert [r.timestamp for r in merged] == sorted(r.timestamp for b in batches for r in b)
+
+
+def test_a_price_taken_before_a_signal_is_handed_over_first_whichever_partition_was_fetched_first():
+    signal = Record("p95.analysis", 0, 5, timestamp=2_000)
+    price = Record("p95.market.prices", 0, 9, timestamp=1_000)
+    assert in_arrival_order([[signal], [price]]) == [price, signal]
