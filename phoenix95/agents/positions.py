@@ -96,6 +96,8 @@ class PositionStage(Stage):
         self.price_history = price_history
         self.prices_topic = prices_topic
         self.open: dict[str, Position] = {}
+        #: `open` by symbol, in the same order (rebuilt at each batch, kept by `_apply` within it).
+        self._by_symbol: dict[str, dict[str, Position]] = {}
         self.prices: dict[str, PriceHistory] = {}
         self.realized = Decimal(0)
         self.mark_interval = mark_interval
@@ -155,6 +157,9 @@ class PositionStage(Stage):
 
     async def process(self, records: Sequence[InputRecord]) -> list[Outcome]:
         await self._refresh_shared_account()
+        self._by_symbol = {}
+        for position in self.open.values():
+            self._by_symbol.setdefault(position.symbol, {})[position.position_id] = position
         decoded: list[tuple[InputRecord, MarketPrice | Order | None, Outcome | None]] = []
         new_positions: list[str] = []
         for record in records:
@@ -232,23 +237,30 @@ class PositionStage(Stage):
         history.append(tick)
         facts: list = [PriceObserved(price)]
         produce: list = []
-        for position in [p for p in self.open.values() if p.symbol == price.symbol]:
-            if batch.skippable(position, index, tick, self.last_mark.get(position.position_id)):
-                continue  # a later price of the batch overwrites all this one would set (domain/price_batch.py)
-            config = self.config.for_symbol(position.symbol)
+        held = self._by_symbol.get(price.symbol)
+        if not held:
+            return Outcome(record, produce=produce, persist=facts)
+        config = self.config.for_symbol(price.symbol)
+        tick_size = config.rules(price.symbol).tick_size
+        # what the batch leaves out, a later price of it overwrites (domain/price_batch.py); what it
+        # applies includes, for a position it passed by, the highest and lowest marks it kept
+        for position_id, applied in batch.to_apply(list(held.values()), index, tick, self.last_mark):
+            position = held.get(position_id)
+            if position is None:
+                continue
             update = on_price(
                 position,
-                tick,
+                applied,
                 config=config,
-                tick_size=config.rules(position.symbol).tick_size,
+                tick_size=tick_size,
                 funding_rate=self.funding,
                 exchange_settles=self.exchange_settles,
             )
             if update.position.is_open and update.events and update.events[-1].kind == "tick":
-                batch.marked(position.position_id, tick)
-            self._apply(update, price.event_id, facts, produce)
+                batch.marked(position_id, applied)
+            self._apply(update, price.event_id if applied is tick else str(applied.event_id), facts, produce)
             if self.exchange_settles:
-                self._close_expired(update.position, tick.time, facts, produce)
+                self._close_expired(update.position, applied.time, facts, produce)
         return Outcome(record, produce=produce, persist=facts)
 
     def _on_order(self, record: InputRecord, order: Order, known: dict[str, Position]) -> Outcome:
@@ -479,8 +491,10 @@ class PositionStage(Stage):
             facts.append(PositionChanged(message, position))
         if position.is_open:
             self.open[position.position_id] = position
+            self._by_symbol.setdefault(position.symbol, {})[position.position_id] = position
         else:
             self.open.pop(position.position_id, None)
+            self._by_symbol.get(position.symbol, {}).pop(position.position_id, None)
             self.last_mark.pop(position.position_id, None)
             self._expiry_issued.pop(position.position_id, None)
             self._expiry_retry.pop(position.position_id, None)

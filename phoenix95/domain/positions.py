@@ -356,8 +356,9 @@ def on_clock(
     funding_rate: FundingRate,
     exchange_settles: bool = False,
 ) -> Update:
-    """Monitoring: expiry and funding at `now` with the last known price, and one tick
-    (`exchange_settles`: neither expiry nor funding, see `on_price`)."""
+    """Monitoring: expiry and funding at `now` with the last known price, and one tick at `now`
+    (`exchange_settles`: neither expiry nor funding, see `on_price`). The position's own time
+    (`last_event_time`, the last price applied) does not move."""
     if not position.is_open or now <= position.last_event_time:
         return Update(position, ())
     events: list[PositionEvent] = []
@@ -376,7 +377,9 @@ def on_clock(
     if not exchange_settles:
         position = _charge_funding(position, now, config, funding_rate, events)
     current = metrics(position, position.last_price, position.mark_price)
-    position = evolve(position, last_event_time=now)
+    # The position's time stays its last price's: a price still on its way (a stage behind the price
+    # stream, or catching up after a restart) is applied when it arrives, its stop, target and
+    # liquidation crossings with it, instead of being dropped as older than this tick.
     events.append(PositionEvent("tick", now, position.last_price, position.mark_price, current, cause_id="clock"))
     return Update(position, tuple(events))
 

@@ -17,12 +17,20 @@ all it would have set. `BatchPrices` finds those prices, conservatively:
 
 So stop, target and liquidation crossings, funding and expiry come out exactly as with every price
 applied, and every price that is applied finds the position in the same state.
+
+`to_apply` answers for all the positions of a symbol at once, without asking each one about most prices:
+a price whose mark lies inside the marks of the symbol's earlier prices in the batch (an "interior"
+price) is skippable for every position that qualifies, is not due, and whose marks in the batch were,
+at the symbol's first interior price, exactly the symbol's marks so far (then they stay so: an
+interior price changes neither, every other price is applied to it and extends both alike). Only the
+others (near a level, never published, or due by then: "watched") are asked one by one.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -41,6 +49,19 @@ class _Symbol:
     last_time: datetime
     low: Decimal
     high: Decimal
+    #: The indices whose mark lies inside the marks of the symbol's prices before them, and the range
+    #: of those marks at the first of them.
+    interior: set[int]
+    first_interior_range: tuple[Decimal, Decimal] | None
+    #: At interior prices: the position ids asked one by one (None until the first one), the ids
+    #: passed by, and when each of those becomes due (then it is asked too).
+    watched: set[str] | None = None
+    passing: set[str] = field(default_factory=set)
+    due: list[tuple[datetime, str]] = field(default_factory=list)
+    #: Of the indices after the first interior one that are not interior: a new "high" or "low".
+    extreme: dict[int, str] = field(default_factory=dict)
+    #: position id passed by -> its kept new highest ("high") and lowest ("low") marks' ticks.
+    kept: dict[str, dict[str, MarketTick]] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,14 +93,109 @@ class BatchPrices:
                 for value in (tick.price, tick.open, tick.high, tick.low, tick.mark_price)
                 if value is not None
             ]
+            interior: set[int] = set()
+            extreme: dict[int, str] = {}
+            first_range = None
+            low = high = found[0][1].mark
+            for index, tick in found[1:-1]:
+                mark = tick.mark
+                if low <= mark <= high:
+                    interior.add(index)
+                    if first_range is None:
+                        first_range = (low, high)
+                elif mark > high:
+                    high = mark
+                    extreme[index] = "high"
+                else:
+                    low = mark
+                    extreme[index] = "low"
             batch.symbols[symbol] = _Symbol(
                 indices={index for index, _ in found[:-1]},
                 last_index=found[-1][0],
                 last_time=found[-1][1].time,
                 low=min(values),
                 high=max(values),
+                interior=interior,
+                first_interior_range=first_range,
+                extreme=extreme,
             )
         return batch
+
+    def to_apply(
+        self, positions: Sequence[Position], index: int, tick: MarketTick, last_mark: Mapping[str, datetime]
+    ) -> list[tuple[str, MarketTick]]:
+        """What to apply at the batch's price `index` to the symbol's open `positions` (in their
+        order): (position id, tick) pairs, in order. A position passed by (see the module) has the
+        symbol's new highest or lowest marks kept for it instead, and applied (the older first) just
+        before the next price that is applied to it: it reaches the state it would have had."""
+        prices = self.symbols.get(tick.symbol)
+        if prices is None:
+            return [(p.position_id, tick) for p in positions]
+        if index not in prices.indices:  # the symbol's last price before an order, or after one
+            return [pair for p in positions for pair in (*self._kept(prices, p.position_id), (p.position_id, tick))]
+        watched = prices.watched
+        if watched is None:
+            if index not in prices.interior:
+                return [
+                    (p.position_id, tick)
+                    for p in positions
+                    if not self.skippable(p, index, tick, last_mark.get(p.position_id))
+                ]
+            watched = prices.watched = self._watch(positions, prices, last_mark)
+        due = prices.due
+        while due and due[0][0] <= tick.time:
+            watched.add(heapq.heappop(due)[1])
+        passing, extreme = prices.passing, prices.extreme.get(index)
+        apply: list[tuple[str, MarketTick]] = []
+        for p in positions:
+            pid = p.position_id
+            if pid in watched and pid in passing:  # it was due: once published, passed by until due again
+                mark = last_mark.get(pid)
+                if mark is not None and tick.time - mark < self.mark_interval and pid not in prices.kept:
+                    watched.discard(pid)
+                    heapq.heappush(due, (mark + self.mark_interval, pid))
+            if pid in passing and pid not in watched:
+                if extreme is not None:
+                    prices.kept.setdefault(pid, {})[extreme] = tick
+                continue
+            kept = self._kept(prices, pid)
+            if kept or not self.skippable(p, index, tick, last_mark.get(pid)):
+                apply.extend(kept)
+                apply.append((pid, tick))
+        return apply
+
+    def _kept(self, prices: _Symbol, position_id: str) -> list[tuple[str, MarketTick]]:
+        """The highest and lowest marks kept for a position passed by, the older first (forgotten)."""
+        kept = prices.kept.pop(position_id, None)
+        if not kept:
+            return []
+        return [(position_id, tick) for tick in sorted(kept.values(), key=lambda t: t.time)]
+
+    def _watch(self, positions: Sequence[Position], prices: _Symbol, last_mark: Mapping[str, datetime]) -> set[str]:
+        """At the symbol's first interior price: the positions to ask one by one; the others are passed
+        by and go on `prices.due` by the time they become due (an upper bound: a later publication
+        only delays it)."""
+        watched: set[str] = set()
+        for position in positions:
+            pid = position.position_id
+            mark = last_mark.get(pid)
+            # marked at exactly the symbol's marks so far: from here on its marks are the symbol's
+            if (
+                mark is None
+                or self._marked.get(pid) != prices.first_interior_range
+                or not self._quiet_of(position, prices)
+            ):
+                watched.add(pid)
+            else:
+                prices.passing.add(pid)
+                heapq.heappush(prices.due, (mark + self.mark_interval, pid))
+        return watched
+
+    def _quiet_of(self, position: Position, prices: _Symbol) -> bool:
+        quiet = self._quiet.get(position.position_id)
+        if quiet is None:
+            quiet = self._quiet[position.position_id] = _quiet(position, prices)
+        return quiet
 
     def skippable(self, position: Position, index: int, tick: MarketTick, last_mark: datetime | None) -> bool:
         """Whether applying `tick` (batch index `index`) to `position` would leave no trace;
@@ -92,10 +208,7 @@ class BatchPrices:
         marked = self._marked.get(position.position_id)
         if marked is None or not marked[0] <= tick.mark <= marked[1]:
             return False
-        quiet = self._quiet.get(position.position_id)
-        if quiet is None:
-            quiet = self._quiet[position.position_id] = _quiet(position, prices)
-        return quiet
+        return self._quiet_of(position, prices)
 
     def marked(self, position_id: str, tick: MarketTick) -> None:
         """`tick` was applied to the position as a plain mark."""

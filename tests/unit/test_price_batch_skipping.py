@@ -25,6 +25,7 @@ from phoenix95.schemas.codec import Codec
 from tests import factories
 
 SKIPPABLE = price_batch.BatchPrices.skippable
+TO_APPLY = price_batch.BatchPrices.to_apply
 
 
 class Book:
@@ -79,34 +80,48 @@ def _prices(rng: random.Random, start: datetime, count: int, step: timedelta, *,
     return prices
 
 
-def _run(prices: list[Any], book: list[Position], *, skipping: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _run(
+    prices: list[Any], book: list[Position], *, skipping: bool, monkeypatch: pytest.MonkeyPatch, batch: int = 97
+) -> dict[str, Any]:
     codec = Codec()
     stage = PositionStage(
         codec, TradingConfig(), bundled_brackets(), Book(book), clock="event", mark_interval=timedelta(seconds=1)
     )
     skipped = 0
 
-    def counted(self: Any, *args: Any) -> bool:
+    def counted(self: Any, positions: Any, index: int, tick: Any, last_mark: Any) -> list[tuple[str, Any]]:
+        """Every position (no skipping), or what `to_apply` answers (counted)."""
         nonlocal skipped
-        found = SKIPPABLE(self, *args) if skipping else False
-        skipped += found
+        if not skipping:
+            return [(p.position_id, tick) for p in positions]
+        found = TO_APPLY(self, positions, index, tick, last_mark)
+        skipped += len(positions) - sum(1 for _, applied in found if applied is tick)
         return found
 
-    monkeypatch.setattr(price_batch.BatchPrices, "skippable", counted)
+    asked = 0
+
+    def ask(self: Any, *args: Any) -> bool:
+        nonlocal asked
+        asked += 1
+        return SKIPPABLE(self, *args)
+
+    monkeypatch.setattr(price_batch.BatchPrices, "to_apply", counted)
+    monkeypatch.setattr(price_batch.BatchPrices, "skippable", ask)
     asyncio.run(stage.start())
     records = [
         InputRecord(topics.MARKET_PRICES, 0, offset, None, b"BTCUSDT", codec.encode(price), ())
         for offset, price in enumerate(prices)
     ]
     outcomes: list[Outcome] = []
-    for index in range(0, len(records), 97):  # batches of 97
-        outcomes.extend(asyncio.run(stage.process(records[index : index + 97])))
+    for index in range(0, len(records), batch):
+        outcomes.extend(asyncio.run(stage.process(records[index : index + batch])))
 
     def plain(event: Any) -> Any:
         return event.model_copy(update={"ts_ingest": None})
 
     return {
         "skipped": skipped,
+        "asked": asked,
         "produced": [[plain(e) for e in o.produce] for o in outcomes],
         "written": [
             [(plain(f.event), f.position, f.published) for f in o.persist if isinstance(f, PositionChanged)]
@@ -142,3 +157,23 @@ def test_on_a_quiet_path_most_prices_pass_the_positions_by(monkeypatch):
     for key in ("produced", "written", "open", "realized", "last_mark"):
         assert skipping[key] == every[key], key
     assert skipping["skipped"] > len(prices) * len(book) / 2
+    # and most of those without asking each position: the symbol's interior prices pass them all by
+    assert skipping["asked"] < skipping["skipped"] / 2, skipping
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_skipping_in_large_batches_of_fast_prices_changes_nothing(seed, monkeypatch):
+    """Batches of 500 prices 2-5 ms apart: positions are passed by, fall due and are passed by again
+    within a batch, their kept highs and lows applied before each tick they publish (even seeds: a
+    path with jumps to stops and targets)."""
+    rng = random.Random(100 + seed)
+    start = datetime(2024, 3, 1, 1, tzinfo=UTC)
+    prices = _prices(rng, start, 2000, timedelta(milliseconds=rng.choice((2, 5))), jumps=seed % 2 == 0)
+    book = _book(start)
+    every = _run(prices, book, skipping=False, monkeypatch=monkeypatch, batch=500)
+    skipping = _run(prices, book, skipping=True, monkeypatch=monkeypatch, batch=500)
+    for key in ("produced", "written", "open", "realized", "last_mark"):
+        assert skipping[key] == every[key], key
+    if seed % 2:  # no jumps: the positions stay quiet, and most prices pass them by without asking each
+        assert skipping["skipped"] > len(prices) * len(book) / 2
+        assert skipping["asked"] < skipping["skipped"] / 4
