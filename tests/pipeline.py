@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -82,15 +82,22 @@ class Pipeline:
         return Database(self.settings.postgres_url(), schema=self.settings.postgres.db_schema)
 
     async def wait_for(
-        self, check: Callable[[Database], Awaitable[bool]], *, timeout: float = 90.0, what: str = "condition"
+        self,
+        check: Callable[[Database], Awaitable[bool]],
+        *,
+        timeout: float = 90.0,
+        what: str = "condition",
+        down: Collection[str] = (),
     ) -> None:
+        """Poll `check` until it holds; a worker found dead fails the wait at once, unless the test
+        stopped it on purpose and names it in `down`."""
         timeout *= TIMEOUT_SCALE
         deadline = time.monotonic() + timeout
         async with self.database() as db:
             while time.monotonic() < deadline:
                 if await check(db):
                     return
-                dead = [s for s in self.workers.names if not self.workers.alive(s)]
+                dead = [s for s in self.workers.names if s not in down and not self.workers.alive(s)]
                 if dead:
                     raise AssertionError(f"worker(s) {dead} died; see {self.ns.home / 'logs'}")
                 await asyncio.sleep(0.3)

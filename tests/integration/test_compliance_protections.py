@@ -294,6 +294,7 @@ async def _late_risk_worker_sees_the_price_before_the_signal(pipeline: Pipeline)
         "SELECT signal_id FROM signals WHERE signal_id = %s AND analysis_status = 'completed'",
         (behind.signal_id,),
         what="the signal analysed while the risk worker is down",
+        down={"risk"},
     )
     await asyncio.to_thread(pipeline.workers.restart_dead)
     decision, reasons, *_ = await verdict_of(pipeline, behind)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,14 +39,16 @@ async def switch(command: str, reason: str) -> None:
     assert reason in result.stderr
 
 
-async def wait_row(pipeline: Pipeline, sql: str, params: Sequence[Any], *, what: str) -> tuple[Any, ...]:
+async def wait_row(
+    pipeline: Pipeline, sql: str, params: Sequence[Any], *, what: str, down: Collection[str] = ()
+) -> tuple[Any, ...]:
     found: list[tuple[Any, ...]] = []
 
     async def check(db) -> bool:
         found[:] = await db.fetch(sql, params)
         return bool(found)
 
-    await pipeline.wait_for(check, timeout=90, what=what)
+    await pipeline.wait_for(check, timeout=90, what=what, down=down)
     return found[0]
 
 
