@@ -37,5 +37,5 @@ def build(
         retention_interval_s=notify.retention_interval_s,
         topic_names=Topics(settings.namespace),
     )
-    stage.own_sink = NotificationSink(database, on_written=sender.wake)
+    stage.own_sink = NotificationSink(database, on_written=sender.wake, sender=sender)
     return stage

@@ -14,6 +14,7 @@ it fails, and only it: the consume loop and the other channels go on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -98,6 +99,10 @@ class ChannelSender:
         self.bucket = TokenBucket(channel.per_second, channel.per_minute)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p95-notify-{channel.name}")
         self.wake = asyncio.Event()
+        #: Rows the stage inserted leased to this worker, handed over in memory (`offer`), with when.
+        self.fresh: collections.deque[tuple[float, Row]] = collections.deque()
+        #: When the table was last asked for due rows (retries, rows of a killed worker).
+        self.claimed_at = float("-inf")
         self._plugin: Any = None
         #: Consecutive failed sends (the channel's own backoff).
         self.failures = 0
@@ -131,7 +136,12 @@ class ChannelSender:
             wait = max(wait, self.flooded_at + self.digest_interval_s - time.monotonic())
         if wait > 0:
             await asyncio.sleep(wait)
-        rows = await self.store.claim(self.channel.name, limit=CLAIM_LIMIT, lease_s=self.lease_s)
+        rows = self.take_fresh()
+        if not rows or time.monotonic() - self.claimed_at >= max(self.poll_s, 1.0):
+            self.claimed_at = time.monotonic()
+            claimed = await self.store.claim(self.channel.name, limit=CLAIM_LIMIT, lease_s=self.lease_s)
+            if claimed:
+                rows = sorted([*rows, *claimed], key=lambda r: (r.created_at, r.notification_id))
         if not rows:
             self.flooded_at = None
             return False
@@ -148,6 +158,24 @@ class ChannelSender:
             await self.send_digest(rows, window)
             self.flooded_at = time.monotonic()
         return True
+
+    def offer(self, rows: Sequence[Row]) -> None:
+        """Rows just inserted leased to this worker (by the stage's sink, after its commit)."""
+        now = time.monotonic()
+        self.fresh.extend((now, row) for row in rows)
+        self.wake.set()
+
+    def take_fresh(self) -> list[Row]:
+        """Up to `CLAIM_LIMIT` rows handed over in memory, oldest first. A row held past half its lease
+        (the channel was backing off) is left to the table: it is claimed from there once its lease
+        ran out, so no other sender can be sending it while this one does."""
+        rows: list[Row] = []
+        fresh_after = time.monotonic() - self.lease_s / 2
+        while self.fresh and len(rows) < CLAIM_LIMIT:
+            at, row = self.fresh.popleft()
+            if at >= fresh_after:
+                rows.append(row)
+        return rows
 
     # -- one message ---------------------------------------------------------------------------
 
@@ -327,6 +355,18 @@ class Sender:
         for sender in self.senders:
             sender.wake.set()
 
+    @property
+    def lease_s(self) -> float:
+        """How long rows inserted for this worker are leased to it (0: nothing is handed over)."""
+        return self.senders[0].lease_s if self.senders and self._tasks else 0.0
+
+    def hand_over(self, rows: Sequence[Row]) -> None:
+        """New outbox rows, leased to this worker at insert, to its channels' senders in memory."""
+        for sender in self.senders:
+            mine = [row for row in rows if row.channel == sender.channel.name]
+            if mine:
+                sender.offer(mine)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -336,3 +376,7 @@ class Sender:
         self._tasks = []
         for sender in self.senders:
             sender.executor.shutdown(wait=False, cancel_futures=True)
+            held = [row.notification_id for _, row in sender.fresh]
+            sender.fresh.clear()
+            with contextlib.suppress(Exception):  # given back: the next worker sends them at once
+                await sender.store.release(held)

@@ -4,6 +4,7 @@ alone at once, and the per-type counting of what was delivered."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,3 +100,17 @@ def test_delivered_rows_are_counted_per_type() -> None:
     metrics.count("web", rows, "digested")
     assert metrics.total.labels("web", ev.POSITION_OPENED, "digested")._value.get() == 2
     assert metrics.total.labels("web", ev.POSITION_CLOSED, "digested")._value.get() == 1
+
+
+def test_rows_handed_over_are_sent_without_a_claim_and_those_held_past_half_their_lease_are_left_to_the_table() -> None:
+    store = ClaimingStore([])
+    sender = _sender(store, digest_interval_s=0.3)  # lease 5 s
+    sender.offer([_row(1), _row(2)])
+    sender.fresh[0] = (time.monotonic() - 2.6, sender.fresh[0][1])  # held 2.6 s: past half its lease
+
+    async def scenario() -> None:
+        sender.claimed_at = time.monotonic()  # the table was asked a moment ago
+        assert await sender.round()
+
+    asyncio.run(scenario())
+    assert store.sent_ids == [["n2"]] and store.claimed_at == [] and not sender.fresh
