@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -115,7 +115,13 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-def position_payload(event: PositionEvent) -> dict[str, Any]:
+def _as_fields(message: Any) -> Mapping[str, Any]:
+    """A message's fields: a record read without validation (`Codec.read`) or a decoded model."""
+    return message if isinstance(message, Mapping) else message.__dict__
+
+
+def position_payload(event: PositionEvent | Mapping[str, Any]) -> dict[str, Any]:
+    values = _as_fields(event)
     fields = [
         "position_id",
         "order_id",
@@ -145,31 +151,32 @@ def position_payload(event: PositionEvent) -> dict[str, Any]:
         "opened_at",
         "closed_at",
     ]
-    return {name: _text(getattr(event, name)) for name in fields}
+    return {name: _text(values.get(name)) for name in fields}
 
 
-def verdict_payload(verdict: RiskVerdict) -> dict[str, Any]:
+def verdict_payload(verdict: RiskVerdict | Mapping[str, Any]) -> dict[str, Any]:
+    values = _as_fields(verdict)
     payload: dict[str, Any] = {
-        "verdict_id": verdict.verdict_id,
-        "signal_id": verdict.signal_id,
-        "symbol": verdict.symbol,
-        "side": verdict.side,
-        "decision": verdict.decision,
-        "intent": verdict.intent,
-        "price": _text(verdict.price),
-        "final_confidence": _text(verdict.final_confidence),
-        "reasons": list(verdict.reasons),
-        "trading_state": verdict.trading_state,
-        "position_id": verdict.close_position_id,
+        "verdict_id": values["verdict_id"],
+        "signal_id": values["signal_id"],
+        "symbol": values["symbol"],
+        "side": values["side"],
+        "decision": values["decision"],
+        "intent": values["intent"],
+        "price": _text(values["price"]),
+        "final_confidence": _text(values["final_confidence"]),
+        "reasons": list(values["reasons"]),
+        "trading_state": values["trading_state"],
+        "position_id": values["close_position_id"],
     }
-    if verdict.plan is not None:
-        plan = verdict.plan
+    if values.get("plan") is not None:
+        plan = _as_fields(values["plan"])
         payload.update(
-            quantity=_text(plan.quantity),
-            leverage=plan.leverage,
-            stop_loss_price=_text(plan.stop_loss_price),
-            take_profit_price=_text(plan.take_profit_price),
-            liquidation_price=_text(plan.liquidation_price),
+            quantity=_text(plan["quantity"]),
+            leverage=plan["leverage"],
+            stop_loss_price=_text(plan["stop_loss_price"]),
+            take_profit_price=_text(plan["take_profit_price"]),
+            liquidation_price=_text(plan["liquidation_price"]),
         )
     return payload
 
@@ -368,8 +375,10 @@ class NotificationStage(Stage):
         writes: list[PgWrite] = []
         if base == topics.POSITION_LIFECYCLE:
             # opens, closes and risk-level changes only: nearly all notify, so a peek first would be
-            # read twice (`_position` leaves an event at the known level without a row, as below)
-            self._position(self.codec.decode(record.value, PositionEvent), writes)
+            # read twice (`_position` leaves an event at the known level without a row, as below).
+            # Read, not validated: the fields are only copied into text (the positions stage that
+            # wrote them validated them), and validation cost as much as the read.
+            self._position(self.codec.read(record.value, PositionEvent), writes)
         elif base == topics.POSITION_TICKS:
             head = self.codec.peek(record.value, PositionEvent, _POSITION_FIELDS)
             if head["kind"] not in _POSITION_KINDS_ALWAYS:
@@ -377,23 +386,23 @@ class NotificationStage(Stage):
                 notify, level = ev.escalation(self.state.get(key), head["risk_level"])
                 if not notify and level == self.state.get(key):
                     return NotifyOutcome(record)  # a tick at the level already known: nothing to do
-            self._position(self.codec.decode(record.value, PositionEvent), writes)
+            self._position(self.codec.read(record.value, PositionEvent), writes)
         elif base == topics.RISK_VERDICTS:
             head = self.codec.peek(record.value, RiskVerdict, _VERDICT_FIELDS)
             kind = ev.VERDICT_APPROVED if head["decision"] == "APPROVED" else ev.VERDICT_REJECTED
             if not self.router.wanted(kind):
                 return NotifyOutcome(record)
-            verdict = self.codec.decode(record.value, RiskVerdict)
+            verdict = self.codec.read(record.value, RiskVerdict)
             self._draft(
                 ev.Draft(
-                    verdict.event_id,
+                    verdict["event_id"],
                     kind,
                     "info",
                     verdict_payload(verdict),
-                    event_time=verdict.ts_event,
-                    position_id=verdict.close_position_id,
-                    signal_id=verdict.signal_id,
-                    subject=verdict.symbol,
+                    event_time=verdict["ts_event"],
+                    position_id=verdict["close_position_id"],
+                    signal_id=verdict["signal_id"],
+                    subject=verdict["symbol"],
                 ),
                 writes,
             )
@@ -433,38 +442,38 @@ class NotificationStage(Stage):
             )
         return NotifyOutcome(record, writes=writes)
 
-    def _position(self, event: PositionEvent, writes: list[PgWrite]) -> None:
+    def _position(self, event: Mapping[str, Any], writes: list[PgWrite]) -> None:
         payload = position_payload(event)
-        key = f"risk:{event.position_id}"
+        key = f"risk:{event['position_id']}"
         common: dict[str, Any] = {
-            "event_time": event.ts_event,
-            "position_id": event.position_id,
-            "signal_id": event.signal_id,
-            "subject": event.symbol,
+            "event_time": event["ts_event"],
+            "position_id": event["position_id"],
+            "signal_id": event["signal_id"],
+            "subject": event["symbol"],
         }
-        if event.kind == "opened":
-            self._draft(ev.Draft(event.event_id, ev.POSITION_OPENED, "info", payload, **common), writes)
+        if event["kind"] == "opened":
+            self._draft(ev.Draft(event["event_id"], ev.POSITION_OPENED, "info", payload, **common), writes)
             # The opening level is the baseline (a 20x position opens CRITICAL: <5 % to liquidation, and
             # its open message says so); only a rise above it, or back after re-arming, is an escalation.
-            _, baseline = ev.escalation(None, event.risk_level)
+            _, baseline = ev.escalation(None, event["risk_level"])
             if baseline is not None:
                 self._remember(key, baseline, writes)
             return
-        if event.kind in ev.CLOSING_KINDS:
-            reason = event.close_reason or {"liquidated": "liquidation", "expired": "expiry"}.get(event.kind)
+        if event["kind"] in ev.CLOSING_KINDS:
+            reason = event["close_reason"] or {"liquidated": "liquidation", "expired": "expiry"}.get(event["kind"])
             payload["close_reason"] = reason
             self._draft(
-                ev.Draft(event.event_id, ev.POSITION_CLOSED, ev.close_severity(reason), payload, **common), writes
+                ev.Draft(event["event_id"], ev.POSITION_CLOSED, ev.close_severity(reason), payload, **common), writes
             )
             if key in self.state:
                 self._remember(key, "", writes)
             return
-        notify, level = ev.escalation(self.state.get(key), event.risk_level)
+        notify, level = ev.escalation(self.state.get(key), event["risk_level"])
         if level != self.state.get(key):
             self._remember(key, level or "", writes)
         if notify:
-            severity: ev.Severity = "critical" if event.risk_level == "CRITICAL" else "warning"
-            self._draft(ev.Draft(event.event_id, ev.RISK_ESCALATION, severity, payload, **common), writes)
+            severity: ev.Severity = "critical" if event["risk_level"] == "CRITICAL" else "warning"
+            self._draft(ev.Draft(event["event_id"], ev.RISK_ESCALATION, severity, payload, **common), writes)
 
     def _remember(self, key: str, value: str, writes: list[PgWrite]) -> None:
         if value:

@@ -180,6 +180,19 @@ class Codec:
         except ValidationError as error:
             raise DecodeError(Reason.VALIDATION_ERROR, _validation_text(error)) from None
 
+    def read(self, data: bytes, model: type[Event]) -> dict[str, Any]:
+        """The record of a `model` message as Avro reads it (the latest reader schema's fields, logical
+        types applied: decimals stay strings), without the model's validation: for a consumer that only
+        copies fields into text (the notification hub), where validating costs as much as reading."""
+        self._check_size(data)
+        writer, offset = self.writer_schema(data)
+        if writer.name != model.SCHEMA_NAME:
+            raise DecodeError(
+                Reason.SCHEMA_MISMATCH,
+                f"expected {model.SCHEMA_NAME}, message was written as {writer.name}.v{writer.version}",
+            )
+        return self._read(data, offset, writer)
+
     def peek(self, data: bytes, model: type[Event], fields: tuple[str, ...]) -> dict[str, Any]:
         """A few fields of a `model` message, read without the rest of it and without validation: the
         body is read only up to the last of `fields` in the writer's field order (a consumer that acts

@@ -105,6 +105,10 @@ class CountingCodec(Codec):
         self.decoded += 1
         return super().decode(data, model, **kwargs)
 
+    def read(self, data: bytes, model: Any) -> Any:
+        self.decoded += 1
+        return super().read(data, model)
+
 
 def test_ticks_at_a_known_risk_level_and_events_of_types_that_are_off_are_not_decoded() -> None:
     codec = CountingCodec()
@@ -347,3 +351,49 @@ def test_a_wake_up_that_comes_while_the_sender_claims_is_not_lost() -> None:
 
     asyncio.run(scenario())
     assert len(rounds) >= 2 and rounds[1] - rounds[0] < 1.0
+
+
+def test_a_message_read_without_validation_gives_the_payload_its_decoded_model_gives() -> None:
+    """The hub reads position events and verdicts without the model's validation (`Codec.read`): the
+    payloads the templates render from are the same as from the validated models."""
+    from decimal import Decimal, InvalidOperation
+
+    from phoenix95.notify import templates
+    from phoenix95.notify.stage import position_payload, verdict_payload
+    from phoenix95.schemas.messages import PositionEvent, RiskVerdict
+
+    def same(read: dict[str, Any], decoded: dict[str, Any]) -> bool:
+        """Equal field by field; a number may be spelled otherwise (the Avro string as written,
+        "0.00000000", against the Decimal's "0E-8"), never differ in value."""
+        assert read.keys() == decoded.keys()
+        for key, value in read.items():
+            try:
+                equal = Decimal(value) == Decimal(decoded[key])
+            except (InvalidOperation, TypeError, ValueError):
+                equal = value == decoded[key]
+            assert equal, (key, value, decoded[key])
+        return True
+
+    codec = Codec()
+    for event, kind in (
+        (factories.position_event("opened", risk_level="CRITICAL"), ev.POSITION_OPENED),
+        (factories.position_event("closed", close_reason="take_profit"), ev.POSITION_CLOSED),
+    ):
+        data = codec.encode(event)
+        read, decoded = (
+            position_payload(codec.read(data, PositionEvent)),
+            position_payload(codec.decode(data, PositionEvent)),
+        )
+        assert same(read, decoded)
+        assert templates.render(kind, read, markdown=True) == templates.render(kind, decoded, markdown=True)
+    for signal in (factories.signal(action="buy", confidence="0.9"), factories.signal(action="buy", confidence="0.1")):
+        _, verdict = factories.decided(signal)
+        data = codec.encode(verdict)
+        read, decoded = verdict_payload(codec.read(data, RiskVerdict)), verdict_payload(codec.decode(data, RiskVerdict))
+        assert same(read, decoded) and ("quantity" in read) == (verdict.plan is not None)
+        kind = ev.VERDICT_APPROVED if verdict.decision == "APPROVED" else ev.VERDICT_REJECTED
+        assert templates.render(kind, read, markdown=False) == templates.render(kind, decoded, markdown=False)
+    assert {factories.decided(factories.signal(action="buy", confidence=c))[1].decision for c in ("0.9", "0.1")} == {
+        "APPROVED",
+        "REJECTED",
+    }
