@@ -3,6 +3,7 @@ p95.risk.verdicts (and the risk_verdicts row)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from phoenix95.agents.ports import (
     LagProbe,
     Outcome,
     PortfolioReader,
+    Snapshot,
     SymbolRulesSource,
     VerdictMade,
 )
@@ -163,14 +165,21 @@ class RiskStage(Stage):
                     Outcome(record, dead_letter=dead_letter(self.name, record, error.reason, error.message))
                 )
         analyses = [(r, item) for r, item in work if isinstance(item, Analysis)]
-        existing = await self.portfolio.verdicts([ids.verdict_id(a.event_id) for _, a in analyses]) if analyses else {}
+        verdict_ids = [ids.verdict_id(a.event_id) for _, a in analyses]
         if self.clock == "event":
+            existing = await self.portfolio.verdicts(verdict_ids) if analyses else {}
             return outcomes + await self._process_event_time(work, existing)
+        snapshot: Snapshot | None = None
+        existing = {}
         if analyses:
             await self._refresh_symbol_rules()
-        snapshot = await self.portfolio.snapshot() if analyses else None
-        if analyses and self.locks is not None:
-            self.desk.locks = await self.locks()
+            # what the decisions read, at once (each read waits on its own round trip): a verdict
+            # already made (a re-delivery), the portfolio, the symbol locks
+            existing, snapshot, locks = await asyncio.gather(
+                self.portfolio.verdicts(verdict_ids), self.portfolio.snapshot(), self._read_locks()
+            )
+            if locks is not None:
+                self.desk.locks = locks
         exposures: list[Exposure] = list(snapshot.exposures) if snapshot is not None else []
         for record, item in work:
             if item is None or isinstance(item, MarketPrice):
@@ -187,6 +196,9 @@ class RiskStage(Stage):
             message = self.desk.decide(item, snapshot.equity, snapshot.trading_state, exposures, lag_seconds=lag)
             outcomes.append(Outcome(record, produce=[message], persist=[VerdictMade(message)]))
         return outcomes
+
+    async def _read_locks(self) -> Mapping[str, SymbolLock] | None:
+        return await self.locks() if self.locks is not None else None
 
     async def _process_event_time(
         self, work: list[tuple[InputRecord, MarketPrice | Analysis | None]], existing: dict[str, RiskVerdict]

@@ -102,8 +102,13 @@ class BenchPipeline:
         from phoenix95.streams.stages import STAGES
         from phoenix95.streams.supervisor import WorkerSet
 
+        # P95_BENCH_WORKER_LOG=info: the workers log their batch statistics (time in process, persist
+        # and publish) every few seconds, in the run's log directory
         self.workers = WorkerSet(
-            STAGES, env=self.env, log_dir=self.settings.home / "logs" / self.run_id, log_level="warn"
+            STAGES,
+            env=self.env,
+            log_dir=self.settings.home / "logs" / self.run_id,
+            log_level=os.environ.get("P95_BENCH_WORKER_LOG", "warn"),
         )
 
     def __enter__(self) -> BenchPipeline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -85,11 +86,12 @@ class PgPortfolio:
         return [ClosedFact(at, symbol, pid, pnl, reason) for pid, symbol, pnl, reason, at in rows]
 
     async def snapshot(self) -> Snapshot:
-        exposures = await queries.exposures(self.database)
-        realized = await queries.realized_pnl(self.database)
-        return Snapshot(
-            equity=self.starting_equity + realized, trading_state=await self._state.get(), exposures=tuple(exposures)
+        # three reads at once, each on its own pooled connection: a decision waits for the slowest,
+        # not for the sum of their round trips (statements apart already: no read sees a transaction)
+        exposures, realized, state = await asyncio.gather(
+            queries.exposures(self.database), queries.realized_pnl(self.database), self._state.get()
         )
+        return Snapshot(equity=self.starting_equity + realized, trading_state=state, exposures=tuple(exposures))
 
     async def verdicts(self, verdict_ids: Sequence[str]) -> dict[str, RiskVerdict]:
         return await queries.verdicts_by_id(self.database, verdict_ids)
