@@ -154,3 +154,27 @@ def test_a_stopping_worker_gives_its_rows_back_and_a_killed_workers_rows_wait_fo
         assert receiver.requests == []
     finally:
         receiver.close()
+
+
+def test_an_event_twice_in_one_batch_makes_one_row_and_one_handover(namespace) -> None:
+    settings = get_settings()
+    receiver = JsonReceiver()
+
+    async def scenario() -> None:
+        await migrate(settings.postgres_url(), settings.postgres.db_schema)
+        async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
+            sender = _sender(receiver.url, NotificationStore(db), lease_s=30)
+            sender.start()
+            sender.senders[0].bucket.block(3600)  # nothing goes out: what was handed over stays in memory
+            try:
+                (outcome,) = _opened(1)
+                assert not await NotificationSink(db, sender=sender).persist("notifications", [outcome, outcome])
+                assert len(sender.senders[0].fresh) == 1
+                assert await db.fetch("SELECT count(*) FROM notifications") == [(1,)]
+            finally:
+                await sender.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        receiver.close()
