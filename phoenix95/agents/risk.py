@@ -3,7 +3,6 @@ p95.risk.verdicts (and the risk_verdicts row)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from phoenix95.agents.ports import (
     VerdictMade,
 )
 from phoenix95.agents.risk_desk import RiskDesk
+from phoenix95.aio import all_of
 from phoenix95.domain import ids
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.config import TradingConfig
@@ -175,7 +175,7 @@ class RiskStage(Stage):
             await self._refresh_symbol_rules()
             # what the decisions read, at once (each read waits on its own round trip): a verdict
             # already made (a re-delivery), the portfolio, the symbol locks
-            existing, snapshot, locks = await asyncio.gather(
+            existing, snapshot, locks = await all_of(
                 self.portfolio.verdicts(verdict_ids), self.portfolio.snapshot(), self._read_locks()
             )
             if locks is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -12,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from phoenix95.agents.ports import Snapshot
+from phoenix95.aio import all_of
 from phoenix95.domain.book import PendingOrder
 from phoenix95.domain.brackets import BracketTable
 from phoenix95.domain.positions import Position
@@ -88,7 +88,7 @@ class PgPortfolio:
     async def snapshot(self) -> Snapshot:
         # three reads at once, each on its own pooled connection: a decision waits for the slowest,
         # not for the sum of their round trips (statements apart already: no read sees a transaction)
-        exposures, realized, state = await asyncio.gather(
+        exposures, realized, state = await all_of(
             queries.exposures(self.database), queries.realized_pnl(self.database), self._state.get()
         )
         return Snapshot(equity=self.starting_equity + realized, trading_state=state, exposures=tuple(exposures))
