@@ -165,13 +165,23 @@ async def _publish(
 
 
 async def _wait(settings: Settings, signal_count: int, *, timeout: float, workers: Any) -> None:
-    from phoenix95.connectors.kafka_admin import committed_offsets, end_offsets
+    """Until every signal is decided, every approved one ordered, every fill a position, and the
+    risk, execution and positions groups committed to the end of their inputs. The offsets are read
+    by one reader for the whole wait (a consumer made per look took longer than a look)."""
+    from phoenix95.monitoring.offsets import OffsetReader
     from phoenix95.storage.postgres import Database
     from phoenix95.streams.stages import spec
 
     topics = Topics(settings.namespace)
+    groups = {
+        topics.group(stage): [topics.name(base) for base in spec(stage).inputs]
+        for stage in ("risk", "execution", "positions")
+    }
     deadline = time.monotonic() + timeout
-    async with Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db:
+    async with (
+        Database(settings.postgres_url(), schema=settings.postgres.db_schema) as db,
+        OffsetReader(settings.kafka.bootstrap_servers) as reader,
+    ):
         while time.monotonic() < deadline:
             workers.restart_dead()
             rows = await db.fetch(
@@ -183,15 +193,8 @@ async def _wait(settings: Settings, signal_count: int, *, timeout: float, worker
             )
             decided, approved, orders, filled, positions = rows[0]
             if decided >= signal_count and orders >= approved and positions >= filled:
-                caught_up = True
-                for stage in ("risk", "execution", "positions"):
-                    inputs = [topics.name(base) for base in spec(stage).inputs]
-                    ends = await end_offsets(settings.kafka.bootstrap_servers, inputs)
-                    committed = await committed_offsets(settings.kafka.bootstrap_servers, topics.group(stage), inputs)
-                    if any(committed.get(tp, 0) < end for tp, end in ends.items() if end > 0):
-                        caught_up = False
-                        break
-                if caught_up:
+                offsets = await reader.read(groups)
+                if all((row.committed or 0) >= row.end for found in offsets.values() for row in found if row.end > 0):
                     return
             await asyncio.sleep(0.1)
     raise TimeoutError(f"the kafka-mode replay did not finish within {timeout:.0f}s (logs in {settings.home / 'logs'})")
