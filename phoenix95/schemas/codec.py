@@ -163,17 +163,22 @@ class Codec:
         self._registry_versions[schema_id] = schema
         return schema
 
-    def decode(self, data: bytes, model: type[E], *, headers: Headers = ()) -> E:
-        """Decode a value written for `model` (or JSON, when `model` is Signal)."""
-        self._check_size(data)
-        if model is Signal and _looks_like_json(data, headers):
-            raise DecodeError(Reason.DECODE_ERROR, "JSON signal: use decode_signal() with the message coordinates")
+    def _writer_of(self, data: bytes, model: type[Event]) -> tuple[SchemaVersion, int]:
+        """The writer schema of a message that must have been written for `model`, and where its body starts."""
         writer, offset = self.writer_schema(data)
         if writer.name != model.SCHEMA_NAME:
             raise DecodeError(
                 Reason.SCHEMA_MISMATCH,
                 f"expected {model.SCHEMA_NAME}, message was written as {writer.name}.v{writer.version}",
             )
+        return writer, offset
+
+    def decode(self, data: bytes, model: type[E], *, headers: Headers = ()) -> E:
+        """Decode a value written for `model` (or JSON, when `model` is Signal)."""
+        self._check_size(data)
+        if model is Signal and _looks_like_json(data, headers):
+            raise DecodeError(Reason.DECODE_ERROR, "JSON signal: use decode_signal() with the message coordinates")
+        writer, offset = self._writer_of(data, model)
         record = self._read(data, offset, writer)
         try:
             return model.model_validate(record)
@@ -185,12 +190,7 @@ class Codec:
         types applied: decimals stay strings), without the model's validation: for a consumer that only
         copies fields into text (the notification hub), where validating costs as much as reading."""
         self._check_size(data)
-        writer, offset = self.writer_schema(data)
-        if writer.name != model.SCHEMA_NAME:
-            raise DecodeError(
-                Reason.SCHEMA_MISMATCH,
-                f"expected {model.SCHEMA_NAME}, message was written as {writer.name}.v{writer.version}",
-            )
+        writer, offset = self._writer_of(data, model)
         return self._read(data, offset, writer)
 
     def peek(self, data: bytes, model: type[Event], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -200,12 +200,7 @@ class Codec:
         Timestamps come back as microseconds since the epoch. A message whose prefix does not read
         raises DecodeError; bytes after the prefix are not looked at."""
         self._check_size(data)
-        writer, offset = self.writer_schema(data)
-        if writer.name != model.SCHEMA_NAME:
-            raise DecodeError(
-                Reason.SCHEMA_MISMATCH,
-                f"expected {model.SCHEMA_NAME}, message was written as {writer.name}.v{writer.version}",
-            )
+        writer, offset = self._writer_of(data, model)
         prefix = self._prefixes.get((writer.file, fields))
         if prefix is None:
             prefix = self._prefixes[(writer.file, fields)] = _prefix_schema(writer, fields)
