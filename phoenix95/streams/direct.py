@@ -10,7 +10,8 @@ or what arrived within the stage's `batch_within_s` of the first record), handed
 - commit-after-write: `run_batch` acks a record only after its writes and outputs are done; an acked
   record's offset + 1 becomes committable for its partition (acks come in offset order per partition,
   a held record holds every later one back), and the committable offsets are committed every
-  `kafka.commit_interval_s`, before a rebalance takes partitions away, and at a clean stop;
+  `kafka.commit_interval_s` while records flow, as soon as a fetch finds nothing (`IDLE_MS`), before
+  a rebalance takes partitions away, and at a clean stop;
 - one consumer group per stage (the group Faust used: offsets carry over between the two loops), the
   range assignor: co-partitioned inputs (`p95.orders` and `p95.market.prices`) get the same partition
   numbers on one instance, as the scale-out design needs (`streams/ownership.py`);
