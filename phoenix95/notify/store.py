@@ -16,27 +16,28 @@ from phoenix95.domain import ids
 from phoenix95.notify.events import Draft
 from phoenix95.storage.postgres import Database, PgWrite, Statement, upsert
 
+#: The row's columns and their array types (the parameters of `row_write`, in order; a payload dict
+#: follows them, for the sender).
 _ROW_COLUMNS = (
-    "notification_id",
-    "event_id",
-    "channel",
-    "event_type",
-    "severity",
-    "silent",
-    "position_id",
-    "signal_id",
-    "subject",
-    "payload",
-    "event_time",
+    ("notification_id", "uuid"),
+    ("event_id", "text"),
+    ("channel", "text"),
+    ("event_type", "text"),
+    ("severity", "text"),
+    ("silent", "bool"),
+    ("position_id", "text"),
+    ("signal_id", "text"),
+    ("subject", "text"),
+    ("payload", "jsonb"),
+    ("event_time", "timestamptz"),
 )
-_ARRAY_TYPES = ("uuid", "text", "text", "text", "text", "bool", "text", "text", "text", "jsonb", "timestamptz")
 #: One INSERT per batch (the columns as arrays, sent in binary: psycopg's text form of an array
-#: escapes every element through a regular expression, 80 us a row). Only the rows it inserts come
+#: escapes every element through a regular expression, 85 us a row). Only the rows it inserts come
 #: back: a re-delivered event's rows are there already, and only new rows may be handed to the sender.
 _INSERT = (
-    f"INSERT INTO notifications ({', '.join(_ROW_COLUMNS)}, lease_until) "
+    f"INSERT INTO notifications ({', '.join(name for name, _ in _ROW_COLUMNS)}, lease_until) "
     f"SELECT *, CASE WHEN %s::float8 > 0 THEN clock_timestamp() + make_interval(secs => %s::float8) END "
-    f"FROM unnest({', '.join(f'%b::{kind}[]' for kind in _ARRAY_TYPES)}) "
+    f"FROM unnest({', '.join(f'%b::{kind}[]' for _, kind in _ROW_COLUMNS)}) "
     "ON CONFLICT DO NOTHING RETURNING notification_id::text"
 )
 
@@ -58,8 +59,8 @@ async def _insert_rows(cursor: psycopg.AsyncCursor[Any], writes: list[PgWrite]) 
     handover = HANDOVER.get()
     lease_s = handover.lease_s if handover is not None else 0.0
     rows = [write.params for write in writes]
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    await cursor.execute(_INSERT, (lease_s, lease_s, *columns[: len(_ROW_COLUMNS)]))
+    columns = [[row[index] for row in rows] for index in range(len(_ROW_COLUMNS))]
+    await cursor.execute(_INSERT, (lease_s, lease_s, *columns))
     inserted = [notification_id for (notification_id,) in await cursor.fetchall()]
     if handover is not None and inserted:
         by_id = {row[0]: row for row in rows}
